@@ -1,0 +1,1 @@
+"""wbvae HTTP service: the edge around ``model.corrector.Corrector``."""

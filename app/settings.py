@@ -1,0 +1,25 @@
+"""The service's one settings class (environment variables prefixed ``WBVAE_``)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from model.corrector import DEFAULT_CHECKPOINT
+
+
+class Settings(BaseSettings):
+    """Configuration; built once and passed to ``create_app``."""
+
+    model_config = SettingsConfigDict(env_prefix="WBVAE_", env_file=None, extra="ignore")
+
+    checkpoint: Path = Field(DEFAULT_CHECKPOINT, description="Trained model checkpoint to serve.")
+    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N.")
+    host: str = Field("0.0.0.0", description="Interface to listen on.")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port.")
+    max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1, description="Largest accepted upload (413 above).")
+    max_pixels: int = Field(50_000_000, ge=1, description="Largest accepted width x height (413 above).")
+    max_concurrent_corrections: int = Field(2, ge=1, description="Corrections run at once; others wait.")
+    png_compress_level: int = Field(1, ge=0, le=9, description="zlib level of PNG output (1: fast, 9: small).")
+    log_level: str = Field("info", description="Log level of the service and uvicorn.")

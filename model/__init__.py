@@ -1,0 +1,1 @@
+"""wbvae model package: pure PyTorch and image maths (never imports ``app``)."""

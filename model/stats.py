@@ -1,0 +1,119 @@
+"""Content-independent cues: statistical illuminant estimates and a log-chroma histogram.
+
+Computed on a copy of the photo whose long side is at most ``STATS_SIZE`` px,
+with a mask of pixels that were clipped in the original (block maximum), so a
+12-megapixel photo and its training crops yield comparable statistics.
+Everything here is NumPy on ``(H, W, 3)`` arrays; the same function serves
+training and inference.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from model.colour import LUMA_709, srgb_to_linear
+
+STATS_SIZE = 256          # long side of the statistics copy
+THUMB_SIZE = 64           # the VAE's input
+CLIP_LEVEL = 250          # uint8 value from which a channel counts as clipped
+DARK_LUMA = 0.01          # linear luminance under which a pixel is too noisy to trust
+HIST_BINS = 16
+HIST_RANGE = 1.5          # log-chroma histogram covers [-1.5, 1.5]
+ESTIMATORS = ("gray_world", "shades_of_gray", "white_patch", "gray_edge", "bright_pixels")
+NUM_ESTIMATES = len(ESTIMATORS)
+CUE_DIM = 2 * NUM_ESTIMATES + HIST_BINS * HIST_BINS + 3
+
+_LUMA = np.asarray(LUMA_709, dtype=np.float32)
+_SRGB_TO_LINEAR_LUT = srgb_to_linear(np.arange(256, dtype=np.float32) / 255.0)
+
+
+@dataclass
+class Analysis:
+    """What the model needs from one photo."""
+
+    thumb: np.ndarray      # (3, THUMB_SIZE, THUMB_SIZE) float32 sRGB in [0, 1]
+    cues: np.ndarray       # (CUE_DIM,) float32
+    log_gains: np.ndarray  # (NUM_ESTIMATES, 3) float32, log of luminance-preserving gains
+
+
+def downsample(img: np.ndarray, max_side: int = STATS_SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """Box-downsample a uint8 ``(H, W, 3)`` photo by an integer factor.
+
+    Returns the small uint8 copy (long side <= ``max_side``) and a boolean clip
+    mask marking blocks in which any pixel had a channel >= ``CLIP_LEVEL``.
+    Works on views and Pillow's C reduce: memory stays near the small copy.
+    """
+    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 (H, W, 3) array, got {img.dtype} {img.shape}")
+    h, w = img.shape[:2]
+    f = max(1, -(-max(h, w) // max_side))
+    hs, ws = max(1, h // f), max(1, w // f)
+    if f == 1:
+        return img, (img >= CLIP_LEVEL).any(axis=2)
+    crop = img[:hs * f, :ws * f]
+    small = np.asarray(Image.fromarray(np.ascontiguousarray(crop)).reduce(f))
+    clipped = np.zeros((hs, ws), dtype=bool)
+    step = max(1, (1 << 22) // (ws * f * f * 3))  # block rows per strip: ~4 MB of pixels
+    for r0 in range(0, hs, step):  # strips: bounded temporaries
+        strip = crop[r0 * f:(r0 + step) * f]
+        blocks = strip.reshape(strip.shape[0] // f, f, ws, f, 3)
+        clipped[r0:r0 + step] = (blocks.max(axis=(1, 3)) >= CLIP_LEVEL).any(axis=-1)
+    return small, clipped
+
+
+def _log_gains(e: np.ndarray) -> np.ndarray:
+    """Gains that map illuminant ``e`` (linear RGB) to gray of the same luminance."""
+    e = np.maximum(e, 1e-6)
+    return np.log(float(e @ _LUMA) / e).astype(np.float32)
+
+
+def illuminant_estimates(lin: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """(NUM_ESTIMATES, 3) linear-RGB illuminant estimates, in ``ESTIMATORS`` order."""
+    px = lin[valid]
+    if len(px) < 16:
+        return np.ones((NUM_ESTIMATES, 3), dtype=np.float32)
+    gray_world = px.mean(0)
+    sog = (px.astype(np.float64) ** 6).mean(0) ** (1 / 6)
+    white_patch = np.percentile(px, 99, axis=0)
+    gy = np.abs(np.diff(lin, axis=0))[:, :-1]
+    gx = np.abs(np.diff(lin, axis=1))[:-1]
+    edge_valid = valid[:-1, :-1] & valid[1:, :-1] & valid[:-1, 1:]
+    edges = (gx + gy)[edge_valid]
+    gray_edge = (edges.astype(np.float64) ** 6).mean(0) ** (1 / 6) if len(edges) >= 16 else gray_world
+    luma = px @ _LUMA
+    bright = px[luma >= np.percentile(luma, 97)].mean(0)
+    return np.stack([gray_world, sog, white_patch, gray_edge, bright]).astype(np.float32) + 1e-6
+
+
+def analyse_small(small: np.ndarray, clipped: np.ndarray) -> Analysis:
+    """Cues from a small uint8 copy and its clip mask (see ``downsample``)."""
+    lin = _SRGB_TO_LINEAR_LUT[small]  # (h, w, 3) float32
+    luma = lin @ _LUMA
+    valid = ~clipped & (luma > DARK_LUMA)
+    est = illuminant_estimates(lin, valid)
+    log_gains = np.stack([_log_gains(e) for e in est])
+    est_chroma = np.log(est[:, [0, 2]] / est[:, [1]]).reshape(-1)  # log(R/G), log(B/G)
+
+    px = lin[valid] + 1e-4
+    hist = np.zeros((HIST_BINS, HIST_BINS), dtype=np.float32)
+    if len(px):
+        u = np.log(px[:, 1] / px[:, 0])
+        v = np.log(px[:, 1] / px[:, 2])
+        hist, _, _ = np.histogram2d(np.clip(u, -HIST_RANGE, HIST_RANGE), np.clip(v, -HIST_RANGE, HIST_RANGE),
+                                    bins=HIST_BINS, range=[[-HIST_RANGE, HIST_RANGE]] * 2)
+        hist = np.sqrt(hist / len(px)).astype(np.float32)
+    n = luma.size
+    extra = np.array([np.log(luma.mean() + 1e-4), clipped.sum() / n, (luma <= DARK_LUMA).sum() / n],
+                     dtype=np.float32)
+    cues = np.concatenate([est_chroma, hist.reshape(-1), extra]).astype(np.float32)
+
+    thumb = np.asarray(Image.fromarray(small).resize((THUMB_SIZE, THUMB_SIZE), Image.BILINEAR, reducing_gap=2.0))
+    thumb = (thumb.astype(np.float32) / 255.0).transpose(2, 0, 1)
+    return Analysis(np.ascontiguousarray(thumb), cues, log_gains)
+
+
+def analyse(img: np.ndarray) -> Analysis:
+    """Cues for a full-size uint8 ``(H, W, 3)`` photo."""
+    return analyse_small(*downsample(img))

@@ -1,0 +1,164 @@
+"""The seed's VAE plus a constrained colour-correction head.
+
+Working resolution: the VAE sees a 64x64 thumbnail. White balance is a global
+property of a photo; 64 px keep every large surface and its colour while the
+four stride-2 convolutions stay cheap on a CPU (about 20 MFLOP a photo). Detail
+is never produced by the decoder: the correction the head predicts is a 3x3
+matrix in linear RGB that is applied to the full-resolution original
+(``model.mapping``), so the output keeps every pixel of the input.
+
+The head sees the latent mean plus content-independent cues computed on a
+larger copy (``model.stats``) and predicts
+
+    M = (I + p * delta) @ diag(exp(p * (sum_k a_k * l_k + r)))
+
+where ``l_k`` are the log-gains of K statistical illuminant estimates (gray
+world, shades of gray, ...), ``a_k`` their learned per-image weights, ``r`` a
+residual, ``delta`` a bounded 3x3 residual and ``p`` the predicted probability
+that the photo has a cast at all. Every output layer of the head starts at
+zero, so an untrained head is the identity; ``M`` is scaled so that the
+estimated illuminant keeps its luminance.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.stats import CUE_DIM, NUM_ESTIMATES
+
+LUMA = torch.tensor([0.2126, 0.7152, 0.0722])
+
+
+@dataclass
+class WBVAEConfig:
+    """Architecture; saved as ``model_args`` beside the weights."""
+
+    image_size: int = 64
+    channels: tuple[int, ...] = (32, 64, 128, 256)
+    latent_dim: int = 128
+    cue_dim: int = CUE_DIM
+    num_estimates: int = NUM_ESTIMATES
+    head_hidden: int = 256
+    use_cues: bool = True
+    max_log_gain: float = 1.5
+    max_delta: float = 0.5
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["channels"] = list(self.channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "WBVAEConfig":
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise ValueError(f"unknown model_args {unknown}")
+        if "channels" in known:
+            known["channels"] = tuple(known["channels"])
+        return cls(**known)
+
+
+def vae_loss(recon: torch.Tensor, target: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
+             beta: float = 0.00025) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Seed loss: reconstruction + beta * KL (Kingma & Welling 2014, Appendix B).
+
+    recon: mean squared error over all elements; KL: closed-form divergence of
+    N(mu, exp(logvar)) from N(0, I), summed over latent dims, averaged over the
+    batch. Returns (total, recon, kl).
+    """
+    rec = F.mse_loss(recon, target)
+    kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1)).mean()
+    return rec + beta * kl, rec, kl
+
+
+class WBVAE(nn.Module):
+    """Seed VAE (encoder -> mu/logvar -> z -> decoder) with a correction head."""
+
+    def __init__(self, config: WBVAEConfig | None = None):
+        super().__init__()
+        self.config = cfg = config or WBVAEConfig()
+        n = len(cfg.channels)
+        if cfg.image_size % (2 ** n):
+            raise ValueError(f"image_size {cfg.image_size} must be divisible by 2**{n}")
+        self.feature_size = cfg.image_size // 2 ** n
+        flat = cfg.channels[-1] * self.feature_size ** 2
+
+        enc, c_in = [], 3
+        for c in cfg.channels:  # each halves H and W
+            enc += [nn.Conv2d(c_in, c, 4, stride=2, padding=1), nn.ReLU(inplace=True)]
+            c_in = c
+        self.encoder = nn.Sequential(*enc, nn.Flatten())
+        self.fc_mu = nn.Linear(flat, cfg.latent_dim)
+        self.fc_logvar = nn.Linear(flat, cfg.latent_dim)
+
+        self.decoder_input = nn.Linear(cfg.latent_dim, flat)
+        dec, rev = [], list(reversed(cfg.channels))
+        for c_from, c_to in zip(rev, rev[1:]):  # each doubles H and W
+            dec += [nn.ConvTranspose2d(c_from, c_to, 4, stride=2, padding=1), nn.ReLU(inplace=True)]
+        dec += [nn.ConvTranspose2d(rev[-1], 3, 4, stride=2, padding=1), nn.Sigmoid()]
+        self.decoder = nn.Sequential(*dec)
+
+        head_in = cfg.latent_dim + (cfg.cue_dim if cfg.use_cues else 0)
+        self.head_out_dim = 1 + cfg.num_estimates + 3 + 9
+        self.head = nn.Sequential(
+            nn.Linear(head_in, cfg.head_hidden), nn.ReLU(inplace=True),
+            nn.Linear(cfg.head_hidden, cfg.head_hidden), nn.ReLU(inplace=True),
+            nn.Linear(cfg.head_hidden, self.head_out_dim),
+        )
+        nn.init.zeros_(self.head[-1].weight)
+        nn.init.zeros_(self.head[-1].bias)
+
+    # --- the textbook VAE ---
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.encoder(x)  # (B, 3, S, S) -> (B, C * S/16 * S/16)
+        return self.fc_mu(h), self.fc_logvar(h)  # (B, latent), (B, latent)
+
+    @staticmethod
+    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        """z = mu + eps * sigma, eps ~ N(0, I)."""
+        return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        c, s = self.config.channels[-1], self.feature_size
+        h = self.decoder_input(z).view(-1, c, s, s)  # (B, latent) -> (B, C, S/16, S/16)
+        return self.decoder(h)  # (B, 3, S, S), in (0, 1)
+
+    # --- the correction head ---
+    def correction(self, latent: torch.Tensor, cues: torch.Tensor,
+                   log_gains: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Linear-RGB 3x3 correction matrices (B, 3, 3) and cast logits (B,).
+
+        latent: (B, latent); cues: (B, cue_dim); log_gains: (B, K, 3) from
+        ``model.stats``.
+        """
+        cfg = self.config
+        h = torch.cat([latent, cues], dim=1) if cfg.use_cues else latent
+        out = self.head(h)
+        k = cfg.num_estimates
+        cast_logit = out[:, 0]
+        weights, residual, delta = out[:, 1:1 + k], out[:, 1 + k:4 + k], out[:, 4 + k:]
+        p = torch.sigmoid(cast_logit)[:, None]  # (B, 1)
+        log_g = (weights.unsqueeze(-1) * log_gains).sum(1) + residual  # (B, 3)
+        log_g = cfg.max_log_gain * torch.tanh(p * log_g / cfg.max_log_gain)
+        delta = cfg.max_delta * torch.tanh(delta.view(-1, 3, 3)) * p[..., None]
+        eye = torch.eye(3, dtype=latent.dtype, device=latent.device)
+        matrix = (eye + delta) @ torch.diag_embed(log_g.exp())
+        # Keep the luminance of the illuminant the gains neutralise.
+        illuminant = (-log_g).exp()  # (B, 3)
+        luma = LUMA.to(latent.device, latent.dtype)
+        scale = (illuminant @ luma) / ((matrix @ illuminant.unsqueeze(-1)).squeeze(-1) @ luma).clamp(min=1e-6)
+        return matrix * scale[:, None, None], cast_logit
+
+    def forward(self, thumb: torch.Tensor, cues: torch.Tensor, log_gains: torch.Tensor,
+                sample: bool = True) -> dict[str, torch.Tensor]:
+        """thumb: (B, 3, S, S) sRGB in [0, 1]. Returns recon, mu, logvar, matrix, cast_logit."""
+        mu, logvar = self.encode(thumb)
+        z = self.reparameterize(mu, logvar) if sample else mu
+        matrix, cast_logit = self.correction(z, cues, log_gains)
+        return {"recon": self.decode(z), "mu": mu, "logvar": logvar,
+                "matrix": matrix, "cast_logit": cast_logit}

@@ -1,0 +1,39 @@
+"""The committed default checkpoint on real camera photos (Rendered WB protocol, chart excluded)."""
+import numpy as np
+import pytest
+from skimage.color import deltaE_ciede2000, rgb2lab
+
+from model.corrector import DEFAULT_CHECKPOINT, Corrector
+
+
+def mean_de2000(a: np.ndarray, b: np.ndarray) -> float:
+    mask = ~((a == 0).all(-1) & (b == 0).all(-1))  # the blacked-out colour chart
+    return float(deltaE_ciede2000(rgb2lab(a[mask][None] / 255.0), rgb2lab(b[mask][None] / 255.0)).mean())
+
+
+@pytest.fixture(scope="module")
+def corrector():
+    assert DEFAULT_CHECKPOINT.stat().st_size <= 25 * 2**20
+    return Corrector.from_checkpoint(DEFAULT_CHECKPOINT, device="cpu")
+
+
+def test_corrects_real_camera_casts(corrector, real_pairs):
+    before, after = [], []
+    for name, inp, gt in real_pairs:
+        out = corrector.correct(inp)
+        assert out.shape == inp.shape and out.dtype == np.uint8
+        before.append(mean_de2000(inp, gt))
+        after.append(mean_de2000(out, gt))
+        assert after[-1] < before[-1], f"{name}: {before[-1]:.2f} -> {after[-1]:.2f}"
+    assert np.mean(before) == pytest.approx(11.83, abs=0.05)
+    assert np.mean(after) < 0.75 * np.mean(before), f"mean dE2000 {np.mean(after):.2f}"
+
+
+def test_does_no_harm_to_a_balanced_photo(corrector, real_pairs):
+    gt = real_pairs[0][2]
+    assert mean_de2000(corrector.correct(gt), gt) <= 2.0
+
+
+def test_deterministic(corrector, real_pairs):
+    inp = real_pairs[0][1]
+    assert np.array_equal(corrector.correct(inp), corrector.correct(inp))

@@ -1,0 +1,62 @@
+import resource
+import subprocess
+import sys
+
+import numpy as np
+
+from model.mapping import apply_matrix, fit_matrix
+from model.stats import CUE_DIM, NUM_ESTIMATES, analyse, downsample
+from tests.conftest import REAL_PAIRS, load_rgb
+
+KNOWN = np.array([[1.15, 0.06, -0.02], [0.03, 0.97, 0.01], [-0.01, 0.05, 0.72]], dtype=np.float32)
+
+
+def test_identity_is_bit_exact():
+    img = np.random.default_rng(1).integers(0, 256, size=(300, 200, 3), dtype=np.uint8)
+    levels = np.arange(256, dtype=np.uint8)
+    every_value = np.stack([levels] * 3, axis=-1)[None]
+    assert np.array_equal(apply_matrix(img, np.eye(3)), img)
+    assert np.array_equal(apply_matrix(every_value, np.eye(3)), every_value)
+
+
+def test_known_transform_is_recovered():
+    gt = load_rgb(REAL_PAIRS / "8D5U5524_G_AS.png")
+    mapped = apply_matrix(gt, KNOWN)
+    assert not np.array_equal(mapped, gt)
+    assert np.abs(fit_matrix(gt, mapped) - KNOWN).max() < 0.01
+
+
+def test_chunking_does_not_change_the_result():
+    img = np.random.default_rng(2).integers(0, 256, size=(123, 77, 3), dtype=np.uint8)
+    assert np.array_equal(apply_matrix(img, KNOWN), apply_matrix(img, KNOWN, chunk_pixels=1000))
+
+
+def test_24_megapixel_apply_stays_within_memory_bound():
+    """Peak RSS of a fresh process applying a matrix to a 24 MP photo: input + output + < 250 MB."""
+    code = (
+        "import numpy as np, resource\n"
+        "from model.mapping import apply_matrix\n"
+        "from model.stats import analyse\n"
+        "img = np.full((4000, 6000, 3), 128, np.uint8)\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "analyse(img)\n"
+        "out = apply_matrix(img, np.diag([1.2, 1.0, 0.8]))\n"
+        "assert out.shape == img.shape and out.dtype == np.uint8\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024)\n"
+    )
+    extra_mb = int(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                                  text=True).stdout.strip())
+    output_mb = 4000 * 6000 * 3 // 2**20  # 68 MB
+    assert extra_mb < output_mb + 250, f"applying to 24 MP took {extra_mb} MB beyond the input"
+
+
+def test_analysis_shapes_and_clip_mask():
+    img = np.full((1000, 1500, 3), 100, np.uint8)
+    img[:40, :40] = 255
+    small, clipped = downsample(img)
+    assert max(small.shape[:2]) <= 256 and clipped.shape == small.shape[:2]
+    assert clipped[:4, :4].all() and not clipped[20:, 20:].any()
+    a = analyse(img)
+    assert a.thumb.shape == (3, 64, 64) and a.cues.shape == (CUE_DIM,)
+    assert a.log_gains.shape == (NUM_ESTIMATES, 3)
+    assert np.abs(a.log_gains).max() < 1e-3  # a gray photo needs no correction

@@ -1,0 +1,85 @@
+import math
+
+import pytest
+import torch
+
+from model.corrector import load_model, save_checkpoint
+from model.stats import CUE_DIM, NUM_ESTIMATES
+from model.vae import WBVAE, WBVAEConfig, vae_loss
+
+
+def _inputs(batch=4, size=64):
+    g = torch.Generator().manual_seed(0)
+    return (torch.rand(batch, 3, size, size, generator=g), torch.randn(batch, CUE_DIM, generator=g),
+            0.3 * torch.randn(batch, NUM_ESTIMATES, 3, generator=g))
+
+
+def test_output_shapes():
+    model = WBVAE()
+    out = model(*_inputs())
+    assert out["recon"].shape == (4, 3, 64, 64)
+    assert out["mu"].shape == out["logvar"].shape == (4, 128)
+    assert out["matrix"].shape == (4, 3, 3)
+    assert out["cast_logit"].shape == (4,)
+    assert 0 < out["recon"].min() and out["recon"].max() < 1  # sigmoid output
+
+
+def test_untrained_head_is_identity():
+    out = WBVAE()(*_inputs())
+    assert torch.allclose(out["matrix"], torch.eye(3).expand(4, 3, 3), atol=1e-6)
+
+
+def test_reparameterize_statistics():
+    torch.manual_seed(0)
+    mu = torch.full((200_000, 2), 1.5)
+    logvar = torch.log(torch.tensor([0.25, 4.0])).expand(200_000, 2)
+    z = WBVAE.reparameterize(mu, logvar)
+    assert torch.allclose(z.mean(0), torch.tensor([1.5, 1.5]), atol=0.02)
+    assert torch.allclose(z.std(0), torch.tensor([0.5, 2.0]), atol=0.02)
+
+
+def test_loss_is_recon_plus_beta_kl_by_hand():
+    recon = torch.tensor([[0.0, 1.0], [0.5, 0.5]])
+    target = torch.tensor([[1.0, 1.0], [0.5, 0.0]])
+    mu = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    logvar = torch.tensor([[0.0, math.log(2.0)], [0.0, 0.0]])
+    total, rec, kl = vae_loss(recon, target, mu, logvar, beta=0.00025)
+    expected_rec = (1.0 + 0.0 + 0.0 + 0.25) / 4
+    # KL per sample: 0.5 * sum(mu^2 + sigma^2 - 1 - log sigma^2)
+    kl0 = 0.5 * ((1 + 1 - 1 - 0) + (0 + 2 - 1 - math.log(2.0)))
+    kl1 = 0.5 * ((0 + 1 - 1 - 0) + (4 + 1 - 1 - 0))
+    assert rec.item() == pytest.approx(expected_rec)
+    assert kl.item() == pytest.approx((kl0 + kl1) / 2)
+    assert total.item() == pytest.approx(expected_rec + 0.00025 * (kl0 + kl1) / 2)
+
+
+def test_checkpoint_round_trip(tmp_path):
+    cfg = WBVAEConfig(channels=(8, 16, 16, 32), latent_dim=16, head_hidden=32)
+    model = WBVAE(cfg)
+    torch.nn.init.normal_(model.head[-1].weight, std=0.1)
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, model, step=7)
+    loaded, meta = load_model(path)
+    assert loaded.config == cfg and meta["step"] == 7
+    model.eval()
+    x = _inputs(2)
+    with torch.no_grad():
+        a, b = model(*x, sample=False), loaded(*x, sample=False)
+    assert torch.equal(a["matrix"], b["matrix"]) and torch.equal(a["recon"], b["recon"])
+
+
+def test_bad_checkpoints_name_the_path(tmp_path):
+    with pytest.raises(ValueError, match="not found.*missing.pt"):
+        load_model(tmp_path / "missing.pt")
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="corrupt.pt.*unreadable"):
+        load_model(corrupt)
+    other = tmp_path / "other.pt"
+    torch.save({"model_args": WBVAEConfig().to_dict(), "state_dict": {"w": torch.zeros(1)}}, other)
+    with pytest.raises(ValueError, match="other.pt.*does not match"):
+        load_model(other)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(1)}, foreign)
+    with pytest.raises(ValueError, match="foreign.pt.*not a wbvae checkpoint"):
+        load_model(foreign)
