@@ -1,0 +1,308 @@
+"""Evaluate the model and the statistical baselines with the published protocol.
+
+Usage::
+
+    python -m model.evaluate SOURCE [SOURCE ...] [--checkpoint PATH] [--device cpu|cuda]
+        [--out DIR] [--limit N] [--no-baselines | --baselines NAMES] [--no-model]
+        [--identity] [--deepwb JSON] [--quiet]
+
+``SOURCE`` is ``set1=DIR``, ``set2=DIR``, ``cube=DIR`` or ``pairs=FILE.tsv``
+(see :mod:`model.datasets`), e.g.
+``python -m model.evaluate pairs=../shared/data/real-pairs/pairs.tsv``.
+
+Every method runs at full resolution on the same pairs in one run (GUIDE §2):
+the model through :class:`model.corrector.Corrector` (method ``wbvae``) and the
+baselines of :mod:`model.baselines`. Written to ``--out`` (default
+``runs/eval-<timestamp>``):
+
+- ``per_image.csv``: ``method, name, mse, mae, de2000, de76, source, seconds``;
+- ``summary.md``: mean / Q1 / median / Q3 of each metric per method (also
+  printed);
+- ``deepwb_side_by_side.csv`` when image names match the published Deep WB
+  per-image results (``--deepwb``, default
+  ``../shared/data/deepwb_set2_per_image.json``, skipped silently if absent):
+  one row per matched image, every method's metrics beside Deep WB's; the
+  summary then gets a "Deep WB (published)" row over those same images.
+
+``--identity`` is the do-no-harm check: each distinct ground truth is fed as
+the input and scored against itself (0 is perfect).
+
+:func:`evaluate` / :func:`evaluate_frames` are the reusable core (training
+uses them to choose checkpoints; tests call them directly).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from model.baselines import BASELINES
+from model.datasets import PairSpec, list_pairs, load_pair, parse_source
+from model.metrics import METRICS, all_metrics, summarise
+
+__all__ = [
+    "DEEPWB_METHOD",
+    "MODEL_METHOD",
+    "evaluate",
+    "evaluate_frames",
+    "summarise_records",
+    "markdown_summary",
+    "load_deepwb",
+    "deepwb_records",
+    "write_per_image_csv",
+    "write_side_by_side_csv",
+    "main",
+]
+
+Corrector = Callable[[np.ndarray], np.ndarray]
+Frame = tuple[str, np.ndarray, np.ndarray, np.ndarray]  # (name, input, truth, mask)
+
+MODEL_METHOD = "wbvae"
+DEEPWB_METHOD = "Deep WB (published)"
+METRIC_NAMES = tuple(METRICS)  # ("mse", "mae", "de2000", "de76")
+METRIC_TITLES = {"mse": "MSE", "mae": "MAE (degrees)", "de2000": "Delta E 2000", "de76": "Delta E 76"}
+DEEPWB_KEYS = {"mse": "MSE", "mae": "MAE", "de2000": "DeltaE2000", "de76": "DeltaE76"}
+CSV_FIELDS = ["method", "name", *METRIC_NAMES, "source", "seconds"]
+
+
+def _progress(items: Sequence, desc: str, enabled: bool) -> Iterable:
+    if not enabled:
+        return items
+    try:
+        from tqdm import tqdm
+    except ImportError:  # tqdm is optional (the ``train`` extra); run silently without it
+        return items
+    return tqdm(items, desc=desc, unit="img", file=sys.stderr)
+
+
+def evaluate_frames(
+    frames: Iterable[Frame], correctors: Mapping[str, Corrector], *, source: str = ""
+) -> list[dict]:
+    """Score every corrector on already-loaded frames ``(name, input, truth, mask)``.
+
+    Returns one record per (frame, method): ``method, name, mse, mae, de2000,
+    de76, source, seconds`` (``seconds``: the corrector's wall time).
+    """
+    records = []
+    for name, inp, truth, mask in frames:
+        for method, correct in correctors.items():
+            t0 = time.perf_counter()
+            out = correct(inp)
+            seconds = time.perf_counter() - t0
+            if not isinstance(out, np.ndarray) or out.dtype != np.uint8 or out.shape != inp.shape:
+                got = f"{type(out).__name__} {getattr(out, 'dtype', '')} {getattr(out, 'shape', '')}"
+                raise ValueError(f"corrector {method!r} on {name}: expected uint8 {inp.shape}, got {got}")
+            records.append({"method": method, "name": name, **all_metrics(out, truth, mask),
+                            "source": source, "seconds": seconds})
+    return records
+
+
+def _frames(pairs: Sequence[PairSpec], identity: bool, progress: bool, desc: str) -> Iterator[Frame]:
+    if identity:  # each distinct ground truth once, fed as the input
+        seen: dict[Path, PairSpec] = {}
+        for p in pairs:
+            seen.setdefault(p.groundtruth_path.resolve(), p)
+        pairs = list(seen.values())
+    for p in _progress(list(pairs), desc, progress):
+        inp, gt, mask = load_pair(p)
+        if identity:
+            yield p.groundtruth_path.name, gt, gt.copy(), mask
+        else:
+            yield p.name, inp, gt, mask
+
+
+def evaluate(
+    pairs: Sequence[PairSpec],
+    correctors: Mapping[str, Corrector],
+    *,
+    identity: bool = False,
+    progress: bool = False,
+    source: str = "",
+) -> list[dict]:
+    """Load each pair once (full resolution) and score every corrector on it.
+
+    ``identity=True`` feeds each distinct ground truth as the input (do no
+    harm). Returns the per-image records of :func:`evaluate_frames`.
+    """
+    desc = f"evaluate {source}".strip()
+    return evaluate_frames(_frames(pairs, identity, progress, desc), correctors, source=source)
+
+
+def summarise_records(records: Iterable[dict]) -> dict[str, dict]:
+    """``{method: {"n": images, metric: {mean, q1, median, q3}}}`` in first-seen method order."""
+    by_method: dict[str, list[dict]] = {}
+    for r in records:
+        by_method.setdefault(r["method"], []).append(r)
+    return {m: {"n": len(rs), **{k: summarise(r[k] for r in rs) for k in METRIC_NAMES}}
+            for m, rs in by_method.items()}
+
+
+def markdown_summary(records: Sequence[dict], title: str = "") -> str:
+    """One markdown table per metric: a row per method with n, mean, Q1, median, Q3."""
+    summary = summarise_records(records)
+    lines = [f"## {title}", ""] if title else []
+    for k in METRIC_NAMES:
+        lines += [f"### {METRIC_TITLES[k]}", "", "| method | n | mean | Q1 | median | Q3 |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        for method, s in summary.items():
+            v = s[k]
+            lines.append(f"| {method} | {s['n']} | {v['mean']:.2f} | {v['q1']:.2f} | {v['median']:.2f} | {v['q3']:.2f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def load_deepwb(path: Path | str) -> dict[str, dict[str, float]]:
+    """Published Deep WB per-image errors: ``{image name: {mse, mae, de2000, de76}}``; {} if absent."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text())
+    names = data["names"]
+    return {n: {k: float(data[src][i]) for k, src in DEEPWB_KEYS.items()} for i, n in enumerate(names)}
+
+
+def _deepwb_key(name: str, published: Mapping[str, dict]) -> str | None:
+    for cand in (name, Path(name).name, Path(name).stem + ".png"):
+        if cand in published:
+            return cand
+    return None
+
+
+def deepwb_records(records: Sequence[dict], published: Mapping[str, dict]) -> list[dict]:
+    """Records restricted to images with published Deep WB results, plus Deep WB's own rows."""
+    matched = [r for r in records if _deepwb_key(r["name"], published)]
+    names: dict[str, str] = {}
+    for r in matched:
+        names.setdefault(r["name"], r.get("source", ""))
+    extra = [{"method": DEEPWB_METHOD, "name": n, **published[_deepwb_key(n, published)], "source": s, "seconds": ""}
+             for n, s in names.items()]
+    return matched + extra
+
+
+def write_per_image_csv(records: Sequence[dict], path: Path) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        for r in records:
+            w.writerow({k: (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k]) for k in CSV_FIELDS})
+
+
+def write_side_by_side_csv(records: Sequence[dict], path: Path) -> None:
+    """One row per image: ``name`` then ``<method>:<metric>`` for every method, Deep WB included."""
+    methods = list(dict.fromkeys(r["method"] for r in records))
+    rows: dict[str, dict] = {}
+    for r in records:
+        row = rows.setdefault(r["name"], {"name": r["name"]})
+        for k in METRIC_NAMES:
+            row[f"{r['method']}:{k}"] = f"{r[k]:.6g}"
+    fields = ["name"] + [f"{m}:{k}" for k in METRIC_NAMES for m in methods]
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows.values())
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m model.evaluate", description=__doc__.split("\n\n")[0])
+    p.add_argument("sources", nargs="+", metavar="SOURCE",
+                   help="set1=DIR, set2=DIR, cube=DIR or pairs=FILE.tsv")
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="model checkpoint (default: model.corrector.DEFAULT_CHECKPOINT)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when available)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default runs/eval-<timestamp>)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate at most N pairs of each source")
+    p.add_argument("--no-baselines", action="store_true", help="skip the statistical baselines")
+    p.add_argument("--baselines", default=None, metavar="NAMES",
+                   help=f"comma-separated subset of the baselines (default all: {', '.join(BASELINES)})")
+    p.add_argument("--no-model", action="store_true", help="skip the model (baselines only; no checkpoint needed)")
+    p.add_argument("--identity", action="store_true",
+                   help="do-no-harm check: feed each ground truth as the input and score it against itself")
+    p.add_argument("--deepwb", type=Path, default=Path("../shared/data/deepwb_set2_per_image.json"),
+                   help="published Deep WB per-image results (skipped if absent)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _load_model(args, parser) -> Corrector:
+    try:
+        from model.corrector import DEFAULT_CHECKPOINT, Corrector as ModelCorrector
+    except ImportError as exc:
+        parser.error(f"cannot import model.corrector ({exc}); run with --no-model for baselines only")
+    path = args.checkpoint or DEFAULT_CHECKPOINT
+    try:
+        corrector = ModelCorrector.from_checkpoint(path, device=args.device)
+    except (ValueError, FileNotFoundError) as exc:
+        parser.error(f"cannot load checkpoint {path}: {exc}; run with --no-model for baselines only")
+    return corrector.correct
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if args.limit is not None and args.limit < 1:
+        parser.error("--limit must be at least 1")
+
+    sources = []
+    try:
+        for s in args.sources:
+            spec = parse_source(s)
+            if spec.kind == "synthetic":
+                raise ValueError("the 'synthetic' source cannot be evaluated here: it has no files")
+            pairs = list_pairs(spec)
+            sources.append((str(spec), pairs[: args.limit] if args.limit else pairs))
+    except ValueError as exc:
+        parser.error(str(exc))
+
+    correctors: dict[str, Corrector] = {}
+    if not args.no_model:
+        correctors[MODEL_METHOD] = _load_model(args, parser)
+    if not args.no_baselines:
+        names = list(BASELINES) if args.baselines is None else [n.strip() for n in args.baselines.split(",") if n.strip()]
+        unknown = [n for n in names if n not in BASELINES]
+        if unknown:
+            parser.error(f"unknown baseline(s) {unknown}; choose from {list(BASELINES)}")
+        correctors.update({n: BASELINES[n] for n in names})
+    if not correctors:
+        parser.error("nothing to evaluate: --no-model and --no-baselines together")
+
+    out = args.out or Path("runs") / f"eval-{datetime.now():%Y%m%d-%H%M%S}"
+    out.mkdir(parents=True, exist_ok=True)
+
+    records: list[dict] = []
+    for name, pairs in sources:
+        records += evaluate(pairs, correctors, identity=args.identity, progress=not args.quiet, source=name)
+    write_per_image_csv(records, out / "per_image.csv")
+
+    mode = " (do no harm: ground truth in, 0 is perfect)" if args.identity else ""
+    parts = [f"# Evaluation{mode}", "",
+             f"Sources: {', '.join(n for n, _ in sources)}. Full resolution; chart / calibration object and "
+             "pixels all-zero in both images excluded.", ""]
+    if len(sources) > 1:
+        for name, _ in sources:
+            parts.append(markdown_summary([r for r in records if r["source"] == name], name))
+    parts.append(markdown_summary(records, "All images" if len(sources) > 1 else ""))
+
+    published = {} if args.identity else load_deepwb(args.deepwb)
+    if published:
+        both = deepwb_records(records, published)
+        if both:
+            write_side_by_side_csv(both, out / "deepwb_side_by_side.csv")
+            n = sum(r["method"] == DEEPWB_METHOD for r in both)
+            parts.append(markdown_summary(both, f"Beside Deep WB (published), over the same {n} images"))
+
+    text = "\n".join(parts)
+    (out / "summary.md").write_text(text)
+    print(text)
+    print(f"wrote {out}/per_image.csv and {out}/summary.md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
