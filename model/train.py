@@ -31,6 +31,8 @@ from model.colour import linear_to_srgb, srgb_to_linear
 from model.corrector import resolve_device, save_checkpoint
 from model.emulator import CameraPipelineEmulator, EmulatorConfig
 from model.mapping import apply_matrix
+from model.metrics import delta_e2000 as mean_de2000
+from model.baselines import BASELINES
 from model.stats import THUMB_SIZE, analyse_small, downsample
 from model.vae import WBVAE, WBVAEConfig, vae_loss
 
@@ -220,12 +222,10 @@ def training_loss(model, batch: dict, cfg: TrainConfig) -> dict[str, torch.Tenso
 
 
 # ------------------------------------------------------------- validation
-def mean_de2000(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
-    from skimage.color import deltaE_ciede2000, rgb2lab
-
-    if mask is None:
-        mask = np.ones(a.shape[:2], bool)
-    return float(deltaE_ciede2000(rgb2lab(a[mask][None] / 255.0), rgb2lab(b[mask][None] / 255.0)).mean())
+def baseline_scores(frames: list) -> dict[str, float]:
+    """Shades of gray on the same validation frames: the fallback the model must beat."""
+    sog = BASELINES["shades of gray"]
+    return {"val_sog_de2000": float(np.mean([mean_de2000(sog(inp), gt, valid) for inp, gt, valid, _ in frames]))}
 
 
 @torch.no_grad()
@@ -390,6 +390,7 @@ def main(argv: list[str] | None = None) -> Path:
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=max(total_steps, 1),
                                                     pct_start=0.1)
     start_epoch, history, best = 0, [], float("inf")
+    reference = baseline_scores(val_frames) if is_main else {}
     if cfg.resume:
         state = torch.load(cfg.resume, map_location="cpu", weights_only=True)
         model.load_state_dict(state["state_dict"])
@@ -435,7 +436,7 @@ def main(argv: list[str] | None = None) -> Path:
             dist.barrier()
         if is_main:
             row = {"epoch": epoch + 1, **{f"train_{k}": v / max(count, 1) for k, v in sums.items()},
-                   **validate(model, val_frames, device, cfg),
+                   **validate(model, val_frames, device, cfg), **reference,
                    "images_per_s": count * world / seconds, "seconds": seconds, "lr": scheduler.get_last_lr()[0]}
             history.append(row)
             log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))

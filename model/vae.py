@@ -10,7 +10,7 @@ matrix in linear RGB that is applied to the full-resolution original
 The head sees the latent mean plus content-independent cues computed on a
 larger copy (``model.stats``) and predicts
 
-    M = (I + p * delta) @ diag(exp(p * (sum_k a_k * l_k + r)))
+    M = exp(p * x) * (I + p * delta) @ diag(exp(p * (sum_k a_k * l_k + r)))
 
 where ``l_k`` are the log-gains of K statistical illuminant estimates (gray
 world, shades of gray, ...), ``a_k`` their learned per-image weights, ``r`` a
@@ -45,6 +45,7 @@ class WBVAEConfig:
     use_cues: bool = True
     max_log_gain: float = 1.5
     max_delta: float = 0.5
+    max_log_exposure: float = 0.5
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -104,7 +105,7 @@ class WBVAE(nn.Module):
         self.decoder = nn.Sequential(*dec)
 
         head_in = cfg.latent_dim + (cfg.cue_dim if cfg.use_cues else 0)
-        self.head_out_dim = 1 + cfg.num_estimates + 3 + 9
+        self.head_out_dim = 1 + cfg.num_estimates + 3 + 1 + 9
         self.head = nn.Sequential(
             nn.Linear(head_in, cfg.head_hidden), nn.ReLU(inplace=True),
             nn.Linear(cfg.head_hidden, cfg.head_hidden), nn.ReLU(inplace=True),
@@ -141,7 +142,8 @@ class WBVAE(nn.Module):
         out = self.head(h)
         k = cfg.num_estimates
         cast_logit = out[:, 0]
-        weights, residual, delta = out[:, 1:1 + k], out[:, 1 + k:4 + k], out[:, 4 + k:]
+        weights, residual = out[:, 1:1 + k], out[:, 1 + k:4 + k]
+        exposure, delta = out[:, 4 + k], out[:, 5 + k:]
         p = torch.sigmoid(cast_logit)[:, None]  # (B, 1)
         log_g = (weights.unsqueeze(-1) * log_gains).sum(1) + residual  # (B, 3)
         log_g = cfg.max_log_gain * torch.tanh(p * log_g / cfg.max_log_gain)
@@ -152,7 +154,8 @@ class WBVAE(nn.Module):
         illuminant = (-log_g).exp()  # (B, 3)
         luma = LUMA.to(latent.device, latent.dtype)
         scale = (illuminant @ luma) / ((matrix @ illuminant.unsqueeze(-1)).squeeze(-1) @ luma).clamp(min=1e-6)
-        return matrix * scale[:, None, None], cast_logit
+        exposure = cfg.max_log_exposure * torch.tanh(p[:, 0] * exposure / cfg.max_log_exposure)
+        return matrix * (scale * exposure.exp())[:, None, None], cast_logit
 
     def forward(self, thumb: torch.Tensor, cues: torch.Tensor, log_gains: torch.Tensor,
                 sample: bool = True) -> dict[str, torch.Tensor]:
