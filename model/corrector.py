@@ -79,8 +79,9 @@ class Corrector:
         thumbs = torch.from_numpy(np.stack([a.thumb for a in analyses])).to(self.device)
         cues = torch.from_numpy(np.stack([a.cues for a in analyses])).to(self.device)
         gains = torch.from_numpy(np.stack([a.log_gains for a in analyses])).to(self.device)
+        chroma = torch.from_numpy(np.stack([a.chroma for a in analyses])).to(self.device)
         mu, _ = self.model.encode(thumbs)
-        matrices, logits = self.model.correction(mu, cues, gains)
+        matrices, logits, _ = self.model.correction(mu, cues, gains, chroma)
         matrices, probs = matrices.float().cpu().numpy(), torch.sigmoid(logits).float().cpu().numpy()
         return [Correction(m, float(p)) for m, p in zip(matrices, probs)]
 

@@ -21,6 +21,8 @@ CLIP_LEVEL = 250          # uint8 value from which a channel counts as clipped
 DARK_LUMA = 0.01          # linear luminance under which a pixel is too noisy to trust
 HIST_BINS = 16
 HIST_RANGE = 1.5          # log-chroma histogram covers [-1.5, 1.5]
+CHROMA_BINS = 32          # the illuminant network's histograms: 32 x 32 bins ...
+CHROMA_RANGE = 1.6        # ... of 0.1 over log(G/R), log(G/B) in [-1.6, 1.6]
 ESTIMATORS = ("gray_world", "shades_of_gray", "white_patch", "gray_edge", "bright_pixels")
 NUM_ESTIMATES = len(ESTIMATORS)
 CUE_DIM = 2 * NUM_ESTIMATES + HIST_BINS * HIST_BINS + 3
@@ -36,6 +38,7 @@ class Analysis:
     thumb: np.ndarray      # (3, THUMB_SIZE, THUMB_SIZE) float32 sRGB in [0, 1]
     cues: np.ndarray       # (CUE_DIM,) float32
     log_gains: np.ndarray  # (NUM_ESTIMATES, 3) float32, log of luminance-preserving gains
+    chroma: np.ndarray     # (2, CHROMA_BINS, CHROMA_BINS) float32: pixel and edge log-chroma histograms
 
 
 def downsample(img: np.ndarray, max_side: int = STATS_SIZE) -> tuple[np.ndarray, np.ndarray]:
@@ -52,6 +55,9 @@ def downsample(img: np.ndarray, max_side: int = STATS_SIZE) -> tuple[np.ndarray,
     hs, ws = max(1, h // f), max(1, w // f)
     if f == 1:
         return img, (img >= CLIP_LEVEL).any(axis=2)
+    if min(h, w) < f:  # a sliver (e.g. 100000 x 1): plain resize, clip mask from the result
+        small = np.asarray(Image.fromarray(img).resize((ws, hs), Image.BOX))
+        return small, (small >= CLIP_LEVEL).any(axis=2)
     crop = img[:hs * f, :ws * f]
     small = np.asarray(Image.fromarray(np.ascontiguousarray(crop)).reduce(f))
     clipped = np.zeros((hs, ws), dtype=bool)
@@ -69,7 +75,15 @@ def _log_gains(e: np.ndarray) -> np.ndarray:
     return np.log(float(e @ _LUMA) / e).astype(np.float32)
 
 
-def illuminant_estimates(lin: np.ndarray, valid: np.ndarray) -> np.ndarray:
+def edge_magnitudes(lin: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """(N, 3) per-channel |dx| + |dy| of a linear image at pixels whose neighbours are all valid."""
+    gy = np.abs(np.diff(lin, axis=0))[:, :-1]
+    gx = np.abs(np.diff(lin, axis=1))[:-1]
+    edge_valid = valid[:-1, :-1] & valid[1:, :-1] & valid[:-1, 1:]
+    return (gx + gy)[edge_valid]
+
+
+def illuminant_estimates(lin: np.ndarray, valid: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """(NUM_ESTIMATES, 3) linear-RGB illuminant estimates, in ``ESTIMATORS`` order."""
     px = lin[valid]
     if len(px) < 16:
@@ -77,14 +91,35 @@ def illuminant_estimates(lin: np.ndarray, valid: np.ndarray) -> np.ndarray:
     gray_world = px.mean(0)
     sog = (px.astype(np.float64) ** 6).mean(0) ** (1 / 6)
     white_patch = np.percentile(px, 99, axis=0)
-    gy = np.abs(np.diff(lin, axis=0))[:, :-1]
-    gx = np.abs(np.diff(lin, axis=1))[:-1]
-    edge_valid = valid[:-1, :-1] & valid[1:, :-1] & valid[:-1, 1:]
-    edges = (gx + gy)[edge_valid]
     gray_edge = (edges.astype(np.float64) ** 6).mean(0) ** (1 / 6) if len(edges) >= 16 else gray_world
     luma = px @ _LUMA
     bright = px[luma >= np.percentile(luma, 97)].mean(0)
     return np.stack([gray_world, sog, white_patch, gray_edge, bright]).astype(np.float32) + 1e-6
+
+
+def _chroma_histogram(rgb: np.ndarray) -> np.ndarray:
+    """Normalised (CHROMA_BINS, CHROMA_BINS) histogram of log(G/R), log(G/B) of linear RGB rows (N, 3).
+
+    A global colour cast translates this histogram, which is what the
+    illuminant network (``model.vae.ChromaNet``) exploits.
+    """
+    hist = np.zeros((CHROMA_BINS, CHROMA_BINS), dtype=np.float32)
+    rgb = rgb[(rgb > 1e-4).all(axis=1)]
+    if len(rgb):
+        logs = np.log(rgb)
+        u = np.clip(logs[:, 1] - logs[:, 0], -CHROMA_RANGE, CHROMA_RANGE - 1e-6)
+        v = np.clip(logs[:, 1] - logs[:, 2], -CHROMA_RANGE, CHROMA_RANGE - 1e-6)
+        scale = CHROMA_BINS / (2 * CHROMA_RANGE)
+        idx = ((u + CHROMA_RANGE) * scale).astype(np.int64) * CHROMA_BINS + ((v + CHROMA_RANGE) * scale).astype(np.int64)
+        hist = np.bincount(idx, minlength=CHROMA_BINS ** 2).astype(np.float32).reshape(CHROMA_BINS, CHROMA_BINS)
+        hist /= hist.sum()
+    return hist
+
+
+def chroma_bin_centres() -> np.ndarray:
+    """(CHROMA_BINS,) log-chroma value at the centre of each bin."""
+    step = 2 * CHROMA_RANGE / CHROMA_BINS
+    return (-CHROMA_RANGE + step * (np.arange(CHROMA_BINS) + 0.5)).astype(np.float32)
 
 
 def analyse_small(small: np.ndarray, clipped: np.ndarray) -> Analysis:
@@ -92,7 +127,8 @@ def analyse_small(small: np.ndarray, clipped: np.ndarray) -> Analysis:
     lin = _SRGB_TO_LINEAR_LUT[small]  # (h, w, 3) float32
     luma = lin @ _LUMA
     valid = ~clipped & (luma > DARK_LUMA)
-    est = illuminant_estimates(lin, valid)
+    edges = edge_magnitudes(lin, valid)
+    est = illuminant_estimates(lin, valid, edges)
     log_gains = np.stack([_log_gains(e) for e in est])
     est_chroma = np.log(est[:, [0, 2]] / est[:, [1]]).reshape(-1)  # log(R/G), log(B/G)
 
@@ -109,9 +145,11 @@ def analyse_small(small: np.ndarray, clipped: np.ndarray) -> Analysis:
                      dtype=np.float32)
     cues = np.concatenate([est_chroma, hist.reshape(-1), extra]).astype(np.float32)
 
+    chroma = np.stack([_chroma_histogram(lin[valid]), _chroma_histogram(edges)])
+
     thumb = np.asarray(Image.fromarray(small).resize((THUMB_SIZE, THUMB_SIZE), Image.BILINEAR, reducing_gap=2.0))
     thumb = (thumb.astype(np.float32) / 255.0).transpose(2, 0, 1)
-    return Analysis(np.ascontiguousarray(thumb), cues, log_gains)
+    return Analysis(np.ascontiguousarray(thumb), cues, log_gains, chroma)
 
 
 def analyse(img: np.ndarray) -> Analysis:

@@ -15,6 +15,7 @@ import csv
 import hashlib
 import math
 import os
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -36,6 +37,7 @@ from model.baselines import BASELINES
 from model.stats import THUMB_SIZE, analyse_small, downsample
 from model.vae import WBVAE, WBVAEConfig, vae_loss
 
+MODEL_INPUTS = ("thumb", "cues", "log_gains", "chroma")
 DEFAULT_CACHE = Path(os.environ.get("WBVAE_SOURCES", Path.home() / ".cache" / "wbvae" / "sources"))
 
 
@@ -57,10 +59,12 @@ class TrainConfig:
     white_point_weight: float = 0.05
     cast_weight: float = 0.2
     identity_weight: float = 1.0
+    chroma_weight: float = 5.0
+    use_chroma_net: bool = True
     neutral_rate: float = 0.25
     small_cast_rate: float = 0.3
     procedural_rate: float = 0.15
-    val_fraction: float = 0.15
+    val_fraction: float = 0.25
     val_size: int = 96
     seed: int = 0
     workers: int = 1
@@ -82,7 +86,7 @@ def make_sample(inp: np.ndarray, gt: np.ndarray, valid: np.ndarray | None, is_ca
                                                                             Image.NEAREST)) > 0
     return {
         "thumb": torch.from_numpy(a.thumb), "cues": torch.from_numpy(a.cues),
-        "log_gains": torch.from_numpy(a.log_gains),
+        "log_gains": torch.from_numpy(a.log_gains), "chroma": torch.from_numpy(a.chroma),
         "gt_thumb": torch.from_numpy((gt_thumb.astype(np.float32) / 255.0).transpose(2, 0, 1).copy()),
         "mask": torch.from_numpy(mask[None].astype(np.float32)),
         "is_cast": torch.tensor(float(is_cast)),
@@ -205,8 +209,16 @@ def white_point_loss(matrix: torch.Tensor, batch: dict) -> torch.Tensor:
     return (torch.rad2deg(torch.acos(cos)) * has).sum() / has.sum().clamp(min=1)
 
 
+def chroma_loss(white: torch.Tensor, batch: dict) -> torch.Tensor:
+    """L1 in log-chroma between ChromaNet's white point and the input's true white (emulated pairs)."""
+    has = batch["has_matrix"]
+    seen = (batch["cast_matrix"] @ torch.ones(white.shape[0], 3, 1, device=white.device)).squeeze(-1).clamp(min=1e-4)
+    target = torch.stack([torch.log(seen[:, 1] / seen[:, 0]), torch.log(seen[:, 1] / seen[:, 2])], dim=1)
+    return ((white - target).abs().sum(1) * has).sum() / has.sum().clamp(min=1)
+
+
 def training_loss(model, batch: dict, cfg: TrainConfig) -> dict[str, torch.Tensor]:
-    out = model(batch["thumb"], batch["cues"], batch["log_gains"])
+    out = model(*(batch[k] for k in MODEL_INPUTS))
     total_vae, recon, kl = vae_loss(out["recon"], batch["gt_thumb"], out["mu"], out["logvar"], cfg.beta)
     matrix = out["matrix"].float()
     mapping = correction_loss(matrix, batch)
@@ -215,10 +227,11 @@ def training_loss(model, batch: dict, cfg: TrainConfig) -> dict[str, torch.Tenso
     neutral = 1 - batch["is_cast"]
     eye = torch.eye(3, device=matrix.device)
     identity = (((matrix - eye) ** 2).sum((1, 2)) * neutral).sum() / neutral.sum().clamp(min=1)
+    chroma = chroma_loss(out["white"].float(), batch)
     total = (total_vae + cfg.map_weight * mapping + cfg.white_point_weight * white
-             + cfg.cast_weight * cast + cfg.identity_weight * identity)
+             + cfg.cast_weight * cast + cfg.identity_weight * identity + cfg.chroma_weight * chroma)
     return {"loss": total, "recon": recon, "kl": kl, "map": mapping, "white": white, "cast": cast,
-            "identity": identity}
+            "identity": identity, "chroma": chroma}
 
 
 # ------------------------------------------------------------- validation
@@ -237,7 +250,7 @@ def validate(model: WBVAE, frames: list[tuple[np.ndarray, np.ndarray, np.ndarray
     for inp, gt, valid, is_cast in frames:
         s = make_sample(inp, gt, valid, is_cast, None)
         batch = {k: v[None].to(device) for k, v in s.items()}
-        out = model(batch["thumb"], batch["cues"], batch["log_gains"], sample=False)
+        out = model(*(batch[k] for k in MODEL_INPUTS), sample=False)
         _, recon, kl = vae_loss(out["recon"], batch["gt_thumb"], out["mu"], out["logvar"], cfg.beta)
         losses.append((recon.item(), kl.item()))
         corrected = apply_matrix(inp, out["matrix"][0].float().cpu())
@@ -252,10 +265,15 @@ def validate(model: WBVAE, frames: list[tuple[np.ndarray, np.ndarray, np.ndarray
 
 
 # ------------------------------------------------------------------ setup
+def scene_name(path: Path) -> str:
+    """Photos of one scene share a name but for a view suffix (aloeL/aloeR, leuvenA/B, _left/_right, 01/02)."""
+    return re.sub(r"(_left|_right|_?\d+|(?<=[a-z])[LRAB])+$", "", path.stem) or path.stem
+
+
 def photo_split(paths: list[Path], val_fraction: float, seed: int) -> tuple[list[Path], list[Path]]:
-    """Deterministic split of source photos by a hash of their names (held-out photos never train)."""
+    """Deterministic split of source photos by scene (held-out scenes never train)."""
     def key(p: Path) -> float:
-        return int(hashlib.sha256(f"{seed}:{p.name}".encode()).hexdigest()[:8], 16) / 2**32
+        return int(hashlib.sha256(f"{seed}:{scene_name(p)}".encode()).hexdigest()[:8], 16) / 2**32
     val = [p for p in paths if key(p) < val_fraction]
     return [p for p in paths if key(p) >= val_fraction], val
 
@@ -334,8 +352,7 @@ def save_figures(run: Path, history: list[dict], model: WBVAE, frames: list, dev
     with torch.no_grad():
         for row, (inp, gt, valid, _) in zip(axes, shown):
             s = make_sample(inp, gt, valid, True, None)
-            out = model(s["thumb"][None].to(device), s["cues"][None].to(device), s["log_gains"][None].to(device),
-                        sample=False)
+            out = model(*(s[k][None].to(device) for k in MODEL_INPUTS), sample=False)
             corrected = apply_matrix(inp, out["matrix"][0].float().cpu())
             for ax, img, title in zip(row, (inp, corrected, gt), ("input", "corrected", "ground truth")):
                 ax.imshow(img); ax.set_title(f"{title} ({mean_de2000(img, gt, valid):.1f} dE)" if title != "ground truth"
@@ -384,7 +401,8 @@ def main(argv: list[str] | None = None) -> Path:
     if is_main:
         run.mkdir(parents=True, exist_ok=True)
     dataset, val_frames = build_data(cfg, log)
-    model = WBVAE(WBVAEConfig(latent_dim=cfg.latent_dim, use_cues=cfg.use_cues)).to(device)
+    model = WBVAE(WBVAEConfig(latent_dim=cfg.latent_dim, use_cues=cfg.use_cues,
+                              use_chroma_net=cfg.use_chroma_net)).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total_steps = cfg.epochs * math.ceil(len(dataset) / (cfg.batch_size * world))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=max(total_steps, 1),

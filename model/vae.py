@@ -13,7 +13,9 @@ larger copy (``model.stats``) and predicts
     M = exp(p * x) * (I + p * delta) @ diag(exp(p * (sum_k a_k * l_k + r)))
 
 where ``l_k`` are the log-gains of K statistical illuminant estimates (gray
-world, shades of gray, ...), ``a_k`` their learned per-image weights, ``r`` a
+world, shades of gray, ...) plus the estimate of ``ChromaNet``, a small
+convolutional network on log-chroma histograms that is trained on its own
+loss, ``a_k`` their learned per-image weights, ``r`` a
 residual, ``delta`` a bounded 3x3 residual and ``p`` the predicted probability
 that the photo has a cast at all. Every output layer of the head starts at
 zero, so an untrained head is the identity; ``M`` is scaled so that the
@@ -27,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.stats import CUE_DIM, NUM_ESTIMATES
+from model.stats import CHROMA_BINS, CUE_DIM, NUM_ESTIMATES, chroma_bin_centres
 
 LUMA = torch.tensor([0.2126, 0.7152, 0.0722])
 
@@ -46,6 +48,8 @@ class WBVAEConfig:
     max_log_gain: float = 1.5
     max_delta: float = 0.5
     max_log_exposure: float = 0.5
+    use_chroma_net: bool = True
+    chroma_width: int = 16
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -77,6 +81,35 @@ def vae_loss(recon: torch.Tensor, target: torch.Tensor, mu: torch.Tensor, logvar
     return rec + beta * kl, rec, kl
 
 
+class ChromaNet(nn.Module):
+    """Illuminant from log-chroma histograms (after FFCC, Barron & Tsai, CVPR 2017).
+
+    A colour cast translates the histograms of log(G/R), log(G/B); convolutions
+    are translation-equivariant, so the learned "where is white" map moves with
+    the cast whatever the content. A learned bias map adds a prior over
+    illuminants. Softargmax gives the white point's log-chroma (u, v).
+    """
+
+    def __init__(self, width: int = 16, bins: int = CHROMA_BINS):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(2, width, 5, padding=2), nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 5, padding=4, dilation=2), nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 5, padding=4, dilation=2), nn.ReLU(inplace=True),
+            nn.Conv2d(width, 1, 5, padding=2),
+        )
+        self.prior = nn.Parameter(torch.zeros(bins, bins))
+        self.register_buffer("centres", torch.from_numpy(chroma_bin_centres()), persistent=False)
+
+    def forward(self, hist: torch.Tensor) -> torch.Tensor:
+        """hist: (B, 2, bins, bins) -> (B, 2) white point (u, v) = (log G/R, log G/B)."""
+        logits = self.net(hist)[:, 0] + self.prior  # (B, bins, bins)
+        prob = torch.softmax(logits.flatten(1), dim=1).view_as(logits)
+        u = (prob.sum(2) * self.centres).sum(1)
+        v = (prob.sum(1) * self.centres).sum(1)
+        return torch.stack([u, v], dim=1)
+
+
 class WBVAE(nn.Module):
     """Seed VAE (encoder -> mu/logvar -> z -> decoder) with a correction head."""
 
@@ -104,8 +137,10 @@ class WBVAE(nn.Module):
         dec += [nn.ConvTranspose2d(rev[-1], 3, 4, stride=2, padding=1), nn.Sigmoid()]
         self.decoder = nn.Sequential(*dec)
 
-        head_in = cfg.latent_dim + (cfg.cue_dim if cfg.use_cues else 0)
-        self.head_out_dim = 1 + cfg.num_estimates + 3 + 1 + 9
+        self.chroma_net = ChromaNet(cfg.chroma_width) if cfg.use_chroma_net else None
+        self.num_candidates = cfg.num_estimates + (1 if cfg.use_chroma_net else 0)
+        head_in = cfg.latent_dim + (cfg.cue_dim if cfg.use_cues else 0) + (2 if cfg.use_chroma_net else 0)
+        self.head_out_dim = 1 + self.num_candidates + 3 + 1 + 9
         self.head = nn.Sequential(
             nn.Linear(head_in, cfg.head_hidden), nn.ReLU(inplace=True),
             nn.Linear(cfg.head_hidden, cfg.head_hidden), nn.ReLU(inplace=True),
@@ -130,17 +165,24 @@ class WBVAE(nn.Module):
         return self.decoder(h)  # (B, 3, S, S), in (0, 1)
 
     # --- the correction head ---
-    def correction(self, latent: torch.Tensor, cues: torch.Tensor,
-                   log_gains: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Linear-RGB 3x3 correction matrices (B, 3, 3) and cast logits (B,).
+    def correction(self, latent: torch.Tensor, cues: torch.Tensor, log_gains: torch.Tensor,
+                   chroma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Linear-RGB 3x3 correction matrices (B, 3, 3), cast logits (B,) and ChromaNet's white point (B, 2).
 
-        latent: (B, latent); cues: (B, cue_dim); log_gains: (B, K, 3) from
-        ``model.stats``.
+        latent: (B, latent); cues: (B, cue_dim); log_gains: (B, K, 3) and
+        chroma: (B, 2, bins, bins) from ``model.stats``.
         """
         cfg = self.config
-        h = torch.cat([latent, cues], dim=1) if cfg.use_cues else latent
-        out = self.head(h)
-        k = cfg.num_estimates
+        parts = [latent] + ([cues] if cfg.use_cues else [])
+        white = torch.zeros(latent.shape[0], 2, device=latent.device, dtype=latent.dtype)
+        if self.chroma_net is not None:
+            white = self.chroma_net(chroma)  # (B, 2)
+            zeros = torch.zeros_like(white[:, :1])
+            net_gains = torch.cat([white[:, :1], zeros, white[:, 1:]], dim=1)  # gains G/R, 1, G/B in log
+            log_gains = torch.cat([log_gains, net_gains.unsqueeze(1)], dim=1)
+            parts.append(white)
+        out = self.head(torch.cat(parts, dim=1))
+        k = self.num_candidates
         cast_logit = out[:, 0]
         weights, residual = out[:, 1:1 + k], out[:, 1 + k:4 + k]
         exposure, delta = out[:, 4 + k], out[:, 5 + k:]
@@ -155,13 +197,13 @@ class WBVAE(nn.Module):
         luma = LUMA.to(latent.device, latent.dtype)
         scale = (illuminant @ luma) / ((matrix @ illuminant.unsqueeze(-1)).squeeze(-1) @ luma).clamp(min=1e-6)
         exposure = cfg.max_log_exposure * torch.tanh(p[:, 0] * exposure / cfg.max_log_exposure)
-        return matrix * (scale * exposure.exp())[:, None, None], cast_logit
+        return matrix * (scale * exposure.exp())[:, None, None], cast_logit, white
 
-    def forward(self, thumb: torch.Tensor, cues: torch.Tensor, log_gains: torch.Tensor,
+    def forward(self, thumb: torch.Tensor, cues: torch.Tensor, log_gains: torch.Tensor, chroma: torch.Tensor,
                 sample: bool = True) -> dict[str, torch.Tensor]:
-        """thumb: (B, 3, S, S) sRGB in [0, 1]. Returns recon, mu, logvar, matrix, cast_logit."""
+        """thumb: (B, 3, S, S) sRGB in [0, 1]. Returns recon, mu, logvar, matrix, cast_logit, white."""
         mu, logvar = self.encode(thumb)
         z = self.reparameterize(mu, logvar) if sample else mu
-        matrix, cast_logit = self.correction(z, cues, log_gains)
+        matrix, cast_logit, white = self.correction(z, cues, log_gains, chroma)
         return {"recon": self.decode(z), "mu": mu, "logvar": logvar,
-                "matrix": matrix, "cast_logit": cast_logit}
+                "matrix": matrix, "cast_logit": cast_logit, "white": white}

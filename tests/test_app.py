@@ -12,9 +12,9 @@ from app.main import create_app
 from app.settings import Settings
 
 
-def _png(width, height, color=(120, 90, 60), mode="RGB") -> bytes:
+def _png(width, height, mode="RGB") -> bytes:
     buf = io.BytesIO()
-    Image.new(mode, (width, height), color).save(buf, "PNG")
+    Image.new(mode, (width, height), 120 if mode == "L" else (120, 90, 60)).save(buf, "PNG")
     return buf.getvalue()
 
 

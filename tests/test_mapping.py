@@ -60,3 +60,9 @@ def test_analysis_shapes_and_clip_mask():
     assert a.thumb.shape == (3, 64, 64) and a.cues.shape == (CUE_DIM,)
     assert a.log_gains.shape == (NUM_ESTIMATES, 3)
     assert np.abs(a.log_gains).max() < 1e-3  # a gray photo needs no correction
+
+
+def test_slivers_are_analysable():
+    for shape in ((1, 100_000, 3), (3000, 2, 3), (1, 1, 3)):
+        a = analyse(np.full(shape, 77, np.uint8))
+        assert a.thumb.shape == (3, 64, 64) and np.isfinite(a.cues).all()

@@ -4,14 +4,15 @@ import pytest
 import torch
 
 from model.corrector import load_model, save_checkpoint
-from model.stats import CUE_DIM, NUM_ESTIMATES
+from model.stats import CHROMA_BINS, CUE_DIM, NUM_ESTIMATES
 from model.vae import WBVAE, WBVAEConfig, vae_loss
 
 
 def _inputs(batch=4, size=64):
     g = torch.Generator().manual_seed(0)
+    chroma = torch.rand(batch, 2, CHROMA_BINS, CHROMA_BINS, generator=g)
     return (torch.rand(batch, 3, size, size, generator=g), torch.randn(batch, CUE_DIM, generator=g),
-            0.3 * torch.randn(batch, NUM_ESTIMATES, 3, generator=g))
+            0.3 * torch.randn(batch, NUM_ESTIMATES, 3, generator=g), chroma / chroma.sum((2, 3), keepdim=True))
 
 
 def test_output_shapes():
@@ -20,7 +21,7 @@ def test_output_shapes():
     assert out["recon"].shape == (4, 3, 64, 64)
     assert out["mu"].shape == out["logvar"].shape == (4, 128)
     assert out["matrix"].shape == (4, 3, 3)
-    assert out["cast_logit"].shape == (4,)
+    assert out["cast_logit"].shape == (4,) and out["white"].shape == (4, 2)
     assert 0 < out["recon"].min() and out["recon"].max() < 1  # sigmoid output
 
 
