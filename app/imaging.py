@@ -61,8 +61,11 @@ def decode(data: bytes, max_pixels: int, strip_gps: bool = True) -> DecodedImage
     try:
         im = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except Image.DecompressionBombError as exc:
-        raise ImageTooLarge(f"image has too many pixels (decompression bomb guard): {exc}") from None
+        raise ImageTooLarge(f"image declares too many pixels (decompression bomb); "
+                            f"the limit is {max_pixels}") from None
     except UnidentifiedImageError:
+        if _has_accepted_signature(data):  # right magic bytes, but no decodable header after them
+            raise CorruptImage("corrupt or truncated image: its header cannot be read") from None
         raise UnsupportedImage(f"not a supported image; accepted formats: {ACCEPTED_NAMES}") from None
     except (OSError, ValueError, SyntaxError, EOFError, RuntimeError) as exc:  # RuntimeError: libheif
         raise CorruptImage(f"corrupt or truncated image header: {exc}") from None
@@ -84,6 +87,16 @@ def decode(data: bytes, max_pixels: int, strip_gps: bool = True) -> DecodedImage
         return _pixels(im, fmt, exif)
     except (OSError, ValueError) as exc:
         raise UnsupportedImage(f"unsupported pixel layout {im.mode} in {fmt}: {exc}") from None
+
+
+_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"II*\x00", b"MM\x00*", b"BM")
+_HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")
+
+
+def _has_accepted_signature(data: bytes) -> bool:
+    """Whether ``data`` starts like a file of an accepted format."""
+    return (data.startswith(_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+            or (data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS))
 
 
 def _pixels(im: Image.Image, fmt: str, exif: bytes | None) -> DecodedImage:
@@ -123,8 +136,7 @@ def _output_exif(im: Image.Image, strip_gps: bool) -> bytes | None:
     exif = im.getexif()
     if not len(exif):
         return None
-    if ExifTags.Base.Orientation in exif:
-        exif[ExifTags.Base.Orientation] = 1
+    exif[ExifTags.Base.Orientation] = 1
     if strip_gps:
         exif.pop(ExifTags.IFD.GPSInfo, None)
     try:
