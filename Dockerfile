@@ -34,8 +34,10 @@ RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"
 COPY pyproject.toml README.md ./
 COPY app/ app/
 COPY model/ model/
-# Then the project; the build fails when the default checkpoint did not land in site-packages.
-RUN pip install . \
+# Then the project, with the training extras (tqdm, matplotlib: a few tens of MB) so the
+# same image runs the torchrun training Job; the build fails when the default checkpoint
+# did not land in site-packages.
+RUN pip install "./[train]" \
     && python -I -c "from model.corrector import DEFAULT_CHECKPOINT as c; assert c.is_file(), c; print(c)"
 
 # ---- runtime: the same base, Python, the virtual environment, nothing else ----------

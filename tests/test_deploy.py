@@ -208,7 +208,8 @@ def test_dockerfile_contract():
     pin = re.search(r'"torch(==[^"]+)"', (REPO / "pyproject.toml").read_text()).group(1)
     runs = [substitute(r, build["args"]) for k, r in build["steps"] if k == "RUN" and "pip install" in r]
     assert "--index-url" in runs[0] and "/whl/cu" in runs[0] and f'"torch{pin}"' in runs[0], runs[0]
-    assert any(re.search(r"pip install \.(\s|$)", r) for r in runs[1:]), "the project is installed after torch"
+    assert any(re.search(r"""pip install "?\./?(\[train\])?"?(\s|$)""", r) for r in runs[1:]), \
+        "the project (and its training extras, for the training Job) is installed after torch"
 
     steps = runtime["steps"]
     user = [r for k, r in steps if k == "USER"]
@@ -280,7 +281,7 @@ def test_image_install_and_start_commands_work_in_a_fresh_venv(tmp_path, wild_ph
                 command = local(re.sub(r"--index-url\s+\S+\s*", "", rest))
                 run(["bash", "-ec", command], cwd=workdir, env=env, timeout=600)
                 replayed.append(command)
-    assert any("torch" in c for c in replayed) and any(re.search(r"pip install \.", c) for c in replayed)
+    assert any("torch" in c for c in replayed) and any(re.search(r"""pip install "?\.""", c) for c in replayed)
 
     venv = paths[next(p for p in paths if "venv" in p)]
     health, cmd = None, None
