@@ -60,10 +60,14 @@ ENV PATH=/opt/venv/bin:$PATH \
     VIRTUAL_ENV=/opt/venv \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
+    XDG_CACHE_HOME=/tmp/cache \
+    CUDA_CACHE_PATH=/tmp/cache/nv \
     WBVAE_HOST=0.0.0.0 \
     WBVAE_PORT=8000 \
     WBVAE_DEVICE=auto
-# An empty working directory: `python -m app` imports the installed package, not a checkout.
+# Caches go to /tmp: compose and Kubernetes run the container with a read-only root
+# filesystem and a writable /tmp. An empty working directory: `python -m app` imports
+# the installed package, not a checkout.
 WORKDIR /home/wbvae
 USER 10001:10001
 EXPOSE 8000
