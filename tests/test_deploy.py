@@ -48,7 +48,7 @@ IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 # Metrics the service exports only when it runs on CUDA, so a CPU server's scrape lacks them.
 # Keep this list minimal: each entry must be referenced by the dashboard and defined in app/.
 CUDA_ONLY_METRICS = {"wbvae_gpu_memory_bytes"}
-# Grafana custom-metric queries and CRDs kubernetes-validate has no schema for.
+# Custom resources kubernetes-validate has no schema for: checked structurally below.
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 METRIC_RE = re.compile(r"\bwbvae_[a-zA-Z0-9_:]+")
 
