@@ -6,15 +6,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
-
 from app.imaging import decode, encode
 from app.metrics import Metrics
 from app.settings import Settings
 from model.corrector import Corrector
 from model.mapping import apply_matrix
 from model.mapping16 import apply_gray_gain, gray_gain
-from model.stats import STATS_SIZE
 
 
 @dataclass(frozen=True)
@@ -33,20 +30,6 @@ def blend(matrix: np.ndarray, strength: float) -> np.ndarray:
     return ((1.0 - strength) * np.eye(3) + strength * np.asarray(matrix, dtype=np.float64)).astype(np.float32)
 
 
-def analysable(rgb: np.ndarray) -> np.ndarray:
-    """The photo, or for extreme aspect ratios (e.g. 100000 x 1) a box-reduced copy, for ``estimate``.
-
-    ``model.stats.downsample`` reduces by ``ceil(long side / STATS_SIZE)`` and needs the short side to
-    be at least that factor; thinner photos get the same statistics from a copy reduced here instead.
-    """
-    h, w = rgb.shape[:2]
-    factor = -(-max(h, w) // STATS_SIZE)
-    if min(h, w) >= factor:
-        return rgb
-    size = (max(1, round(w / factor)), max(1, round(h / factor)))
-    return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BOX))
-
-
 @contextmanager
 def _timed(metrics: Metrics, stage: str):
     start = time.perf_counter()
@@ -62,7 +45,7 @@ def correct_upload(corrector: Corrector, data: bytes, options: Options, settings
     metrics.input_megapixels.observe(image.megapixels)
     start = time.perf_counter()
     with _timed(metrics, "model"):
-        correction = corrector.estimate(analysable(image.rgb))
+        correction = corrector.estimate(image.rgb)
     matrix = blend(correction.matrix, options.strength)
     with _timed(metrics, "mapping"):
         if image.gray is not None:

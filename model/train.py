@@ -50,7 +50,7 @@ class TrainConfig:
     steps_per_epoch: int = 100
     batch_size: int = 64
     lr: float = 1e-3
-    weight_decay: float = 1e-4
+    weight_decay: float = 1e-3
     beta: float = 0.00025
     latent_dim: int = 128
     use_cues: bool = True
@@ -63,7 +63,9 @@ class TrainConfig:
     use_chroma_net: bool = True
     neutral_rate: float = 0.25
     small_cast_rate: float = 0.3
-    procedural_rate: float = 0.15
+    procedural_rate: float = 0.2
+    recolour_rate: float = 0.5
+    head_dropout: float = 0.3
     val_fraction: float = 0.25
     val_size: int = 96
     seed: int = 0
@@ -118,6 +120,23 @@ def random_view(img: np.ndarray, rng: np.random.Generator, size: int, min_scale:
                                                                           reducing_gap=2.0))
 
 
+def recolour(img: np.ndarray, rng: np.random.Generator, max_degrees: float = 40.0) -> np.ndarray:
+    """New content with the same white: rotate hues about the neutral axis and scale saturation (linear RGB).
+
+    Grays stay gray, so a balanced photo stays balanced; the model cannot tie
+    an illuminant to a memorised palette.
+    """
+    lin = srgb_to_linear(img.astype(np.float32) / 255.0)
+    theta = np.deg2rad(rng.uniform(-max_degrees, max_degrees))
+    k = np.full(3, 1 / np.sqrt(3.0))
+    cross = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    rotation = np.eye(3) + np.sin(theta) * cross + (1 - np.cos(theta)) * cross @ cross  # Rodrigues
+    neutral = np.outer(k, k)
+    m = neutral + rng.uniform(0.7, 1.3) * rotation @ (np.eye(3) - neutral)
+    out = linear_to_srgb(np.clip(lin @ m.T.astype(np.float32), 0.0, 1.0))
+    return (out * 255.0 + 0.5).astype(np.uint8)
+
+
 def fit_long_side(img: np.ndarray, size: int) -> np.ndarray:
     """Whole frame, long side resized to ``size`` (for full-frame validation)."""
     h, w = img.shape[:2]
@@ -130,10 +149,10 @@ class SyntheticPairs(Dataset):
     """Emulator pairs from well-balanced photos (and procedural scenes); sample i is a pure function of (seed, epoch, i)."""
 
     def __init__(self, photos: list[np.ndarray], length: int, size: int, emulator: CameraPipelineEmulator,
-                 seed: int, procedural_rate: float, full_frame: bool = False):
+                 seed: int, procedural_rate: float, full_frame: bool = False, recolour_rate: float = 0.0):
         self.photos, self.length, self.size = photos, length, size
         self.emulator, self.seed, self.procedural_rate = emulator, seed, procedural_rate
-        self.full_frame, self.epoch = full_frame, 0
+        self.full_frame, self.recolour_rate, self.epoch = full_frame, recolour_rate, 0
 
     def __len__(self) -> int:
         return self.length
@@ -148,6 +167,8 @@ class SyntheticPairs(Dataset):
             photo = self.photos[int(rng.integers(len(self.photos)))] if not self.full_frame \
                 else self.photos[i % len(self.photos)]
             view = fit_long_side(photo, self.size) if self.full_frame else random_view(photo, rng, self.size)
+            if not self.full_frame and rng.random() < self.recolour_rate:
+                view = recolour(view, rng)
             scene = view.astype(np.float32) / 255.0
         return self.emulator.render_pair(scene, rng)
 
@@ -297,7 +318,7 @@ def build_data(cfg: TrainConfig, log) -> tuple[Dataset, list]:
             train_photos = [to_u8(p) for p in train_p]
             log(f"synthetic: {len(train_p)} training photos, {len(val_p)} held out")
             train_sets.append(SyntheticPairs(train_photos, n_train, cfg.crop_size, emulator, cfg.seed,
-                                             cfg.procedural_rate))
+                                             cfg.procedural_rate, recolour_rate=cfg.recolour_rate))
             val_photos = [to_u8(p) for p in val_p]
             val_set = SyntheticPairs(val_photos, cfg.val_size, 256, emulator, cfg.seed + 1,
                                      0.0 if val_photos else 1.0, full_frame=True)
@@ -402,7 +423,7 @@ def main(argv: list[str] | None = None) -> Path:
         run.mkdir(parents=True, exist_ok=True)
     dataset, val_frames = build_data(cfg, log)
     model = WBVAE(WBVAEConfig(latent_dim=cfg.latent_dim, use_cues=cfg.use_cues,
-                              use_chroma_net=cfg.use_chroma_net)).to(device)
+                              use_chroma_net=cfg.use_chroma_net, head_dropout=cfg.head_dropout)).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total_steps = cfg.epochs * math.ceil(len(dataset) / (cfg.batch_size * world))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=max(total_steps, 1),

@@ -50,6 +50,7 @@ class WBVAEConfig:
     max_log_exposure: float = 0.5
     use_chroma_net: bool = True
     chroma_width: int = 16
+    head_dropout: float = 0.3
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -141,6 +142,7 @@ class WBVAE(nn.Module):
         self.num_candidates = cfg.num_estimates + (1 if cfg.use_chroma_net else 0)
         head_in = cfg.latent_dim + (cfg.cue_dim if cfg.use_cues else 0) + (2 if cfg.use_chroma_net else 0)
         self.head_out_dim = 1 + self.num_candidates + 3 + 1 + 9
+        self.head_dropout = nn.Dropout(cfg.head_dropout)  # the head must not lean on a few memorised features
         self.head = nn.Sequential(
             nn.Linear(head_in, cfg.head_hidden), nn.ReLU(inplace=True),
             nn.Linear(cfg.head_hidden, cfg.head_hidden), nn.ReLU(inplace=True),
@@ -181,7 +183,7 @@ class WBVAE(nn.Module):
             net_gains = torch.cat([white[:, :1], zeros, white[:, 1:]], dim=1)  # gains G/R, 1, G/B in log
             log_gains = torch.cat([log_gains, net_gains.unsqueeze(1)], dim=1)
             parts.append(white)
-        out = self.head(torch.cat(parts, dim=1))
+        out = self.head(self.head_dropout(torch.cat(parts, dim=1)))
         k = self.num_candidates
         cast_logit = out[:, 0]
         weights, residual = out[:, 1:1 + k], out[:, 1 + k:4 + k]
