@@ -1,14 +1,20 @@
-"""``python -m app``: serve the default (or configured) checkpoint with uvicorn."""
+"""``python -m app``: serve the default (or configured) checkpoint with uvicorn.
+
+On SIGTERM uvicorn stops accepting connections and gives in-flight requests
+``WBVAE_SHUTDOWN_GRACE_S`` seconds to finish before the lifespan shuts down.
+"""
 import uvicorn
 
+from app.logs import configure_logging
 from app.main import create_app
 from app.settings import Settings
 
 
 def main() -> None:
     settings = Settings()
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level=settings.log_level, timeout_graceful_shutdown=30)
+    configure_logging(settings.log_level, settings.log_json)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None,
+                log_level=settings.log_level, timeout_graceful_shutdown=settings.shutdown_grace_s)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,11 @@
-"""Upload bytes -> sRGB uint8 pixels, and pixels -> PNG bytes. Raises plain errors; routes map them to HTTP."""
+"""Upload bytes -> upright sRGB pixels plus what must survive (alpha, EXIF, grayscale depth), and back to bytes.
+
+Raises plain errors; routes map them to HTTP. Choices (documented in the README):
+colour-managed inputs (Display P3, Adobe RGB, CMYK with a profile) are converted
+to sRGB and the output is tagged sRGB; grayscale stays grayscale at its own bit
+depth (8 or 16); 16-bit colour is reduced to 8 bits by Pillow's decoders, so it
+comes back as 8-bit; alpha is passed through untouched (dropped for JPEG output).
+"""
 from __future__ import annotations
 
 import io
@@ -6,13 +13,21 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+import pillow_heif
+from PIL import ExifTags, Image, ImageCms, ImageOps, UnidentifiedImageError
 
 log = logging.getLogger(__name__)
 
-ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "BMP")
+Image.init()  # load every plugin now, so the whitelist below names registered formats
+pillow_heif.register_heif_opener()
+
+# Pillow format names tried, in this order; everything else (GIF, SVG, PSD, ...) is 415. JPEG covers MPO.
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "BMP", "HEIF")
+ACCEPTED_NAMES = "JPEG, PNG, WebP, TIFF, BMP, HEIC/HEIF"
+OUTPUT_MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 _SRGB_PROFILE = ImageCms.createProfile("sRGB")
 SRGB_ICC = ImageCms.ImageCmsProfile(_SRGB_PROFILE).tobytes()
+_GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "F")
 
 
 class UnsupportedImage(ValueError):
@@ -29,22 +44,31 @@ class ImageTooLarge(ValueError):
 
 @dataclass
 class DecodedImage:
-    rgb: np.ndarray                # (H, W, 3) uint8 sRGB, upright
+    rgb: np.ndarray                # (H, W, 3) uint8 sRGB, upright: what the model sees
     alpha: np.ndarray | None       # (H, W) uint8, passed through unchanged
+    gray: np.ndarray | None        # (H, W) uint8 or uint16 when the photo is grayscale; output stays so
+    exif: bytes | None             # EXIF to return: orientation reset to 1, GPS removed if asked
     source_format: str
     had_profile: bool
 
+    @property
+    def megapixels(self) -> float:
+        return self.rgb.shape[0] * self.rgb.shape[1] / 1e6
 
-def decode(data: bytes, max_pixels: int) -> DecodedImage:
+
+def decode(data: bytes, max_pixels: int, strip_gps: bool = True) -> DecodedImage:
     """Decode an upload: format whitelist, pixel limit from the header, EXIF orientation, ICC -> sRGB."""
     try:
         im = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except Image.DecompressionBombError as exc:
-        raise ImageTooLarge(str(exc)) from None
+        raise ImageTooLarge(f"image declares too many pixels (decompression bomb); "
+                            f"the limit is {max_pixels}") from None
     except UnidentifiedImageError:
-        raise UnsupportedImage(f"not a supported image; accepted formats: {', '.join(ACCEPTED_FORMATS)}") from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise CorruptImage(f"cannot read image header: {exc}") from None
+        if _has_accepted_signature(data):  # right magic bytes, but no decodable header after them
+            raise CorruptImage("corrupt or truncated image: its header cannot be read") from None
+        raise UnsupportedImage(f"not a supported image; accepted formats: {ACCEPTED_NAMES}") from None
+    except (OSError, ValueError, SyntaxError, EOFError, RuntimeError) as exc:  # RuntimeError: libheif
+        raise CorruptImage(f"corrupt or truncated image header: {exc}") from None
     width, height = im.size
     if width * height > max_pixels:
         raise ImageTooLarge(f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
@@ -54,33 +78,97 @@ def decode(data: bytes, max_pixels: int) -> DecodedImage:
     try:
         im.load()
         im = ImageOps.exif_transpose(im)
+        exif = _output_exif(im, strip_gps)
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(str(exc)) from None
-    except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
+    except (OSError, ValueError, SyntaxError, EOFError, RuntimeError, KeyError, IndexError) as exc:
         raise CorruptImage(f"corrupt or truncated {fmt} image: {exc}") from None
+    try:
+        return _pixels(im, fmt, exif)
+    except (OSError, ValueError) as exc:
+        raise UnsupportedImage(f"unsupported pixel layout {im.mode} in {fmt}: {exc}") from None
 
+
+_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"II*\x00", b"MM\x00*", b"BM")
+_HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")
+
+
+def _has_accepted_signature(data: bytes) -> bool:
+    """Whether ``data`` starts like a file of an accepted format."""
+    return (data.startswith(_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+            or (data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS))
+
+
+def _pixels(im: Image.Image, fmt: str, exif: bytes | None) -> DecodedImage:
+    if im.mode in _GRAY_MODES:
+        alpha = np.asarray(im.getchannel("A")) if im.mode == "LA" else None
+        gray = _gray_array(im)
+        gray8 = gray if gray.dtype == np.uint8 else ((gray.astype(np.uint32) + 128) // 257).astype(np.uint8)
+        return DecodedImage(np.repeat(gray8[..., None], 3, axis=2), alpha, gray, exif, fmt, False)
     alpha = None
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+    if im.mode in ("RGBA", "RGBa", "PA") or (im.mode == "P" and "transparency" in im.info):
         im = im.convert("RGBA")
         alpha = np.asarray(im.getchannel("A"))
+    base = im if im.mode in ("RGB", "CMYK") else im.convert("RGB")
     icc = im.info.get("icc_profile")
-    rgb_im = im.convert("RGB")
-    had_profile = False
     if icc:
         try:
             src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-            rgb_im = ImageCms.profileToProfile(rgb_im, src, _SRGB_PROFILE, outputMode="RGB")
-            had_profile = True
+            out = ImageCms.profileToProfile(base, src, _SRGB_PROFILE, outputMode="RGB")
+            return DecodedImage(np.asarray(out), alpha, None, exif, fmt, True)
         except (ImageCms.PyCMSError, OSError, ValueError) as exc:
             log.warning("ignoring unusable ICC profile: %s", exc)
-    return DecodedImage(np.asarray(rgb_im), alpha, fmt, had_profile)
+    return DecodedImage(np.asarray(base.convert("RGB")), alpha, None, exif, fmt, False)
 
 
-def encode_png(rgb: np.ndarray, alpha: np.ndarray | None = None, compress_level: int = 1) -> bytes:
-    """PNG bytes of a uint8 (H, W, 3) sRGB image (plus alpha), tagged with an sRGB profile."""
-    im = Image.fromarray(rgb, "RGB")
-    if alpha is not None:
-        im.putalpha(Image.fromarray(alpha, "L"))
+def _gray_array(im: Image.Image) -> np.ndarray:
+    """(H, W) uint8 for 8-bit and bilevel grayscale, uint16 for deeper grayscale."""
+    if im.mode in ("1", "L", "LA"):
+        return np.asarray(im.convert("L"))
+    arr = np.asarray(im)
+    if im.mode == "F":
+        arr = arr * 65535.0
+    return np.clip(arr, 0, 65535).astype(np.uint16)
+
+
+def _output_exif(im: Image.Image, strip_gps: bool) -> bytes | None:
+    """The photo's EXIF as it should be returned: orientation 1 (pixels are upright), GPS gone if asked."""
+    exif = im.getexif()
+    if not len(exif):
+        return None
+    exif[ExifTags.Base.Orientation] = 1
+    if strip_gps:
+        exif.pop(ExifTags.IFD.GPSInfo, None)
+    try:
+        return exif.tobytes()
+    except Exception as exc:  # malformed EXIF must not cost the photo
+        log.warning("dropping EXIF that cannot be re-encoded: %s", exc)
+        return None
+
+
+def encode(pixels: np.ndarray, alpha: np.ndarray | None, fmt: str = "png", *, quality: int = 90,
+           compress_level: int = 1, exif: bytes | None = None) -> bytes:
+    """Encode a uint8 (H, W, 3) sRGB image, or a uint8/uint16 (H, W) grayscale one, as png, jpeg or webp.
+
+    RGB output is tagged with an sRGB profile; 16-bit grayscale is kept only by PNG; JPEG drops alpha.
+    """
+    if fmt not in OUTPUT_MEDIA_TYPES:
+        raise ValueError(f"unknown output format {fmt!r}; choose one of {', '.join(OUTPUT_MEDIA_TYPES)}")
+    if pixels.ndim == 2 and pixels.dtype == np.uint16 and (fmt != "png" or alpha is not None):
+        pixels = ((pixels.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    im = Image.fromarray(pixels)  # RGB, L or I;16
+    if alpha is not None and fmt != "jpeg":
+        im.putalpha(Image.fromarray(alpha))
+    if fmt == "webp" and im.mode in ("L", "LA"):
+        im = im.convert("RGBA" if im.mode == "LA" else "RGB")
+    options: dict = {"exif": exif} if exif else {}
+    if im.mode in ("RGB", "RGBA"):
+        options["icc_profile"] = SRGB_ICC
+    if fmt == "png":
+        options["compress_level"] = compress_level
+    else:
+        options["quality"] = quality
     buf = io.BytesIO()
-    im.save(buf, "PNG", compress_level=compress_level, icc_profile=SRGB_ICC)
+    im.save(buf, fmt.upper(), **options)
     return buf.getvalue()
+

@@ -3,18 +3,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, File, HTTPException, Request, UploadFile
-from fastapi.concurrency import run_in_threadpool
+import torch
+from fastapi import APIRouter, Depends, FastAPI, File, Header, HTTPException, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.imaging import CorruptImage, ImageTooLarge, UnsupportedImage, decode, encode_png
+from app.gate import Busy, CorrectionGate, DeadlineExceeded
+from app.imaging import (ACCEPTED_NAMES, OUTPUT_MEDIA_TYPES, CorruptImage, ImageTooLarge, UnsupportedImage)
 from app.metrics import Metrics
 from app.middleware import BodySizeLimit, RequestMetrics
+from app.pipeline import Options, correct_upload
 from app.settings import Settings
 from model.corrector import Corrector
 
@@ -38,9 +41,45 @@ def get_corrector(request: Request) -> Corrector:
     return request.app.state.corrector
 
 
+def require_api_key(settings: Annotated[Settings, Depends(get_settings)],
+                    authorization: Annotated[str | None, Header(include_in_schema=False)] = None) -> None:
+    """401 unless ``Authorization: Bearer <key>`` names a configured key (no keys configured: open)."""
+    keys = settings.api_key_list
+    if not keys:
+        return
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not any(secrets.compare_digest(token.strip().encode(), k.encode())
+                                             for k in keys):
+        raise HTTPException(401, "missing or invalid API key; send Authorization: Bearer <key>",
+                            headers={"WWW-Authenticate": "Bearer"})
+
+
+_ACCEPT_TYPES = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/webp": "webp",
+                 "image/*": "png", "*/*": "png"}
+
+
+def get_output_format(request: Request, fmt: Annotated[Literal["png", "jpeg", "webp"] | None, Query(
+        alias="format", description="Output format; overrides the Accept header. Default png.")] = None) -> str:
+    """The ``format`` query parameter, else the best supported type in Accept, else PNG."""
+    if fmt:
+        return fmt
+    ranked = []
+    for i, item in enumerate((request.headers.get("accept") or "").split(",")):
+        media, *params = [p.strip() for p in item.split(";")]
+        q = next((p[2:] for p in params if p.startswith("q=")), "1")
+        try:
+            weight = float(q)
+        except ValueError:
+            continue
+        if media.lower() in _ACCEPT_TYPES and weight > 0:
+            ranked.append((-weight, i, _ACCEPT_TYPES[media.lower()]))
+    return min(ranked)[2] if ranked else "png"
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 CorrectorDep = Annotated[Corrector, Depends(get_corrector)]
+FormatDep = Annotated[str, Depends(get_output_format)]
 
 router = APIRouter()
 
@@ -74,38 +113,50 @@ async def metrics_endpoint(metrics: MetricsDep) -> Response:
 
 
 @router.post(
-    "/correct", tags=["correction"], response_class=Response,
-    responses={200: {"content": {"image/png": {}}, "description": "The corrected photo, same size, as PNG"},
+    "/correct", tags=["correction"], response_class=Response, dependencies=[Depends(require_api_key)],
+    responses={200: {"content": {t: {} for t in OUTPUT_MEDIA_TYPES.values()},
+                     "description": "The corrected photo, same size and orientation-corrected; PNG by default"},
+               401: {"description": "API keys are configured and the request has no valid Bearer key"},
                413: {"description": "Upload or image over the configured limits"},
                415: {"description": "Not a supported image"},
-               422: {"description": "Empty, missing or corrupt upload"},
-               503: {"description": "Model still loading"}},
+               422: {"description": "Empty, missing or corrupt upload, or a bad parameter"},
+               503: {"description": "Model loading, queue full or GPU out of memory; see Retry-After"},
+               504: {"description": "Not done within the request timeout"}},
 )
-async def correct(corrector: CorrectorDep, settings: SettingsDep, metrics: MetricsDep, request: Request,
-                  file: Annotated[UploadFile, File(description="The photo (JPEG, PNG, WebP, TIFF, BMP)")]) -> Response:
-    """Correct the white balance of an uploaded photo; returns a PNG of the same size."""
+async def correct(corrector: CorrectorDep, settings: SettingsDep, metrics: MetricsDep, fmt: FormatDep,
+                  request: Request,
+                  file: Annotated[UploadFile, File(description=f"The photo ({ACCEPTED_NAMES})")],
+                  quality: Annotated[int | None, Query(ge=1, le=100, description="JPEG/WebP quality")] = None,
+                  strength: Annotated[float, Query(ge=0, le=1, description="0: unchanged, 1: full")] = 1.0,
+                  ) -> Response:
+    """Correct the white balance of an uploaded photo; returns it at the same size (PNG unless asked)."""
+    deadline = time.monotonic() + settings.request_timeout_s
     data = await file.read(settings.max_upload_bytes + 1)
     if not data:
         raise HTTPException(422, "the uploaded file is empty")
     if len(data) > settings.max_upload_bytes:
         raise HTTPException(413, f"upload too large; the limit is {settings.max_upload_bytes} bytes")
-    async with request.app.state.correction_slots:
-        metrics.in_flight.inc()
-        try:
-            png = await run_in_threadpool(_correct_bytes, corrector, settings, metrics, data)
-        except tuple(ERRORS) as exc:
-            raise HTTPException(ERRORS[type(exc)], str(exc)) from None
-        finally:
-            metrics.in_flight.dec()
-    return Response(png, media_type="image/png")
-
-
-def _correct_bytes(corrector: Corrector, settings: Settings, metrics: Metrics, data: bytes) -> bytes:
-    image = decode(data, settings.max_pixels)
-    start = time.perf_counter()
-    rgb = corrector.correct(image.rgb)
-    metrics.inference_duration.observe(time.perf_counter() - start)
-    return encode_png(rgb, image.alpha, settings.png_compress_level)
+    options = Options(fmt, quality or settings.default_quality, strength)
+    retry = {"Retry-After": str(settings.retry_after_s)}
+    try:
+        body = await request.app.state.gate.run(correct_upload, corrector, data, options, settings, metrics,
+                                                deadline=deadline)
+    except Busy:
+        metrics.rejected.labels("queue_full").inc()
+        raise HTTPException(503, "busy: all correction slots and queue places are taken; retry later",
+                            headers=retry) from None
+    except DeadlineExceeded:
+        metrics.rejected.labels("timeout").inc()
+        raise HTTPException(504, f"not done within {settings.request_timeout_s:g} s") from None
+    except torch.OutOfMemoryError:
+        metrics.rejected.labels("gpu_oom").inc()
+        log.warning("GPU out of memory; cache emptied, request refused")
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        raise HTTPException(503, "GPU out of memory; retry later or send a smaller photo", headers=retry) from None
+    except tuple(ERRORS) as exc:
+        raise HTTPException(ERRORS[type(exc)], str(exc)) from None
+    return Response(body, media_type=OUTPUT_MEDIA_TYPES[fmt], headers={"Vary": "Accept"})
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -127,6 +178,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             metrics.model_ready.set(1)
             log.info("model warmed up; ready")
 
+        gate = app.state.gate = CorrectionGate(settings.max_concurrent_corrections, settings.max_queued_corrections)
+        metrics.in_flight.set_function(lambda: gate.running)
+        metrics.queued.set_function(lambda: gate.waiting)
+        if corrector.device.type == "cuda":
+            metrics.watch_gpu_memory(corrector.device)
         warm_task = asyncio.create_task(warm_up())
         try:
             yield
@@ -134,6 +190,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             warm_task.cancel()
             app.state.ready = False
             metrics.model_ready.set(0)
+            gate.shutdown()
 
     app = FastAPI(title="wbvae", version="0.1.0", lifespan=lifespan,
                   description="White-balance correction: upload a photo, get it back with whites white.")
@@ -141,7 +198,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.corrector = None
     app.state.ready = False
-    app.state.correction_slots = asyncio.Semaphore(settings.max_concurrent_corrections)
     app.include_router(router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)

@@ -4,6 +4,9 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+MEGAPIXEL_BUCKETS = (0.1, 0.5, 1.0, 2.0, 4.0, 8.0, 12.0, 16.0, 24.0, 32.0, 50.0, 100.0)
+STAGES = ("decode", "model", "mapping", "encode")
+REJECT_REASONS = ("queue_full", "timeout", "gpu_oom")
 
 
 class Metrics:
@@ -18,8 +21,28 @@ class Metrics:
         self.inference_duration = Histogram("wbvae_inference_duration_seconds",
                                             "Model estimate plus full-resolution mapping, per photo.",
                                             buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.stage_duration = Histogram("wbvae_stage_duration_seconds",
+                                        "Time per correction stage: decode, model, mapping, encode.",
+                                        ["stage"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.input_megapixels = Histogram("wbvae_input_megapixels", "Size of decoded uploads in megapixels.",
+                                          buckets=MEGAPIXEL_BUCKETS, registry=self.registry)
         self.in_flight = Gauge("wbvae_corrections_in_flight", "Corrections being processed.",
                                registry=self.registry)
+        self.queued = Gauge("wbvae_corrections_queued", "Corrections waiting for a slot.", registry=self.registry)
+        self.rejected = Counter("wbvae_rejected_requests", "Corrections refused: queue full (503), "
+                                "timeout (504) or GPU out of memory (503).", ["reason"], registry=self.registry)
         self.model_ready = Gauge("wbvae_model_ready", "1 once the model is loaded and warmed up.",
                                  registry=self.registry)
         self.model_info = Info("wbvae_model", "Served checkpoint and device.", registry=self.registry)
+        for stage in STAGES:  # export every series from the start
+            self.stage_duration.labels(stage)
+        for reason in REJECT_REASONS:
+            self.rejected.labels(reason)
+
+    def watch_gpu_memory(self, device) -> None:
+        """Export CUDA memory allocated and reserved by this process on ``device``."""
+        import torch
+
+        gauge = Gauge("wbvae_gpu_memory_bytes", "CUDA memory of this process.", ["kind"], registry=self.registry)
+        gauge.labels("allocated").set_function(lambda: torch.cuda.memory_allocated(device))
+        gauge.labels("reserved").set_function(lambda: torch.cuda.memory_reserved(device))

@@ -1,10 +1,15 @@
-"""Pure ASGI middleware: request metrics, and the upload size limit enforced while the body streams."""
+"""Pure ASGI middleware: request id, metrics and access log; the upload size limit enforced while streaming."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 
+from app.logs import accept_request_id, request_id
 from app.metrics import Metrics
+
+access_log = logging.getLogger("wbvae.access")
+QUIET_PATHS = ("/livez", "/healthz", "/readyz", "/metrics")
 
 # Multipart framing (boundaries, part headers) allowed on top of the file's own bytes.
 MULTIPART_SLACK_BYTES = 64 * 1024
@@ -67,7 +72,8 @@ class _BodyTooLarge(Exception):
 
 
 class RequestMetrics:
-    """Counts requests by route template, method and status; observes whole-request latency."""
+    """Request id (X-Request-ID accepted and echoed), counts by route template, method and status,
+    whole-request latency, and one access-log line per request."""
 
     def __init__(self, app, metrics: Metrics):
         self.app = app
@@ -78,11 +84,14 @@ class RequestMetrics:
             return await self.app(scope, receive, send)
         start = time.perf_counter()
         status = 500
+        rid = accept_request_id(dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1"))
+        token = request_id.set(rid)
 
         async def recording_send(message):
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", rid.encode())]}
             await send(message)
 
         try:
@@ -90,5 +99,11 @@ class RequestMetrics:
         finally:
             route = scope.get("route")
             label = getattr(route, "path", None) or "unmatched"
+            elapsed = time.perf_counter() - start
             self.metrics.requests.labels(label, scope["method"], str(status)).inc()
-            self.metrics.request_duration.labels(label).observe(time.perf_counter() - start)
+            self.metrics.request_duration.labels(label).observe(elapsed)
+            access_log.log(logging.DEBUG if scope["path"] in QUIET_PATHS else logging.INFO, "request",
+                           extra={"method": scope["method"], "path": scope["path"], "status": status,
+                                  "duration_ms": round(elapsed * 1000, 1),
+                                  "client": (scope.get("client") or ("-",))[0]})
+            request_id.reset(token)

@@ -20,6 +20,19 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535, description="TCP port.")
     max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1, description="Largest accepted upload (413 above).")
     max_pixels: int = Field(50_000_000, ge=1, description="Largest accepted width x height (413 above).")
-    max_concurrent_corrections: int = Field(2, ge=1, description="Corrections run at once; others wait.")
+    max_concurrent_corrections: int = Field(2, ge=1, description="Corrections run at once; others queue.")
+    max_queued_corrections: int = Field(8, ge=0, description="Corrections waiting for a slot; 503 beyond.")
+    retry_after_s: int = Field(2, ge=1, description="Retry-After sent with 503 (busy, GPU out of memory).")
+    request_timeout_s: float = Field(60.0, gt=0, description="Queue wait plus correction time before 504.")
+    shutdown_grace_s: float = Field(30.0, ge=0, description="On SIGTERM, time in-flight requests get to finish.")
+    api_keys: str = Field("", description="Comma-separated API keys; when set, /correct needs a Bearer key.")
+    strip_gps: bool = Field(True, description="Remove GPS tags from the EXIF returned with the photo.")
     png_compress_level: int = Field(1, ge=0, le=9, description="zlib level of PNG output (1: fast, 9: small).")
+    default_quality: int = Field(90, ge=1, le=100, description="JPEG/WebP quality unless the request sets one.")
     log_level: str = Field("info", description="Log level of the service and uvicorn.")
+    log_json: bool = Field(True, description="One JSON object per log line (False: plain text).")
+
+    @property
+    def api_key_list(self) -> list[str]:
+        """The configured API keys (empty: no auth)."""
+        return [k.strip() for k in self.api_keys.split(",") if k.strip()]

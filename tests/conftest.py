@@ -1,8 +1,17 @@
-"""Shared fixtures: paths to the real reference data beside the checkout."""
+"""Shared fixtures: paths to the real reference data beside the checkout; a real server process."""
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -37,3 +46,54 @@ def real_pairs() -> list[tuple[str, np.ndarray, np.ndarray]]:
             inp, gt = line.split("\t")
             out.append((inp, load_rgb(REAL_PAIRS / inp), load_rgb(REAL_PAIRS / gt)))
     return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    """A ``python -m app`` process and its base URL."""
+
+    url: str
+    proc: subprocess.Popen
+    log: object
+
+    def output(self) -> str:
+        return _read(self.log)
+
+
+@contextmanager
+def start_server(**env: str):
+    """Start ``python -m app`` on a free 127.0.0.1 port (CPU, settings from ``env``); wait until ready."""
+    port = free_port()
+    full_env = {**os.environ, "WBVAE_HOST": "127.0.0.1", "WBVAE_PORT": str(port), "WBVAE_DEVICE": "cpu",
+                "WBVAE_LOG_LEVEL": "warning", **env}
+    log = tempfile.TemporaryFile()  # not a pipe: a chatty server must never block on a full pipe
+    proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=REPO, env=full_env, stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    try:
+        while True:
+            assert proc.poll() is None, _read(log)
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server never became ready"
+            time.sleep(0.2)
+        yield Server(url, proc, log)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=30)
+        log.close()
+
+
+def _read(log) -> str:
+    log.seek(0)
+    return log.read().decode(errors="replace")

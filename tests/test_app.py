@@ -83,7 +83,7 @@ def test_alpha_is_passed_through(client):
     (b"<svg xmlns='http://www.w3.org/2000/svg'/>", 415, "not a supported image"),
     (b"", 422, "empty"),
     (_png(64, 64)[:60], 422, "corrupt or truncated"),
-    (_png(2001, 2000, mode="L"), 413, "pixels; the limit is 4000000"),
+    (_png(2001, 2000, 120, mode="L"), 413, "pixels; the limit is 4000000"),
     (b"\x00" * 2_100_000, 413, "upload too large"),
 ])
 def test_bad_uploads_get_clear_errors(client, payload, status, detail):
@@ -110,7 +110,7 @@ def test_metrics_count_requests_and_inference(client, wild_photo):
                        if s.name.endswith("_count")][0]
     assert inference_count >= 1
     assert "wbvae_http_request_duration_seconds" in families
-    info = [s for s in families["wbvae_model"].samples][0]
+    info = [s for f in families.values() for s in f.samples if s.name == "wbvae_model_info"][0]
     assert info.labels["device"] == "cpu" and info.labels["checkpoint"].startswith("default-")
 
 

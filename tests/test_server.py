@@ -1,56 +1,122 @@
-"""A real server process (``python -m app``) answering over HTTP."""
+"""A real server process (``python -m app``) answering over HTTP: limits, backpressure, drain, memory."""
+import asyncio
 import io
-import os
-import socket
-import subprocess
-import sys
+import signal
 import time
 
 import httpx
+import psutil
 import pytest
 from PIL import Image
 
-from tests.conftest import REPO
+from tests.conftest import WILD, start_server
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+LIMITS = {"WBVAE_MAX_UPLOAD_BYTES": "3000000", "WBVAE_MAX_PIXELS": "4000000",
+          "WBVAE_MAX_CONCURRENT_CORRECTIONS": "1", "WBVAE_MAX_QUEUED_CORRECTIONS": "1", "WBVAE_RETRY_AFTER_S": "3"}
 
 
 @pytest.fixture(scope="module")
 def server():
-    port = _free_port()
-    env = {**os.environ, "WBVAE_HOST": "127.0.0.1", "WBVAE_PORT": str(port), "WBVAE_DEVICE": "cpu"}
-    proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        assert proc.poll() is None, proc.stdout.read().decode()
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "server never became ready"
-        time.sleep(0.2)
-    yield base
-    proc.terminate()
-    proc.wait(timeout=30)
+    with start_server(**LIMITS) as s:
+        yield s
+
+
+def _big_photo() -> bytes:
+    return (WILD / "Flickr_Davis_Doherty_CC_BY_2.0.jpg").read_bytes()  # 2048 x 1372
 
 
 def test_real_photo_over_http(server, wild_photo):
     with wild_photo.open("rb") as f:
-        r = httpx.post(f"{server}/correct", files={"file": (wild_photo.name, f, "image/jpeg")}, timeout=60)
+        r = httpx.post(f"{server.url}/correct", files={"file": (wild_photo.name, f, "image/jpeg")}, timeout=60)
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     assert Image.open(io.BytesIO(r.content)).size == Image.open(wild_photo).size
 
 
 def test_server_survives_garbage_and_reports_metrics(server):
-    r = httpx.post(f"{server}/correct", files={"file": ("x.jpg", b"\xff\xd8\xff\xe0garbage")}, timeout=30)
+    r = httpx.post(f"{server.url}/correct", files={"file": ("x.jpg", b"\xff\xd8\xff\xe0garbage")}, timeout=30)
     assert r.status_code in (415, 422) and "detail" in r.json()
-    assert httpx.get(f"{server}/livez").status_code == 200
-    text = httpx.get(f"{server}/metrics").text
+    assert httpx.get(f"{server.url}/livez").status_code == 200
+    text = httpx.get(f"{server.url}/metrics").text
     assert 'wbvae_http_requests_total{method="POST",route="/correct",status="200"}' in text
+
+
+def test_limits_over_http(server):
+    # Declared too large: refused from Content-Length before the body is read.
+    r = httpx.post(f"{server.url}/correct", files={"file": ("big.bin", b"\0" * 3_200_000)}, timeout=30)
+    assert r.status_code == 413 and "upload too large" in r.json()["detail"]
+
+    # Streamed without a Content-Length (chunked): refused while streaming.
+    def chunks():
+        yield (b'--x\r\nContent-Disposition: form-data; name="file"; filename="a.bin"\r\n'
+               b"Content-Type: application/octet-stream\r\n\r\n")
+        for _ in range(100):
+            yield b"\0" * 100_000
+    r = httpx.post(f"{server.url}/correct", content=chunks(), timeout=30,
+                   headers={"content-type": "multipart/form-data; boundary=x"})
+    assert r.status_code == 413 and "upload too large" in r.json()["detail"]
+
+    from tests.photos import png_declaring
+    r = httpx.post(f"{server.url}/correct", files={"file": ("huge.png", png_declaring(30000, 30000))}, timeout=30)
+    assert r.status_code == 413 and "the limit is 4000000" in r.json()["detail"]
+    assert httpx.get(f"{server.url}/livez").status_code == 200
+
+
+def test_overload_gets_503_with_retry_after_and_no_request_is_lost(server):
+    photo = _big_photo()
+
+    async def burst(n: int):
+        async with httpx.AsyncClient(timeout=120) as client:
+            return await asyncio.gather(*[client.post(f"{server.url}/correct", files={"file": ("p.jpg", photo)})
+                                          for _ in range(n)])
+
+    responses = asyncio.run(burst(8))
+    codes = sorted(r.status_code for r in responses)
+    assert len(codes) == 8 and set(codes) <= {200, 503}, codes   # every request got a definite answer
+    assert codes.count(200) >= 2 and codes.count(503) >= 1, codes  # 1 running + 1 queued at least
+    for r in responses:
+        if r.status_code == 503:
+            assert r.headers["retry-after"] == "3" and "busy" in r.json()["detail"]
+    text = httpx.get(f"{server.url}/metrics").text
+    assert 'wbvae_rejected_requests_total{reason="queue_full"}' in text
+    assert "wbvae_corrections_in_flight 0.0" in text and "wbvae_corrections_queued 0.0" in text
+    assert httpx.post(f"{server.url}/correct", files={"file": ("p.jpg", photo)}, timeout=60).status_code == 200
+
+
+MEMORY_REQUESTS = 200
+MEMORY_BOUND_MB = 60
+
+
+def test_sequential_requests_do_not_grow_memory(server):
+    """200 sequential ~0.7 MP photos: resident memory grows by less than 60 MB after a 10-request warm-up."""
+    photo = (WILD / "Flickr_Dave--Out_and_about_CC_BY-NC_2.0.jpg").read_bytes()  # 1020 x 682
+    proc = psutil.Process(server.proc.pid)
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        for _ in range(10):
+            assert client.post("/correct", files={"file": ("p.jpg", photo)}).status_code == 200
+        before = proc.memory_info().rss
+        for _ in range(MEMORY_REQUESTS):
+            assert client.post("/correct", files={"file": ("p.jpg", photo)}).status_code == 200
+        growth_mb = (proc.memory_info().rss - before) / 2**20
+    assert growth_mb < MEMORY_BOUND_MB, f"RSS grew by {growth_mb:.0f} MB over {MEMORY_REQUESTS} requests"
+
+
+def test_sigterm_lets_in_flight_requests_finish():
+    photo = _big_photo()
+    with start_server(WBVAE_MAX_CONCURRENT_CORRECTIONS="1", WBVAE_SHUTDOWN_GRACE_S="30") as s:
+        async def scenario():
+            async with httpx.AsyncClient(timeout=120) as client:
+                tasks = [asyncio.create_task(client.post(f"{s.url}/correct", files={"file": ("p.jpg", photo)}))
+                         for _ in range(3)]
+                await asyncio.sleep(0.3)
+                while "wbvae_corrections_in_flight 1.0" not in (await client.get(f"{s.url}/metrics")).text:
+                    await asyncio.sleep(0.05)
+                s.proc.send_signal(signal.SIGTERM)
+                return await asyncio.gather(*tasks)
+
+        start = time.monotonic()
+        responses = asyncio.run(scenario())
+        assert [r.status_code for r in responses] == [200, 200, 200]
+        assert s.proc.wait(timeout=60) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once drained
+        assert time.monotonic() - start < 60
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"{s.url}/livez", timeout=2)

@@ -1,0 +1,63 @@
+"""Backpressure: at most N corrections run, at most Q wait; the rest are refused at once."""
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
+
+
+class Busy(Exception):
+    """All slots and queue places are taken (HTTP 503 with Retry-After)."""
+
+
+class DeadlineExceeded(Exception):
+    """The request ran out of time waiting or computing (HTTP 504)."""
+
+
+class CorrectionGate:
+    """Runs blocking work on ``slots`` worker threads with a bounded queue in front.
+
+    A slot is freed when its work really ends, not when the request gives up, so
+    timed-out work still counts against the limit until its thread is done.
+    """
+
+    def __init__(self, slots: int, queue: int):
+        self.slots, self.queue = slots, queue
+        self.running = 0
+        self.waiting = 0
+        self._free = asyncio.Semaphore(slots)
+        self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="correct")
+
+    async def run(self, fn: Callable[..., T], *args, deadline: float) -> T:
+        """``fn(*args)`` in a worker thread; ``Busy`` when full, ``DeadlineExceeded`` past ``deadline``."""
+        if self.running + self.waiting >= self.slots + self.queue:
+            raise Busy()
+        self.waiting += 1
+        try:
+            await asyncio.wait_for(self._free.acquire(), timeout=max(deadline - time.monotonic(), 0))
+        except (TimeoutError, asyncio.TimeoutError):
+            raise DeadlineExceeded() from None
+        finally:
+            self.waiting -= 1
+        self.running += 1
+        loop = asyncio.get_running_loop()
+        context = contextvars.copy_context()  # carries the request id into the worker's log lines
+        future = loop.run_in_executor(self._pool, context.run, fn, *args)
+        future.add_done_callback(self._release)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout=max(deadline - time.monotonic(), 0))
+        except (TimeoutError, asyncio.TimeoutError):
+            raise DeadlineExceeded() from None
+
+    def _release(self, future) -> None:
+        self.running -= 1
+        if not future.cancelled():
+            future.exception()  # retrieved here, so work abandoned by a timed-out request logs no warning
+        self._free.release()
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
