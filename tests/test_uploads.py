@@ -256,3 +256,19 @@ def test_request_timeout_is_504_and_the_slot_comes_back(photo, monkeypatch):
         monkeypatch.undo()
         time.sleep(1.0)  # the abandoned work finishes and frees its slot
         assert _post(c, png).status_code == 200
+
+
+def test_json_log_lines_carry_the_request_id():
+    import json
+    import logging
+
+    from app.logs import JsonFormatter, request_id
+
+    token = request_id.set("req-7")
+    try:
+        record = logging.LogRecord("wbvae.access", logging.INFO, __file__, 1, "request", None, None)
+        record.status = 200
+        line = json.loads(JsonFormatter().format(record))
+    finally:
+        request_id.reset(token)
+    assert line["request_id"] == "req-7" and line["msg"] == "request" and line["status"] == 200
