@@ -19,6 +19,7 @@ from app.metrics import Metrics
 from app.middleware import BodySizeLimit, RequestMetrics
 from app.pipeline import Options, correct_upload
 from app.settings import Settings
+from app.web import install_web
 from model.corrector import Corrector
 
 log = logging.getLogger("wbvae")
@@ -199,6 +200,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.corrector = None
     app.state.ready = False
     app.include_router(router)
+    install_web(app)  # the page at / and its /static assets
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)
     return app

@@ -67,13 +67,15 @@ class Server:
 
 
 @contextmanager
-def start_server(**env: str):
-    """Start ``python -m app`` on a free 127.0.0.1 port (CPU, settings from ``env``); wait until ready."""
+def start_server(*extra_args: str, **env: str):
+    """Start ``python -m app`` (or ``python *extra_args``) on a free 127.0.0.1 port (CPU, settings from ``env``);
+    wait until ready."""
     port = free_port()
     full_env = {**os.environ, "WBVAE_HOST": "127.0.0.1", "WBVAE_PORT": str(port), "WBVAE_DEVICE": "cpu",
                 "WBVAE_LOG_LEVEL": "warning", **env}
     log = tempfile.TemporaryFile()  # not a pipe: a chatty server must never block on a full pipe
-    proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=REPO, env=full_env, stdout=log, stderr=log)
+    args = extra_args or ("-m", "app")  # e.g. ("-m", "app.cli", "serve", "--port", ...) for the wbvae front door
+    proc = subprocess.Popen([sys.executable, *args], cwd=REPO, env=full_env, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     try:

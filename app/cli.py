@@ -1,0 +1,215 @@
+"""``wbvae``: the command line. ``wbvae correct`` runs folders of photos through the service's own pipeline.
+
+``correct`` reads each file and hands its bytes to ``app.pipeline.correct_upload``,
+the function behind ``POST /correct``: same decoding (EXIF orientation, colour
+profile to sRGB, HEIC, grayscale, alpha), same Corrector, same encoding (EXIF
+kept, sRGB-tagged). ``serve``, ``train``, ``evaluate``, ``export`` and
+``gallery`` are front doors to ``python -m app`` and the ``model.*`` modules.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+PHOTO_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".tif", ".tiff", ".bmp", ".heic", ".heif"}
+# Output format by file suffix; formats the service cannot write (TIFF, BMP, HEIC) become PNG (lossless).
+_SUFFIXES = {"jpeg": (".jpg", ".jpeg", ".jpe"), "png": (".png",), "webp": (".webp",)}
+
+
+@dataclass
+class Job:
+    source: Path
+    target: Path
+
+
+@dataclass
+class Outcome:
+    job: Job
+    status: str       # "done", "skipped" or "failed"
+    reason: str = ""
+
+
+def collect(paths: list[Path]) -> list[tuple[Path, Path]]:
+    """(photo, its path relative to the output folder): files as named, folders searched recursively."""
+    found = []
+    for p in paths:
+        if p.is_dir():
+            found += [(f, f.relative_to(p)) for f in sorted(p.rglob("*"))
+                      if f.is_file() and f.suffix.lower() in PHOTO_SUFFIXES]
+        else:  # named files are always tried, so a missing or odd one is reported, not silently dropped
+            found.append((p, Path(p.name)))
+    return found
+
+
+def format_for_suffix(suffix: str) -> str:
+    """The output format that keeps an input's format: jpeg, png or webp (others: png)."""
+    return next((fmt for fmt, names in _SUFFIXES.items() if suffix.lower() in names), "png")
+
+
+def output_path(outdir: Path, rel: Path, fmt: str) -> Path:
+    """``outdir/rel``, with the suffix changed only when the format changed."""
+    suffix = rel.suffix if rel.suffix.lower() in _SUFFIXES[fmt] else _SUFFIXES[fmt][0]
+    return outdir / rel.with_suffix(suffix)
+
+
+def run_correct(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from app.metrics import Metrics
+    from app.pipeline import Options, correct_upload
+    from app.settings import Settings
+    from model.corrector import Corrector
+
+    photos = collect(args.paths)
+    if not photos:
+        print("error: no photos found in " + ", ".join(map(str, args.paths)), file=sys.stderr)
+        return 2
+    jobs = max(1, args.jobs)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // jobs))  # jobs x threads = cores
+    settings = Settings(max_pixels=args.max_pixels, strip_gps=not args.keep_gps,
+                        png_compress_level=args.png_compress_level)
+    metrics = Metrics()  # required by the pipeline; a private registry, discarded at exit
+    try:
+        corrector = Corrector.from_checkpoint(args.checkpoint, args.device)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    claimed: dict[Path, Path] = {}
+
+    def one(source: Path, rel: Path) -> Outcome:
+        fmt = args.format if args.format != "keep" else format_for_suffix(rel.suffix)
+        job = Job(source, output_path(args.outdir, rel, fmt))
+        if claimed.setdefault(job.target, source) != source:
+            return Outcome(job, "failed", f"same output {job.target} as {claimed[job.target]}")
+        if job.target.exists() and not args.overwrite:
+            return Outcome(job, "skipped", "output exists")
+        try:
+            data = source.read_bytes()
+            if not data:
+                return Outcome(job, "failed", "empty file")
+            body = correct_upload(corrector, data, Options(fmt, args.quality, args.strength), settings, metrics)
+            job.target.parent.mkdir(parents=True, exist_ok=True)
+            partial = job.target.with_name(job.target.name + ".partial")
+            partial.write_bytes(body)
+            partial.replace(job.target)  # atomic: an interrupted run never leaves a half file that would be skipped
+            return Outcome(job, "done")
+        except (ValueError, OSError) as exc:  # the pipeline's plain errors (bad image), unreadable file, full disk
+            return Outcome(job, "failed", str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # anything else (e.g. out of memory) costs this photo, not the whole batch
+            return Outcome(job, "failed", f"{type(exc).__name__}: {exc}")
+
+    outcomes: list[Outcome] = []
+    with ThreadPoolExecutor(max_workers=jobs) as pool, \
+            tqdm(total=len(photos), unit="photo", disable=args.quiet or None, file=sys.stderr) as bar:
+        for future in as_completed([pool.submit(one, s, r) for s, r in photos]):
+            outcome = future.result()
+            outcomes.append(outcome)
+            bar.update()
+            if outcome.status == "failed":
+                bar.write(f"failed: {outcome.job.source}: {outcome.reason}", file=sys.stderr)
+
+    done = sum(o.status == "done" for o in outcomes)
+    skipped = sum(o.status == "skipped" for o in outcomes)
+    failed = sorted((o for o in outcomes if o.status == "failed"), key=lambda o: str(o.job.source))
+    print(f"{done} corrected, {skipped} skipped (output exists; --overwrite to redo), {len(failed)} failed"
+          f" -> {args.outdir}")
+    for o in failed:
+        print(f"  FAILED {o.job.source}: {o.reason}")
+    return 1 if failed else 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """``python -m app`` with the given flags as its WBVAE_* settings."""
+    for name in ("host", "port", "checkpoint", "device", "log_level"):
+        value = getattr(args, name)
+        if value is not None:
+            os.environ[f"WBVAE_{name.upper()}"] = str(value)
+    from app.__main__ import main as serve_main
+    serve_main()
+    return 0
+
+
+def _delegate(module: str):
+    def run(argv: list[str]) -> int:
+        import importlib
+        result = importlib.import_module(module).main(argv)
+        return result if isinstance(result, int) else 0
+    return run
+
+
+# Subcommands whose arguments (and --help) belong to an existing module's own parser.
+DELEGATES = {
+    "train": ("model.train", "train a model (python -m model.train)"),
+    "evaluate": ("model.evaluate", "evaluate a checkpoint and the baselines (python -m model.evaluate)"),
+    "export": ("model.export", "export the estimator to ONNX / TorchScript (python -m model.export)"),
+    "gallery": ("model.gallery", "render the README's before/after and loss-curve figures (python -m model.gallery)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from model.corrector import DEFAULT_CHECKPOINT
+
+    parser = argparse.ArgumentParser(prog="wbvae", description="White-balance correction: photos, service, model.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    c = sub.add_parser("correct", help="correct photos and folders of photos into an output folder",
+                       description="Correct photos (files, or folders searched recursively) into OUTDIR, keeping "
+                                   "the folder structure, the format (JPEG, PNG, WebP; others become PNG) and the "
+                                   "EXIF. Outputs that exist are skipped unless --overwrite. Exit status 1 if any "
+                                   "photo failed (each reason is printed), 2 on usage errors.")
+    c.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="photos or folders of photos")
+    c.add_argument("-o", "--outdir", type=Path, required=True, help="output folder (created if needed)")
+    c.add_argument("--overwrite", action="store_true", help="redo photos whose output exists")
+    c.add_argument("--strength", type=_unit_float, default=1.0, help="0: unchanged … 1: full correction (default 1)")
+    c.add_argument("--format", choices=("keep", "png", "jpeg", "webp"), default="keep",
+                   help="output format (default: keep the input's; TIFF, BMP, HEIC become PNG)")
+    c.add_argument("--quality", type=int, choices=range(1, 101), metavar="1-100", default=95,
+                   help="JPEG/WebP quality (default 95)")
+    c.add_argument("--png-compress-level", type=int, choices=range(10), metavar="0-9", default=6,
+                   help="zlib level of PNG output (default 6; 1 is faster, larger)")
+    c.add_argument("--keep-gps", action="store_true", help="keep GPS tags in the EXIF (the service removes them)")
+    c.add_argument("--max-pixels", type=int, default=200_000_000, help="largest width x height (default 200 MP)")
+    c.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, help="photos at once (default: cores)")
+    c.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT, help="model (default: %(default)s)")
+    c.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when present)")
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    c.set_defaults(run=run_correct)
+
+    s = sub.add_parser("serve", help="run the HTTP service and web page (python -m app)",
+                       description="Run the HTTP service (API + web page at /). Flags override the WBVAE_* "
+                                   "environment variables; see the README's Configuration table for the rest.")
+    s.add_argument("--host", help="interface (default 0.0.0.0)")
+    s.add_argument("--port", type=int, help="port (default 8000)")
+    s.add_argument("--checkpoint", type=Path, help="checkpoint to serve")
+    s.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    s.add_argument("--log-level", help="debug, info, warning, error")
+    s.set_defaults(run=run_serve)
+
+    for name, (_, text) in DELEGATES.items():
+        sub.add_parser(name, help=text + "; wbvae %s --help lists its options" % name, add_help=False)
+    return parser
+
+
+def _unit_float(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in DELEGATES:
+        return _delegate(DELEGATES[argv[0]][0])(argv[1:])
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

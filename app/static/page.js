@@ -1,0 +1,153 @@
+// wbvae page: pick or drop a photo, POST it to /correct, show before/after, adjust strength, download.
+// No external resources: everything here talks only to the server that served the page.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const EXT = { png: "png", jpeg: "jpg", webp: "webp" };
+let photo = null;          // the File being corrected
+let beforeUrl = null;      // object URLs, revoked when replaced
+let afterUrl = null;
+let inflight = null;       // AbortController of the running request
+let strengthSupported = true;
+let timer = 0;
+
+function setStatus(text) { $("status").textContent = text; }
+function setError(text) { $("error").textContent = text; }
+
+function strength() { return Number($("strength").value) / 100; }
+
+function replaceUrl(old, blob) {
+  if (old) URL.revokeObjectURL(old);
+  return URL.createObjectURL(blob);
+}
+
+async function post(file, params) {
+  const body = new FormData();
+  body.append("file", file, file.name);
+  const headers = {};
+  const key = $("key").value.trim();
+  if (key) headers.Authorization = "Bearer " + key;
+  if (inflight) inflight.abort();
+  inflight = new AbortController();
+  const query = new URLSearchParams(params).toString();
+  return fetch("/correct?" + query, { method: "POST", body, headers, signal: inflight.signal });
+}
+
+async function detail(response) {
+  try {
+    const data = await response.json();
+    return typeof data.detail === "string" ? data.detail : JSON.stringify(data.detail);
+  } catch (_) {
+    return response.statusText || "error " + response.status;
+  }
+}
+
+async function correct() {
+  if (!photo) return;
+  const fmt = $("format").value;
+  const s = strength();
+  const params = { format: fmt };
+  if (strengthSupported) params.strength = s.toFixed(2);
+  setError("");
+  setStatus(`Correcting ${photo.name}…`);
+  $("result").classList.add("busy");
+  $("form").setAttribute("aria-busy", "true");
+  let response;
+  try {
+    response = await post(photo, params);
+  } catch (err) {
+    if (err.name === "AbortError") return;  // a newer request replaced this one
+    setStatus("");
+    setError("The server could not be reached: " + err.message);
+    return;
+  } finally {
+    $("form").removeAttribute("aria-busy");
+  }
+  if (response.status === 422 && strengthSupported) {
+    const text = await detail(response);
+    if (/strength/i.test(text)) {  // an older server without ?strength=: fall back to full strength
+      strengthSupported = false;
+      $("strength").disabled = true;
+      setStatus("This server applies the full correction only.");
+      return correct();
+    }
+    return fail(response.status, text);
+  }
+  if (response.status === 401) {
+    $("key-row").hidden = false;
+    return fail(401, (await detail(response)) + " Enter the key and pick the photo again.");
+  }
+  if (!response.ok) return fail(response.status, await detail(response));
+  const blob = await response.blob();
+  afterUrl = replaceUrl(afterUrl, blob);
+  $("after").src = afterUrl;
+  const link = $("download");
+  link.href = afterUrl;
+  const stem = photo.name.replace(/\.[^.]*$/, "") || "photo";
+  link.download = `${stem}-wb.${EXT[fmt]}`;
+  link.textContent = `Download ${link.download}`;
+  $("result").hidden = false;
+  $("result").classList.remove("busy");
+  setStatus(`Done: ${photo.name} corrected at ${Math.round(s * 100)} % strength.`);
+}
+
+function fail(status, text) {
+  $("result").classList.remove("busy");
+  setStatus("");
+  setError(`Could not correct the photo (${status}): ${text}`);
+}
+
+async function showBefore(file) {
+  beforeUrl = replaceUrl(beforeUrl, file);
+  const img = $("before");
+  img.onerror = async () => {  // e.g. HEIC, which browsers cannot show: ask the server for it unchanged
+    img.onerror = null;
+    const response = await post(file, { format: "png", strength: "0" }).catch(() => null);
+    if (response && response.ok) {
+      beforeUrl = replaceUrl(beforeUrl, await response.blob());
+      img.src = beforeUrl;
+      correct();
+    }
+  };
+  img.onload = () => {
+    $("compare").style.setProperty("--ratio", img.naturalWidth / Math.max(1, img.naturalHeight));
+  };
+  img.src = beforeUrl;
+}
+
+function choose(file) {
+  if (!file) return;
+  photo = file;
+  $("result").hidden = true;
+  showBefore(file);
+  correct();
+}
+
+function setSplit() {
+  $("compare").style.setProperty("--split", $("split").value + "%");
+}
+
+$("file").addEventListener("change", (e) => choose(e.target.files[0]));
+$("strength").addEventListener("input", () => {
+  $("strength-value").textContent = $("strength").value + " %";
+  clearTimeout(timer);
+  timer = setTimeout(correct, 350);  // one request once the slider rests
+});
+$("format").addEventListener("change", correct);
+$("split").addEventListener("input", setSplit);
+
+const drop = $("drop");
+for (const type of ["dragenter", "dragover"]) {
+  drop.addEventListener(type, (e) => { e.preventDefault(); drop.classList.add("over"); });
+}
+for (const type of ["dragleave", "drop"]) {
+  drop.addEventListener(type, () => drop.classList.remove("over"));
+}
+drop.addEventListener("drop", (e) => {
+  e.preventDefault();
+  choose(e.dataTransfer.files[0]);
+});
+// Dropping anywhere else must not navigate away from the page.
+window.addEventListener("dragover", (e) => e.preventDefault());
+window.addEventListener("drop", (e) => e.preventDefault());
+setSplit();

@@ -1,0 +1,181 @@
+"""The README's figures: ``python -m model.gallery`` (also ``wbvae gallery``).
+
+- ``gallery.png``: one column per photo, rows input / corrected, downscaled, each
+  corrected photo labelled with the model's cast probability. The correction is
+  estimated on the full-size photo (as the service does) and applied to the small
+  copy.
+- ``loss_curves.png``: the training curves of a run, from its ``metrics.csv``
+  (written by ``python -m model.train``) or from the ``history`` a resumable
+  checkpoint (``last.pt``) carries.
+
+Regenerate after a new default checkpoint lands::
+
+    python -m model.gallery --metrics runs/default/metrics.csv
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageCms, ImageDraw, ImageFont, ImageOps
+
+from model.corrector import DEFAULT_CHECKPOINT, Corrector
+from model.mapping import apply_matrix
+
+REPO = Path(__file__).resolve().parents[1]
+WILD = REPO.parent / "shared" / "data" / "wild"
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
+TILE_HEIGHT = 200
+GAP = 6
+LABEL_WIDTH = 110
+CAPTION_HEIGHT = 22
+_SRGB = ImageCms.createProfile("sRGB")
+
+# (title, [(column in metrics.csv, legend)]) per panel; columns absent from a run are skipped.
+PANELS = (
+    ("loss", [("train_loss", "train total"), ("train_recon", "train recon"), ("val_recon", "val recon"),
+              ("val_loss", "val total")]),
+    ("KL divergence", [("train_kl", "train KL"), ("val_kl", "val KL")]),
+    ("validation dE2000, full frame", [("val_de2000", "all"), ("val_de2000_cast", "casts"),
+                                       ("val_de2000_neutral", "balanced in"),
+                                       ("val_sog_de2000", "shades of gray (reference)")]),
+)
+
+
+def load_photo(path: Path) -> np.ndarray:
+    """Upright (EXIF orientation applied) uint8 (H, W, 3) sRGB pixels (an embedded ICC profile converted)."""
+    with Image.open(path) as im:
+        im = ImageOps.exif_transpose(im)
+        icc = im.info.get("icc_profile")
+        rgb = im.convert("RGB")
+        if icc:
+            rgb = ImageCms.profileToProfile(rgb, ImageCms.ImageCmsProfile(io.BytesIO(icc)), _SRGB, outputMode="RGB")
+        return np.asarray(rgb)
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: fixed-size bitmap font
+        return ImageFont.load_default()
+
+
+def render_gallery(photos: list[Path], corrector: Corrector, out: Path, tile_height: int = TILE_HEIGHT) -> Path:
+    """Write the before/after figure of ``photos`` to ``out`` (PNG); returns ``out``."""
+    if not photos:
+        raise ValueError("no photos to show")
+    columns = []
+    for path in photos:
+        rgb = load_photo(path)
+        correction = corrector.estimate(rgb)
+        h, w = rgb.shape[:2]
+        size = (max(1, round(w * tile_height / h)), tile_height)
+        small = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.LANCZOS))
+        columns.append((small, apply_matrix(small, correction.matrix), correction.cast_probability))
+    width = LABEL_WIDTH + sum(c[0].shape[1] + GAP for c in columns)
+    height = 2 * (tile_height + CAPTION_HEIGHT + GAP)
+    sheet = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(sheet)
+    font = _font(15)
+    for row, label in enumerate(("input", "corrected")):
+        y = row * (tile_height + CAPTION_HEIGHT + GAP)
+        draw.text((8, y + tile_height // 2), label, fill="black", font=font)
+        x = LABEL_WIDTH
+        for before, after, p in columns:
+            sheet.paste(Image.fromarray(before if row == 0 else after), (x, y))
+            if row == 1:
+                draw.text((x + 4, y + tile_height + 3), f"cast probability {p:.2f}", fill="black", font=font)
+            x += before.shape[1] + GAP
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out, optimize=True)
+    return out
+
+
+def read_history(source: Path) -> list[dict[str, float]]:
+    """Per-epoch rows from a ``metrics.csv`` or from a checkpoint's ``meta["history"]``."""
+    if not source.is_file():
+        raise ValueError(f"training history not found: {source}")
+    if source.suffix == ".csv":
+        with source.open(newline="") as f:
+            rows = [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+    else:
+        meta = torch.load(source, map_location="cpu", weights_only=True).get("meta", {})
+        rows = [dict(r) for r in meta.get("history", [])]
+        if not rows:
+            raise ValueError(f"{source} carries no training history (only last.pt does); pass the run's metrics.csv")
+    if not rows or "epoch" not in rows[0]:
+        raise ValueError(f"{source} has no per-epoch rows with an 'epoch' column")
+    return rows
+
+
+def render_loss_curves(history: list[dict[str, float]], out: Path, title: str = "") -> Path:
+    """Plot the training curves (see ``PANELS``) to ``out``; returns ``out``."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(15, 4))
+    for ax, (panel_title, series) in zip(axes, PANELS):
+        for column, legend in series:
+            if column in history[0]:
+                ax.plot(epochs, [r.get(column, np.nan) for r in history], label=legend,
+                        linestyle="--" if "reference" in legend else "-")
+        if panel_title == "loss":
+            ax.set_yscale("log")
+        ax.set_title(panel_title)
+        ax.set_xlabel("epoch")
+        if ax.has_data():
+            ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
+    return out
+
+
+def find_photos(paths: list[Path]) -> list[Path]:
+    found = []
+    for p in paths:
+        found += sorted(q for q in p.iterdir() if q.suffix.lower() in PHOTO_SUFFIXES) if p.is_dir() else [p]
+    return found
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="wbvae gallery", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("photos", nargs="*", type=Path, default=[WILD],
+                   help="photos or folders of photos (default: %(default)s)")
+    p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT, help="model (default: %(default)s)")
+    p.add_argument("--metrics", type=Path, metavar="FILE",
+                   help="the run's metrics.csv (e.g. runs/default/metrics.csv) or its last.pt; "
+                        "without it only the gallery is drawn")
+    p.add_argument("--out", type=Path, default=REPO / "docs", help="folder for the figures (default: %(default)s)")
+    p.add_argument("--tile-height", type=int, default=TILE_HEIGHT, help="height of each photo in px")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        corrector = Corrector.from_checkpoint(args.checkpoint, "cpu")
+        print(f"wrote {render_gallery(find_photos(args.photos), corrector, args.out / 'gallery.png', args.tile_height)}")
+        if args.metrics:
+            history = read_history(args.metrics)
+            out = render_loss_curves(history, args.out / "loss_curves.png", f"training run {args.metrics.parent.name}")
+            print(f"wrote {out}")
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""The web page at / in a real headless Chromium against a real ``python -m app``: upload, result, download."""
+import io
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from tests.conftest import start_server
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+def test_page_and_assets_are_served_without_external_resources(server):
+    page = httpx.get(f"{server.url}/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    for asset in ("/static/page.js", "/static/page.css"):
+        assert httpx.get(f"{server.url}{asset}").status_code == 200
+        assert asset in page.text
+    for text in (page.text, httpx.get(f"{server.url}/static/page.js").text,
+                 httpx.get(f"{server.url}/static/page.css").text):
+        assert "http://" not in text and "https://" not in text and "//cdn" not in text
+
+
+@pytest.fixture(scope="module")
+def server():
+    with start_server() as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (CHROMIUM and CHROMEDRIVER):
+        if os.environ.get("CI"):
+            pytest.fail("CI needs Debian's chromium and chromium-driver (.ci/run installs them)")
+        pytest.skip("chromium / chromedriver not installed (apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="wbvae-chromium-")
+    downloads = Path(tempfile.mkdtemp(prefix="wbvae-downloads-"))
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1100,1300", "--hide-scrollbars"):
+        options.add_argument(flag)
+    options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
+                                              "download.prompt_for_download": False})
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    driver.downloads = downloads
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+        shutil.rmtree(downloads, ignore_errors=True)
+
+
+def _wait(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_upload_see_result_and_download_png(server, browser, wild_photo):
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{server.url}/")
+    assert browser.find_element(By.CSS_SELECTOR, "label[for=file]").text  # the picker has a visible label
+    browser.find_element(By.ID, "file").send_keys(str(wild_photo))
+    _wait(lambda: browser.find_element(By.ID, "result").is_displayed()
+          or browser.find_element(By.ID, "error").text, 90, "the corrected photo")
+    assert browser.find_element(By.ID, "error").text == ""
+    assert "Done" in browser.find_element(By.ID, "status").text
+    width, height = Image.open(wild_photo).size
+    after = browser.find_element(By.ID, "after")
+    assert browser.execute_script("return arguments[0].naturalWidth", after) == width
+
+    if os.environ.get("WBVAE_PAGE_SCREENSHOT"):  # how the README's docs/web-page.jpg is made
+        shot = Image.open(io.BytesIO(browser.get_screenshot_as_png())).convert("RGB")
+        shot.resize((shot.width * 3 // 4, shot.height * 3 // 4), Image.Resampling.LANCZOS).save(
+            os.environ["WBVAE_PAGE_SCREENSHOT"], quality=82, optimize=True)
+
+    link = browser.find_element(By.ID, "download")
+    assert link.get_attribute("download").endswith(".png")
+    link.click()
+    downloaded = _wait(lambda: [p for p in browser.downloads.glob("*.png")], 30, "the download")[0]
+    with Image.open(downloaded) as im:
+        assert im.format == "PNG" and im.size == (width, height)
+
+
+def test_strength_zero_returns_the_photo_unchanged(server, browser, wild_photo):
+    """The strength slider is keyboard-usable and is sent as ?strength=."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    browser.get(f"{server.url}/")
+    browser.find_element(By.ID, "file").send_keys(str(wild_photo))
+    _wait(lambda: "Done" in browser.find_element(By.ID, "status").text, 90, "the first result")
+    slider = browser.find_element(By.ID, "strength")
+    slider.send_keys(Keys.HOME)  # keyboard: all the way to 0
+    _wait(lambda: "at 0 % strength" in browser.find_element(By.ID, "status").text, 90, "the strength-0 result")
+    assert browser.find_element(By.ID, "strength-value").text == "0 %"
