@@ -5,12 +5,13 @@ encoder's mean ``mu`` and the correction head,
 
     (thumb (B, 3, 64, 64) float32 sRGB in [0, 1],
      cues (B, CUE_DIM) float32,
-     log_gains (B, NUM_ESTIMATES, 3) float32)
+     log_gains (B, NUM_ESTIMATES, 3) float32,
+     chroma (B, 2, CHROMA_BINS, CHROMA_BINS) float32)
         -> (matrix (B, 3, 3) float32 linear-RGB, cast_probability (B,) float32)
 
 Two steps stay outside the graph, as they are cheap, exact NumPy and would
 bloat it: computing the cues from the photo (``model.stats.analyse``, which
-also produces ``thumb`` and ``log_gains``), and applying the matrix to every
+also produces ``thumb``, ``log_gains`` and ``chroma``), and applying the matrix to every
 pixel at full resolution (``model.mapping.apply_matrix``: sRGB -> linear by a
 256-entry table, matrix, linear -> sRGB). The recipe with onnxruntime::
 
@@ -21,7 +22,7 @@ pixel at full resolution (``model.mapping.apply_matrix``: sRGB -> linear by a
     session = ort.InferenceSession("wbvae.onnx")
     a = analyse(rgb)                                   # rgb: (H, W, 3) uint8 sRGB
     matrix, p = session.run(None, {"thumb": a.thumb[None], "cues": a.cues[None],
-                                   "log_gains": a.log_gains[None]})
+                                   "log_gains": a.log_gains[None], "chroma": a.chroma[None]})
     corrected = apply_matrix(rgb, matrix[0])           # same shape, uint8
 
 In another language: ``matrix`` acts on column vectors of linear RGB
@@ -41,35 +42,36 @@ import torch
 from torch import nn
 
 from model.corrector import DEFAULT_CHECKPOINT, load_model
-from model.stats import CUE_DIM, NUM_ESTIMATES, THUMB_SIZE
+from model.stats import CHROMA_BINS, CUE_DIM, NUM_ESTIMATES, THUMB_SIZE
 from model.vae import WBVAE
 
-INPUT_NAMES = ["thumb", "cues", "log_gains"]
+INPUT_NAMES = ["thumb", "cues", "log_gains", "chroma"]
 OUTPUT_NAMES = ["matrix", "cast_probability"]
 MATRIX_ATOL = 1e-5    # onnxruntime vs PyTorch, per matrix entry (tested)
 OPSET = 18
 
 
 class CorrectionGraph(nn.Module):
-    """``(thumb, cues, log_gains) -> (matrix, cast_probability)`` with the latent mean: no sampling."""
+    """``(thumb, cues, log_gains, chroma) -> (matrix, cast_probability)`` with the latent mean: no sampling."""
 
     def __init__(self, model: WBVAE):
         super().__init__()
         self.model = model.eval()
 
-    def forward(self, thumb: torch.Tensor, cues: torch.Tensor,
-                log_gains: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mu, _ = self.model.encode(thumb)                                # (B, latent)
-        matrix, cast_logit = self.model.correction(mu, cues, log_gains)  # (B, 3, 3), (B,)
+    def forward(self, thumb: torch.Tensor, cues: torch.Tensor, log_gains: torch.Tensor,
+                chroma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, _ = self.model.encode(thumb)                                           # (B, latent)
+        matrix, cast_logit, _ = self.model.correction(mu, cues, log_gains, chroma)  # (B, 3, 3), (B,)
         return matrix, torch.sigmoid(cast_logit)
 
 
-def example_inputs(batch: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def example_inputs(batch: int = 1) -> tuple[torch.Tensor, ...]:
     """Inputs of the right shapes and ranges, for tracing."""
     g = torch.Generator().manual_seed(0)
     return (torch.rand(batch, 3, THUMB_SIZE, THUMB_SIZE, generator=g),
             torch.rand(batch, CUE_DIM, generator=g),
-            0.1 * torch.randn(batch, NUM_ESTIMATES, 3, generator=g))
+            0.1 * torch.randn(batch, NUM_ESTIMATES, 3, generator=g),
+            torch.rand(batch, 2, CHROMA_BINS, CHROMA_BINS, generator=g) / CHROMA_BINS ** 2)
 
 
 def export_onnx(model: WBVAE, path: str | Path, opset: int = OPSET) -> Path:

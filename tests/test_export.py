@@ -36,7 +36,8 @@ def test_onnx_matches_pytorch_on_real_photos(exported, photos):
     # the whole set as one batch: the batch axis is dynamic
     matrices, probs = session.run(None, {"thumb": np.stack([a.thumb for a in analyses]),
                                          "cues": np.stack([a.cues for a in analyses]),
-                                         "log_gains": np.stack([a.log_gains for a in analyses])})
+                                         "log_gains": np.stack([a.log_gains for a in analyses]),
+                                         "chroma": np.stack([a.chroma for a in analyses])})
     assert matrices.shape == (len(photos), 3, 3) and probs.shape == (len(photos),)
     for img, a, m, p in zip(photos, analyses, matrices, probs):
         ref = corrector.estimate(img)
@@ -52,7 +53,7 @@ def test_torchscript_matches_pytorch(exported, photos):
     a = analyse(photos[0])
     with torch.no_grad():
         matrix, _ = module(torch.from_numpy(a.thumb[None]), torch.from_numpy(a.cues[None]),
-                           torch.from_numpy(a.log_gains[None]))
+                           torch.from_numpy(a.log_gains[None]), torch.from_numpy(a.chroma[None]))
     np.testing.assert_allclose(matrix[0].numpy(), corrector.estimate(photos[0]).matrix, atol=MATRIX_ATOL, rtol=0)
 
 
