@@ -7,7 +7,9 @@ Usage::
         [--identity] [--deepwb JSON] [--quiet]
 
 ``SOURCE`` is ``set1=DIR``, ``set2=DIR``, ``cube=DIR`` or ``pairs=FILE.tsv``
-(see :mod:`model.datasets`), e.g.
+(see :mod:`model.datasets`), or ``heldout[=N]``: N (default 96) emulated
+full-frame pairs (long side 512 px) of the source photos that training holds
+out (same split, same emulator; needs ``python -m model.sources prepare``), e.g.
 ``python -m model.evaluate pairs=../shared/data/real-pairs/pairs.tsv``.
 
 Every method runs at full resolution on the same pairs in one run (GUIDE §2):
@@ -212,7 +214,7 @@ def write_side_by_side_csv(records: Sequence[dict], path: Path) -> None:
 def _build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m model.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("sources", nargs="+", metavar="SOURCE",
-                   help="set1=DIR, set2=DIR, cube=DIR or pairs=FILE.tsv")
+                   help="set1=DIR, set2=DIR, cube=DIR, pairs=FILE.tsv or heldout[=N]")
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="model checkpoint (default: model.corrector.DEFAULT_CHECKPOINT)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when available)")
@@ -249,9 +251,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.limit is not None and args.limit < 1:
         parser.error("--limit must be at least 1")
 
-    sources = []
+    sources, heldout = [], []
     try:
         for s in args.sources:
+            if s.split("=")[0] == "heldout":
+                from model.train import load_heldout_frames
+
+                count = int(s.partition("=")[2] or 96)
+                frames = load_heldout_frames(count)
+                heldout = [(f"heldout-{i:03d}", *(2 * (gt,) if args.identity else (inp, gt)), valid)
+                           for i, (inp, gt, valid, _) in enumerate(frames)]
+                continue
             spec = parse_source(s)
             if spec.kind == "synthetic":
                 raise ValueError("the 'synthetic' source cannot be evaluated here: it has no files")
@@ -278,6 +288,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     records: list[dict] = []
     for name, pairs in sources:
         records += evaluate(pairs, correctors, identity=args.identity, progress=not args.quiet, source=name)
+    if heldout:
+        records += evaluate_frames(_progress(heldout, "evaluate heldout", not args.quiet), correctors,
+                                   source="heldout")
+        sources.append(("heldout", heldout))
     write_per_image_csv(records, out / "per_image.csv")
 
     mode = " (do no harm: ground truth in, 0 is perfect)" if args.identity else ""

@@ -319,12 +319,7 @@ def build_data(cfg: TrainConfig, log) -> tuple[Dataset, list]:
             log(f"synthetic: {len(train_p)} training photos, {len(val_p)} held out")
             train_sets.append(SyntheticPairs(train_photos, n_train, cfg.crop_size, emulator, cfg.seed,
                                              cfg.procedural_rate, recolour_rate=cfg.recolour_rate))
-            val_photos = [to_u8(p) for p in val_p]
-            val_set = SyntheticPairs(val_photos, cfg.val_size, 256, emulator, cfg.seed + 1,
-                                     0.0 if val_photos else 1.0, full_frame=True)
-            for i in range(cfg.val_size):
-                inp, gt, info = val_set.render(i)
-                val_frames.append((inp, gt, np.ones(inp.shape[:2], bool), info["is_cast"]))
+            val_frames += heldout_frames([to_u8(p) for p in val_p], cfg.val_size, 256, emulator, cfg.seed)
         else:
             from model.datasets import list_pairs, parse_source, scene_disjoint_split
 
@@ -335,6 +330,31 @@ def build_data(cfg: TrainConfig, log) -> tuple[Dataset, list]:
             val_frames += [(inp, gt, valid, cast) for inp, gt, valid, cast in
                            RealPairs(val_pairs, cfg.crop_size, cfg.seed, train=False).items]
     return (train_sets[0] if len(train_sets) == 1 else ConcatDataset(train_sets)), val_frames
+
+
+def heldout_frames(photos: list[np.ndarray], count: int, size: int, emulator: CameraPipelineEmulator,
+                   seed: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, bool]]:
+    """``count`` full-frame emulated pairs (long side ``size``) of held-out photos: (input, gt, valid, is_cast)."""
+    pairs = SyntheticPairs(photos, count, size, emulator, seed + 1, 0.0 if photos else 1.0, full_frame=True)
+    frames = []
+    for i in range(count):
+        inp, gt, info = pairs.render(i)
+        frames.append((inp, gt, np.ones(inp.shape[:2], bool), info["is_cast"]))
+    return frames
+
+
+def load_heldout_frames(count: int = 96, size: int = 512, cache: str | Path = DEFAULT_CACHE,
+                        val_fraction: float = TrainConfig.val_fraction,
+                        seed: int = TrainConfig.seed) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, bool]]:
+    """Held-out frames as training splits them (same photo split and emulator), for ``model.evaluate``."""
+    from model.sources import list_source_photos, load_photo
+
+    paths = list_source_photos(Path(cache)) if Path(cache).is_dir() else []
+    if not paths:
+        raise ValueError(f"no source photos in {cache}; run: python -m model.sources prepare")
+    _, val_p = photo_split(paths, val_fraction, seed)
+    photos = [(np.clip(load_photo(p), 0, 1) * 255 + 0.5).astype(np.uint8) for p in val_p]
+    return heldout_frames(photos, count, size, CameraPipelineEmulator(), seed)
 
 
 def set_epoch(dataset: Dataset, epoch: int) -> None:
