@@ -72,6 +72,8 @@ class TrainConfig:
     workers: int = 1
     device: str = "auto"
     resume: str | None = None
+    folds: str | None = None
+    fold: int = 1
     max_minutes: float | None = None
 
 
@@ -321,10 +323,18 @@ def build_data(cfg: TrainConfig, log) -> tuple[Dataset, list]:
                                              cfg.procedural_rate, recolour_rate=cfg.recolour_rate))
             val_frames += heldout_frames([to_u8(p) for p in val_p], cfg.val_size, 256, emulator, cfg.seed)
         else:
-            from model.datasets import list_pairs, parse_source, scene_disjoint_split
+            from model.datasets import list_pairs, parse_source, read_fold_file, scene_disjoint_split, select_pairs
 
             pairs = list_pairs(parse_source(spec))
-            train_pairs, val_pairs = scene_disjoint_split(pairs, cfg.val_fraction, cfg.seed)
+            if cfg.folds:  # Set 1's published folds: fold K validates, the others train
+                folds = read_fold_file(cfg.folds)
+                if not 1 <= cfg.fold <= len(folds):
+                    raise ValueError(f"--fold {cfg.fold}: {cfg.folds} has folds 1..{len(folds)}")
+                val_pairs = select_pairs(pairs, folds[cfg.fold - 1])
+                held = {p.name for p in val_pairs}
+                train_pairs = [p for p in pairs if p.name not in held]
+            else:
+                train_pairs, val_pairs = scene_disjoint_split(pairs, cfg.val_fraction, cfg.seed)
             log(f"{spec}: {len(train_pairs)} training pairs, {len(val_pairs)} validation pairs")
             train_sets.append(RealPairs(train_pairs, cfg.crop_size, cfg.seed, train=True))
             val_frames += [(inp, gt, valid, cast) for inp, gt, valid, cast in

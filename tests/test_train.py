@@ -53,3 +53,28 @@ def test_torchrun_two_cpu_processes(tmp_path):
     assert len(rows) == 2
     state = torch.load(run / "best.pt", weights_only=True)
     assert state["meta"]["train_config"]["batch_size"] == 8
+
+
+def test_real_pairs_with_published_folds(tmp_path):
+    """A Set 1 layout (inputs, ground truth, chart masks) and a fold file drive the split."""
+    from PIL import Image
+
+    from tests.conftest import REAL_PAIRS
+
+    root = tmp_path / "set1"
+    for sub in ("input", "groundtruth", "metadata"):
+        (root / sub).mkdir(parents=True)
+    names = ["8D5U5524_T_AS", "8D5U5524_S_AS", "8D5U5524_F_CS", "8D5U5524_C_CS"]
+    for name in names + ["8D5U5524_G_AS"]:
+        folder = "groundtruth" if name.endswith("_G_AS") else "input"
+        Image.open(REAL_PAIRS / f"{name}.png").reduce(4).save(root / folder / f"{name}.png")
+    for name in names:
+        (root / "metadata" / f"{name}_mask.txt").write_text("10,10,20,15\n")
+    folds = tmp_path / "folds.txt"
+    folds.write_text("[fold 1]\n8D5U5524_T_AS\n[fold 2]\n8D5U5524_S_AS\n8D5U5524_F_CS\n8D5U5524_C_CS\n")
+    run = main([f"set1={root}", "--folds", str(folds), "--fold", "1", "--epochs", "1", "--batch-size", "2",
+                "--workers", "0", "--latent-dim", "16", "--out", str(tmp_path / "run")])
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    assert len(rows) == 1 and np.isfinite(float(rows[0]["val_de2000"]))
+    with pytest.raises(ValueError, match="--fold 3"):
+        main([f"set1={root}", "--folds", str(folds), "--fold", "3", "--out", str(tmp_path / "bad")])
