@@ -32,6 +32,17 @@ def blend(matrix: np.ndarray, strength: float) -> np.ndarray:
     return ((1.0 - strength) * np.eye(3) + strength * np.asarray(matrix, dtype=np.float64)).astype(np.float32)
 
 
+CPU_INTRA_OP_THREADS = 1
+
+
+def limit_cpu_threads(device: torch.device) -> None:
+    """One intra-op thread for the small model on a CPU: requests run in parallel slots already, and on
+    busy or shared cores torch's thread pool oversubscribes them (12 MP bench: the model forward took
+    0.23-0.47 s with 2 threads, 3-9 ms with 1; docs/benchmark.md). Process-wide and idempotent."""
+    if device.type == "cpu" and torch.get_num_threads() != CPU_INTRA_OP_THREADS:
+        torch.set_num_threads(CPU_INTRA_OP_THREADS)
+
+
 def map_pixels(rgb: np.ndarray, matrix: np.ndarray, device: torch.device, use_torch: bool | None = None) -> np.ndarray:
     """``apply_matrix`` on the corrector's device: NumPy tables on the CPU, the same maths in torch on a GPU.
 
@@ -59,6 +70,7 @@ def correct_upload(corrector: Corrector, data: bytes, options: Options, settings
         image = decode(data, settings.max_pixels, settings.strip_gps)
     metrics.input_megapixels.observe(image.megapixels)
     start = time.perf_counter()
+    limit_cpu_threads(corrector.device)
     with _timed(metrics, "model"):
         correction = corrector.estimate(image.rgb)
     matrix = blend(correction.matrix, options.strength)

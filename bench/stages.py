@@ -7,12 +7,13 @@ import numpy as np
 import torch
 
 from app.imaging import decode, encode
-from app.pipeline import map_pixels
+from app.pipeline import limit_cpu_threads, map_pixels
 from bench import baseline
 from model.corrector import Corrector
 from model.stats import analyse_small, downsample
 
 STAGES = ("decode", "fit", "vae", "apply", "encode")
+DEFAULT_THREADS = torch.get_num_threads()
 
 
 class Pipeline:
@@ -40,6 +41,7 @@ class Pipeline:
             start = now
 
         if self.before:
+            torch.set_num_threads(DEFAULT_THREADS)  # torch's default, as before issue 6
             rgb = baseline.decode_rgb(data)
             lap("decode")
             analysis = analyse_small(*baseline.downsample(rgb))
@@ -51,6 +53,7 @@ class Pipeline:
             out = baseline.encode(pixels, fmt)
             lap("encode")
         else:
+            limit_cpu_threads(self.corrector.device)
             image = decode(data, 100_000_000)
             lap("decode")
             analysis = analyse_small(*downsample(image.rgb))
