@@ -62,15 +62,19 @@ def in_process(sizes, fmts, reps, device, before) -> list[str]:
 
 def peak_rss(sizes, device, before) -> list[str]:
     rows = ["| MP | code | peak RSS MB (one PNG request) | idle MB |", "| --- | --- | --- | --- |"]
+    import tempfile
     for mp in sizes:
+        photo = Path(tempfile.mkdtemp()) / f"{mp:g}mp.jpg"
+        photo.write_bytes(photo_jpeg(mp))
         for name in (["before", "after"] if before else ["after"]):
-            cmd = [sys.executable, "-m", "bench.rss", str(mp), "png", "--device", device]
+            cmd = [sys.executable, "-m", "bench.rss", str(photo), "png", "--device", device]
             if name == "before":
                 cmd.append("--before")
             peak, idle = subprocess.run(cmd, cwd=REPO, check=True, capture_output=True,
                                         text=True).stdout.split()
             rows.append(f"| {mp:g} | {name} | {peak} | {idle} |")
             print(rows[-1], flush=True)
+        photo.unlink()
     return rows
 
 
