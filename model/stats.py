@@ -46,7 +46,10 @@ def downsample(img: np.ndarray, max_side: int = STATS_SIZE) -> tuple[np.ndarray,
 
     Returns the small uint8 copy (long side <= ``max_side``) and a boolean clip
     mask marking blocks in which any pixel had a channel >= ``CLIP_LEVEL``.
-    Works on views and Pillow's C reduce: memory stays near the small copy.
+    The copy is Pillow's C reduce over the cropped box (no cropped copy of the
+    photo); the mask is a per-pixel channel maximum (two uint8 ``np.maximum``
+    passes, no reduction over a strided axis) thresholded and OR-ed over
+    blocks, in strips of ~4 MB: memory stays near the small copy.
     """
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
         raise ValueError(f"expected a uint8 (H, W, 3) array, got {img.dtype} {img.shape}")
@@ -58,14 +61,15 @@ def downsample(img: np.ndarray, max_side: int = STATS_SIZE) -> tuple[np.ndarray,
     if min(h, w) < f:  # a sliver (e.g. 100000 x 1): plain resize, clip mask from the result
         small = np.asarray(Image.fromarray(img).resize((ws, hs), Image.BOX))
         return small, (small >= CLIP_LEVEL).any(axis=2)
+    small = np.asarray(Image.fromarray(np.ascontiguousarray(img)).reduce(f, box=(0, 0, ws * f, hs * f)))
     crop = img[:hs * f, :ws * f]
-    small = np.asarray(Image.fromarray(np.ascontiguousarray(crop)).reduce(f))
-    clipped = np.zeros((hs, ws), dtype=bool)
+    clipped = np.empty((hs, ws), dtype=bool)
     step = max(1, (1 << 22) // (ws * f * f * 3))  # block rows per strip: ~4 MB of pixels
     for r0 in range(0, hs, step):  # strips: bounded temporaries
         strip = crop[r0 * f:(r0 + step) * f]
-        blocks = strip.reshape(strip.shape[0] // f, f, ws, f, 3)
-        clipped[r0:r0 + step] = (blocks.max(axis=(1, 3)) >= CLIP_LEVEL).any(axis=-1)
+        peak = np.maximum(np.maximum(strip[..., 0], strip[..., 1]), strip[..., 2])  # (rows, cols) uint8
+        hot = peak >= CLIP_LEVEL
+        clipped[r0:r0 + step] = hot.reshape(hot.shape[0] // f, f, ws, f).any(axis=(1, 3))
     return small, clipped
 
 

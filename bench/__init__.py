@@ -1,0 +1,1 @@
+"""``python -m bench``: latency, stage split, floor, peak RSS and throughput of the correction pipeline."""
