@@ -46,6 +46,8 @@ mutation = st.one_of(
 
 def _mutate(data: bytes, kind: str, arg) -> bytes:
     buf = bytearray(data)
+    if not buf:  # an earlier mutation emptied it: only insertion can add bytes
+        return bytes(arg[1]) if kind == "insert" else b""
     if kind == "flip":
         for pos, value in arg:
             buf[pos % len(buf)] = value
