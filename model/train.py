@@ -61,11 +61,12 @@ class TrainConfig:
     identity_weight: float = 1.0
     chroma_weight: float = 5.0
     use_chroma_net: bool = True
+    use_global_mix: bool = True
     neutral_rate: float = 0.25
     small_cast_rate: float = 0.3
     procedural_rate: float = 0.2
     recolour_rate: float = 0.5
-    head_dropout: float = 0.3
+    head_dropout: float = 0.5
     val_fraction: float = 0.25
     val_size: int = 96
     seed: int = 0
@@ -453,7 +454,8 @@ def main(argv: list[str] | None = None) -> Path:
         run.mkdir(parents=True, exist_ok=True)
     dataset, val_frames = build_data(cfg, log)
     model = WBVAE(WBVAEConfig(latent_dim=cfg.latent_dim, use_cues=cfg.use_cues,
-                              use_chroma_net=cfg.use_chroma_net, head_dropout=cfg.head_dropout)).to(device)
+                              use_chroma_net=cfg.use_chroma_net, head_dropout=cfg.head_dropout,
+                              use_global_mix=cfg.use_global_mix)).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total_steps = cfg.epochs * math.ceil(len(dataset) / (cfg.batch_size * world))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=max(total_steps, 1),

@@ -10,12 +10,15 @@ matrix in linear RGB that is applied to the full-resolution original
 The head sees the latent mean plus content-independent cues computed on a
 larger copy (``model.stats``) and predicts
 
-    M = exp(p * x) * (I + p * delta) @ diag(exp(p * (sum_k a_k * l_k + r)))
+    M = exp(p * x) * (I + p * delta) @ diag(exp(p * (sum_k (A_k + a_k) l_k + b + r)))
 
 where ``l_k`` are the log-gains of K statistical illuminant estimates (gray
 world, shades of gray, ...) plus the estimate of ``ChromaNet``, a small
 convolutional network on log-chroma histograms that is trained on its own
-loss, ``a_k`` their learned per-image weights, ``r`` a
+loss. ``A_k`` (3x3) and ``b`` are global parameters: a learned linear
+combination of the estimates ("corrected moments", Finlayson, ICCV 2013),
+the content-independent base; ``a_k`` are per-image weights from the head
+on top of it, ``r`` a
 residual, ``delta`` a bounded 3x3 residual and ``p`` the predicted probability
 that the photo has a cast at all. Every output layer of the head starts at
 zero, so an untrained head is the identity; ``M`` is scaled so that the
@@ -50,7 +53,8 @@ class WBVAEConfig:
     max_log_exposure: float = 0.5
     use_chroma_net: bool = True
     chroma_width: int = 16
-    head_dropout: float = 0.3
+    head_dropout: float = 0.5
+    use_global_mix: bool = False  # off in checkpoints from before it existed; training turns it on
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -142,6 +146,9 @@ class WBVAE(nn.Module):
         self.num_candidates = cfg.num_estimates + (1 if cfg.use_chroma_net else 0)
         head_in = cfg.latent_dim + (cfg.cue_dim if cfg.use_cues else 0) + (2 if cfg.use_chroma_net else 0)
         self.head_out_dim = 1 + self.num_candidates + 3 + 1 + 9
+        if cfg.use_global_mix:  # zero: the identity until trained
+            self.mix = nn.Parameter(torch.zeros(self.num_candidates, 3, 3))
+            self.mix_bias = nn.Parameter(torch.zeros(3))
         self.head_dropout = nn.Dropout(cfg.head_dropout)  # the head must not lean on a few memorised features
         self.head = nn.Sequential(
             nn.Linear(head_in, cfg.head_hidden), nn.ReLU(inplace=True),
@@ -189,7 +196,9 @@ class WBVAE(nn.Module):
         weights, residual = out[:, 1:1 + k], out[:, 1 + k:4 + k]
         exposure, delta = out[:, 4 + k], out[:, 5 + k:]
         p = torch.sigmoid(cast_logit)[:, None]  # (B, 1)
-        log_g = (weights.unsqueeze(-1) * log_gains).sum(1) + residual  # (B, 3)
+        log_g = (weights.unsqueeze(-1) * log_gains).sum(1) + residual  # (B, 3) per-image part
+        if cfg.use_global_mix:
+            log_g = log_g + torch.einsum("kij,bkj->bi", self.mix, log_gains) + self.mix_bias
         log_g = cfg.max_log_gain * torch.tanh(p * log_g / cfg.max_log_gain)
         delta = cfg.max_delta * torch.tanh(delta.view(-1, 3, 3)) * p[..., None]
         eye = torch.eye(3, dtype=latent.dtype, device=latent.device)
