@@ -10,6 +10,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import httpx
 import numpy as np
@@ -66,6 +67,29 @@ class Server:
         return _read(self.log)
 
 
+def wait_ready(proc: subprocess.Popen, url: str, output: Callable[[], str], timeout: float = 90) -> None:
+    """Poll ``url``/readyz until 200; fail with the server's output if it exits or the time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited {proc.returncode}:\n{output()}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "server never became ready"
+        time.sleep(0.2)
+
+
+def wait_client_ready(client, timeout: float = 60) -> None:
+    """Poll an in-process TestClient's /readyz until the background warm-up is done."""
+    deadline = time.monotonic() + timeout
+    while client.get("/readyz").status_code != 200:
+        assert time.monotonic() < deadline, "service never became ready"
+        time.sleep(0.05)
+
+
 @contextmanager
 def start_server(*extra_args: str, **env: str):
     """Start ``python -m app`` (or ``python *extra_args``) on a free 127.0.0.1 port (CPU, settings from ``env``);
@@ -77,17 +101,8 @@ def start_server(*extra_args: str, **env: str):
     args = extra_args or ("-m", "app")  # e.g. ("-m", "app.cli", "serve", "--port", ...) for the wbvae front door
     proc = subprocess.Popen([sys.executable, *args], cwd=REPO, env=full_env, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
     try:
-        while True:
-            assert proc.poll() is None, _read(log)
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server never became ready"
-            time.sleep(0.2)
+        wait_ready(proc, url, output=lambda: _read(log))
         yield Server(url, proc, log)
     finally:
         if proc.poll() is None:

@@ -1,6 +1,5 @@
 """The service in-process (TestClient with the lifespan running), on the default checkpoint."""
 import io
-import time
 
 import numpy as np
 import pytest
@@ -9,6 +8,7 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.main import create_app
+from tests.conftest import wait_client_ready
 from app.settings import Settings
 
 
@@ -18,17 +18,10 @@ def _png(width, height, mode="RGB") -> bytes:
     return buf.getvalue()
 
 
-def _wait_ready(client, timeout=60):
-    deadline = time.monotonic() + timeout
-    while client.get("/readyz").status_code != 200:
-        assert time.monotonic() < deadline, "service never became ready"
-        time.sleep(0.05)
-
-
 @pytest.fixture(scope="module")
 def client():
     with TestClient(create_app(Settings(max_upload_bytes=2_000_000, max_pixels=4_000_000))) as c:
-        _wait_ready(c)
+        wait_client_ready(c)
         yield c
 
 

@@ -35,7 +35,7 @@ import yaml
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import REPO
+from tests.conftest import REPO, free_port, wait_ready
 
 DEPLOY = REPO / "deploy"
 K8S = DEPLOY / "k8s"
@@ -81,26 +81,6 @@ def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
 
 def load_yaml_docs(path: Path) -> list[dict]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(proc: subprocess.Popen, base: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited {proc.returncode}:\n{proc.stdout.read().decode()}")
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "server never became ready"
-        time.sleep(0.3)
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -317,7 +297,7 @@ def test_image_install_and_start_commands_work_in_a_fresh_venv(tmp_path, wild_ph
     proc = subprocess.Popen(argv, cwd=empty_workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(proc, base, timeout=120)
+        wait_ready(proc, base, output=lambda: proc.stdout.read().decode(), timeout=120)
         check = subprocess.run(healthcheck, env=env, capture_output=True, text=True, timeout=30)
         assert check.returncode == 0, check.stderr
         r = post_photo(base, wild_photo)
@@ -432,7 +412,7 @@ def scraped_metric_names(wild_photo) -> set[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(proc, base, timeout=90)
+        wait_ready(proc, base, output=lambda: proc.stdout.read().decode(), timeout=90)
         assert post_photo(base, wild_photo).status_code == 200
         httpx.post(f"{base}/correct", files={"file": ("x.jpg", b"not an image")}, timeout=30)
         text = httpx.get(f"{base}/metrics", timeout=10).text

@@ -12,22 +12,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.main import create_app
 from app.settings import Settings
 from tests import photos
-from tests.conftest import WILD
+from tests.conftest import WILD, wait_client_ready
 
 SETTINGS = dict(max_upload_bytes=3_000_000, max_pixels=4_000_000)
-
-
-def _wait_ready(client, timeout=60):
-    deadline = time.monotonic() + timeout
-    while client.get("/readyz").status_code != 200:
-        assert time.monotonic() < deadline, "service never became ready"
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
 def client():
     with TestClient(create_app(Settings(**SETTINGS))) as c:
-        _wait_ready(c)
+        wait_client_ready(c)
         yield c
 
 
@@ -112,7 +105,7 @@ def test_exif_rotated_jpeg_comes_back_upright_with_exif_kept_and_gps_stripped(cl
 
 def test_gps_kept_when_stripping_is_off(photo):
     with TestClient(create_app(Settings(**SETTINGS, strip_gps=False))) as c:
-        _wait_ready(c)
+        wait_client_ready(c)
         out = _open(_post(c, photos.rotated_jpeg(photo[:40, :60])))
     assert out.getexif().get_ifd(0x8825)[1] == "N"
 
@@ -220,7 +213,7 @@ def test_stage_and_size_metrics(client, photo):
 def test_api_keys_guard_correct_but_not_health_or_metrics(photo):
     png = photos.save(Image.fromarray(photo[:32, :32]), "PNG")
     with TestClient(create_app(Settings(**SETTINGS, api_keys="k1, k2"))) as c:
-        _wait_ready(c)
+        wait_client_ready(c)
         for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic k1"}):
             r = c.post("/correct", files={"file": ("a.png", png)}, headers=headers)
             assert r.status_code == 401 and "API key" in r.json()["detail"]
@@ -247,7 +240,7 @@ def test_gpu_out_of_memory_is_503_and_the_service_recovers(client, photo, monkey
 def test_request_timeout_is_504_and_the_slot_comes_back(photo, monkeypatch):
     png = photos.save(Image.fromarray(photo[:64, :64]), "PNG")
     with TestClient(create_app(Settings(**SETTINGS, request_timeout_s=0.3, max_concurrent_corrections=1))) as c:
-        _wait_ready(c)
+        wait_client_ready(c)
         corrector = c.app.state.corrector
         real = corrector.estimate
         monkeypatch.setattr(corrector, "estimate", lambda img: (time.sleep(1.0), real(img))[1])
