@@ -76,6 +76,7 @@ class TrainConfig:
     folds: str | None = None
     fold: int = 1
     max_minutes: float | None = None
+    max_source_cast: float = 0.5
 
 
 # ----------------------------------------------------------------- samples
@@ -317,12 +318,12 @@ def build_data(cfg: TrainConfig, log) -> tuple[Dataset, list]:
                 log(f"no photos in {cfg.photo_cache} (run: python -m model.sources prepare); "
                     "training on procedural scenes only")
             train_p, val_p = photo_split(paths, cfg.val_fraction, cfg.seed)
-            to_u8 = lambda p: (np.clip(load_photo(p), 0, 1) * 255 + 0.5).astype(np.uint8)  # noqa: E731
-            train_photos = [to_u8(p) for p in train_p]
-            log(f"synthetic: {len(train_p)} training photos, {len(val_p)} held out")
+            train_photos = balanced_photos(train_p, cfg.max_source_cast, log)
+            log(f"synthetic: {len(train_photos)} training photos, {len(val_p)} held out")
             train_sets.append(SyntheticPairs(train_photos, n_train, cfg.crop_size, emulator, cfg.seed,
                                              cfg.procedural_rate, recolour_rate=cfg.recolour_rate))
-            val_frames += heldout_frames([to_u8(p) for p in val_p], cfg.val_size, 256, emulator, cfg.seed)
+            val_frames += heldout_frames(balanced_photos(val_p, cfg.max_source_cast, log), cfg.val_size, 256,
+                                         emulator, cfg.seed)
         else:
             from model.datasets import list_pairs, parse_source, read_fold_file, scene_disjoint_split, select_pairs
 
@@ -343,6 +344,31 @@ def build_data(cfg: TrainConfig, log) -> tuple[Dataset, list]:
     return (train_sets[0] if len(train_sets) == 1 else ConcatDataset(train_sets)), val_frames
 
 
+def source_cast(photo: np.ndarray) -> float:
+    """How far from neutral a photo looks: median L1 log-chroma of its shades-of-gray, white-patch and
+    gray-edge white points (0 for a photo all three call balanced)."""
+    gains = analyse_small(*downsample(photo)).log_gains[[1, 2, 3]]  # (3, 3) log gains
+    return float(np.median(np.abs(gains[:, [0, 2]] - gains[:, [1]]).sum(1)))
+
+
+def balanced_photos(paths: list[Path], max_cast: float, log=lambda msg: None) -> list[np.ndarray]:
+    """Load source photos as uint8, keeping those that ``source_cast`` calls balanced (<= ``max_cast``).
+
+    A photo the emulator treats as ground truth must be balanced, or its labels
+    contradict the statistics: colour-graded shots and single-colour close-ups go.
+    """
+    from model.sources import load_photo
+
+    kept = []
+    for p in paths:
+        photo = (np.clip(load_photo(p), 0, 1) * 255 + 0.5).astype(np.uint8)
+        if source_cast(photo) <= max_cast:
+            kept.append(photo)
+        else:
+            log(f"  skipping {p.name}: looks colour-cast or graded (source_cast > {max_cast})")
+    return kept
+
+
 def heldout_frames(photos: list[np.ndarray], count: int, size: int, emulator: CameraPipelineEmulator,
                    seed: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, bool]]:
     """``count`` full-frame emulated pairs (long side ``size``) of held-out photos: (input, gt, valid, is_cast)."""
@@ -356,16 +382,16 @@ def heldout_frames(photos: list[np.ndarray], count: int, size: int, emulator: Ca
 
 def load_heldout_frames(count: int = 96, size: int = 512, cache: str | Path = DEFAULT_CACHE,
                         val_fraction: float = TrainConfig.val_fraction,
-                        seed: int = TrainConfig.seed) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, bool]]:
+                        seed: int = TrainConfig.seed, max_cast: float = TrainConfig.max_source_cast
+                        ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, bool]]:
     """Held-out frames as training splits them (same photo split and emulator), for ``model.evaluate``."""
-    from model.sources import list_source_photos, load_photo
+    from model.sources import list_source_photos
 
     paths = list_source_photos(Path(cache)) if Path(cache).is_dir() else []
     if not paths:
         raise ValueError(f"no source photos in {cache}; run: python -m model.sources prepare")
     _, val_p = photo_split(paths, val_fraction, seed)
-    photos = [(np.clip(load_photo(p), 0, 1) * 255 + 0.5).astype(np.uint8) for p in val_p]
-    return heldout_frames(photos, count, size, CameraPipelineEmulator(), seed)
+    return heldout_frames(balanced_photos(val_p, max_cast), count, size, CameraPipelineEmulator(), seed)
 
 
 def set_epoch(dataset: Dataset, epoch: int) -> None:
