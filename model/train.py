@@ -77,6 +77,7 @@ class TrainConfig:
     fold: int = 1
     max_minutes: float | None = None
     max_source_cast: float = 0.5
+    base_lr_scale: float = 10.0
 
 
 # ----------------------------------------------------------------- samples
@@ -482,9 +483,16 @@ def main(argv: list[str] | None = None) -> Path:
     model = WBVAE(WBVAEConfig(latent_dim=cfg.latent_dim, use_cues=cfg.use_cues,
                               use_chroma_net=cfg.use_chroma_net, head_dropout=cfg.head_dropout,
                               use_global_mix=cfg.use_global_mix)).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # The global combination of estimates is a few dozen numbers that must move far from zero: a larger
+    # step and no weight decay for it; the seed's lr for everything else.
+    base = [p for n, p in model.named_parameters() if n.startswith("mix")]
+    rest = [p for n, p in model.named_parameters() if not n.startswith("mix")]
+    groups = [{"params": rest}] + ([{"params": base, "lr": cfg.lr * cfg.base_lr_scale, "weight_decay": 0.0}]
+                                   if base else [])
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     total_steps = cfg.epochs * math.ceil(len(dataset) / (cfg.batch_size * world))
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=max(total_steps, 1),
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in groups],
+                                                    total_steps=max(total_steps, 1),
                                                     pct_start=0.1)
     start_epoch, history, best = 0, [], float("inf")
     reference = baseline_scores(val_frames) if is_main else {}
