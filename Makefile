@@ -23,7 +23,7 @@ test: install
 
 train: install
 	$(BIN)/python -m model.sources prepare
-	$(BIN)/python -m model.train synthetic --out runs/default
+	$(BIN)/python -m model.train synthetic --epochs 16 --steps-per-epoch 100 --val-size 128 --out runs/default
 
 evaluate: install
 	$(BIN)/python -m model.evaluate pairs=../shared/data/real-pairs/pairs.tsv
