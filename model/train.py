@@ -62,6 +62,7 @@ class TrainConfig:
     chroma_weight: float = 5.0
     use_chroma_net: bool = True
     use_global_mix: bool = True
+    gate_base: bool = True
     neutral_rate: float = 0.25
     small_cast_rate: float = 0.3
     procedural_rate: float = 0.2
@@ -482,7 +483,7 @@ def main(argv: list[str] | None = None) -> Path:
     dataset, val_frames = build_data(cfg, log)
     model = WBVAE(WBVAEConfig(latent_dim=cfg.latent_dim, use_cues=cfg.use_cues,
                               use_chroma_net=cfg.use_chroma_net, head_dropout=cfg.head_dropout,
-                              use_global_mix=cfg.use_global_mix)).to(device)
+                              use_global_mix=cfg.use_global_mix, gate_base=cfg.gate_base)).to(device)
     # The global combination of estimates is a few dozen numbers that must move far from zero: a larger
     # step and no weight decay for it; the seed's lr for everything else.
     base = [p for n, p in model.named_parameters() if n.startswith("mix")]

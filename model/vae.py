@@ -55,6 +55,7 @@ class WBVAEConfig:
     chroma_width: int = 16
     head_dropout: float = 0.5
     use_global_mix: bool = False  # off in checkpoints from before it existed; training turns it on
+    gate_base: bool = True        # the cast probability also scales the global combination
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -196,10 +197,11 @@ class WBVAE(nn.Module):
         weights, residual = out[:, 1:1 + k], out[:, 1 + k:4 + k]
         exposure, delta = out[:, 4 + k], out[:, 5 + k:]
         p = torch.sigmoid(cast_logit)[:, None]  # (B, 1)
-        log_g = (weights.unsqueeze(-1) * log_gains).sum(1) + residual  # (B, 3) per-image part
+        log_g = p * ((weights.unsqueeze(-1) * log_gains).sum(1) + residual)  # (B, 3) per-image part
         if cfg.use_global_mix:
-            log_g = log_g + torch.einsum("kij,bkj->bi", self.mix, log_gains) + self.mix_bias
-        log_g = cfg.max_log_gain * torch.tanh(p * log_g / cfg.max_log_gain)
+            base = torch.einsum("kij,bkj->bi", self.mix, log_gains) + self.mix_bias
+            log_g = log_g + (p * base if cfg.gate_base else base)
+        log_g = cfg.max_log_gain * torch.tanh(log_g / cfg.max_log_gain)
         delta = cfg.max_delta * torch.tanh(delta.view(-1, 3, 3)) * p[..., None]
         eye = torch.eye(3, dtype=latent.dtype, device=latent.device)
         matrix = (eye + delta) @ torch.diag_embed(log_g.exp())
