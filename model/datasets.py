@@ -154,24 +154,31 @@ def _missing_error(kind: str, root: Path, missing: list[tuple[Path, Path]], expe
     return ValueError(f"{kind} source {root}: {len(missing)} input(s) without ground truth: {shown}{more}; expected {expected}")
 
 
+def _pair_by_name(kind: str, root: Path, inp: Path, truth_of, expected: str, what: str) -> list[PairSpec]:
+    """Pairs of the images in ``inp`` with ``truth_of(image)`` (None: not an input); errors name what is missing."""
+    pairs, missing = [], []
+    for p in _images(inp):
+        g = truth_of(p)
+        if g is None:
+            continue
+        if g.is_file():
+            pairs.append(PairSpec(p.name, p, g))
+        else:
+            missing.append((p, g))
+    if missing:
+        raise _missing_error(kind, root, missing, expected)
+    if not pairs:
+        raise ValueError(f"no {what} in {inp}; expected {expected}")
+    return pairs
+
+
 def _list_set2(root: Path) -> list[PairSpec]:
     expected = f"{root}/input/NAME.png and {root}/groundtruth/NAME.png (Rendered WB Set 2)"
     _require_dir(root, expected)
     inp, gt = root / "input", root / "groundtruth"
     _require_dir(inp, expected)
     _require_dir(gt, expected)
-    pairs, missing = [], []
-    for p in _images(inp):
-        g = gt / p.name
-        if g.is_file():
-            pairs.append(PairSpec(p.name, p, g))
-        else:
-            missing.append((p, g))
-    if missing:
-        raise _missing_error("set2", root, missing, expected)
-    if not pairs:
-        raise ValueError(f"no images in {inp}; expected {expected}")
-    return pairs
+    return _pair_by_name("set2", root, inp, lambda p: gt / p.name, expected, "images")
 
 
 def _read_mask_rect(path: Path) -> tuple[int, int, int, int]:
@@ -222,21 +229,11 @@ def _list_cube(root: Path) -> list[PairSpec]:
     expected = f"Rendered Cube+ in {root}: input/N_WB.JPG and groundtruth/N.JPG (sub-folders optional)"
     _require_dir(root, expected)
     inp, gt = _sub(root, "input"), _sub(root, "groundtruth")
-    pairs, missing = [], []
-    for p in _images(inp):
+    def truth(p: Path) -> Path | None:
         m = _CUBE_INPUT.match(p.stem)
-        if m is None:
-            continue  # a ground truth (flat layout) or an unrelated file
-        g = gt / f"{m['scene']}{p.suffix}"
-        if g.is_file():
-            pairs.append(PairSpec(p.name, p, g))
-        else:
-            missing.append((p, g))
-    if missing:
-        raise _missing_error("cube", root, missing, expected)
-    if not pairs:
-        raise ValueError(f"no Cube+ inputs (N_WB.JPG) in {inp}; expected {expected}")
-    return pairs
+        return None if m is None else gt / f"{m['scene']}{p.suffix}"  # None: a ground truth or unrelated file
+
+    return _pair_by_name("cube", root, inp, truth, expected, "Cube+ inputs (N_WB.JPG)")
 
 
 def _list_tsv(path: Path) -> list[PairSpec]:
