@@ -12,17 +12,12 @@ import argparse
 
 import numpy as np
 import torch
+from scipy.stats import spearmanr
 
 from model.corrector import DEFAULT_CHECKPOINT, Corrector
 from model.mapping import apply_matrix
 from model.metrics import delta_e2000
 from model.stats import analyse
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Rank correlation (no ties correction needed for continuous values)."""
-    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
-    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 @torch.no_grad()
@@ -51,7 +46,7 @@ def measure(corrector: Corrector, frames: list[tuple[np.ndarray, np.ndarray, np.
         spread.append(latent_spread(corrector, inp))
         error.append(delta_e2000(apply_matrix(inp, corrector.estimate(inp).matrix), gt, valid))
     spread, error = np.array(spread), np.array(error)
-    return {"n": len(frames), "spearman": spearman(spread, error), "spread_mean": float(spread.mean()),
+    return {"n": len(frames), "spearman": float(spearmanr(spread, error).statistic), "spread_mean": float(spread.mean()),
             "error_mean": float(error.mean())}
 
 

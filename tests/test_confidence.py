@@ -1,0 +1,16 @@
+"""Latent-sample spread (model.confidence) on real pairs with the default checkpoint."""
+import numpy as np
+
+from model.confidence import latent_spread, measure
+from model.corrector import Corrector
+
+
+def test_spread_is_positive_deterministic_and_measured(real_pairs):
+    corrector = Corrector.from_checkpoint(device="cpu")
+    inp = real_pairs[0][1]
+    spread = latent_spread(corrector, inp, samples=8)
+    assert spread > 0 and spread == latent_spread(corrector, inp, samples=8)
+    frames = [(i, g, ~((i == 0).all(-1) & (g == 0).all(-1))) for _, i, g in real_pairs[:4]]
+    result = measure(corrector, frames)
+    assert result["n"] == 4 and -1 <= result["spearman"] <= 1
+    assert np.isfinite(result["error_mean"]) and result["error_mean"] > 0
