@@ -60,7 +60,7 @@ def decode(data: bytes, max_pixels: int, strip_gps: bool = True) -> DecodedImage
     """Decode an upload: format whitelist, pixel limit from the header, EXIF orientation, ICC -> sRGB."""
     try:
         im = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
-    except Image.DecompressionBombError as exc:
+    except Image.DecompressionBombError:
         raise ImageTooLarge(f"image declares too many pixels (decompression bomb); "
                             f"the limit is {max_pixels}") from None
     except UnidentifiedImageError:

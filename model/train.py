@@ -307,7 +307,7 @@ def photo_split(paths: list[Path], val_fraction: float, seed: int) -> tuple[list
 
 def build_data(cfg: TrainConfig, log) -> tuple[Dataset, list]:
     """Training dataset and validation frames (input, gt, valid mask, is_cast) from the configured sources."""
-    from model.sources import list_source_photos, load_photo
+    from model.sources import list_source_photos
 
     train_sets, val_frames = [], []
     emulator = CameraPipelineEmulator(EmulatorConfig(neutral_rate=cfg.neutral_rate,
