@@ -17,7 +17,7 @@ from app.gate import Busy, CorrectionGate, DeadlineExceeded
 from app.imaging import (ACCEPTED_NAMES, OUTPUT_MEDIA_TYPES, CorruptImage, ImageTooLarge, UnsupportedImage)
 from app.metrics import Metrics
 from app.middleware import BodySizeLimit, RequestMetrics
-from app.pipeline import Options, correct_upload
+from app.pipeline import Options, correct_upload, limit_cpu_threads
 from app.settings import Settings
 from app.web import install_web
 from model.corrector import Corrector
@@ -170,6 +170,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         device = None if settings.device == "auto" else settings.device
         corrector = await asyncio.to_thread(Corrector.from_checkpoint, settings.checkpoint, device)
         app.state.corrector = corrector
+        limit_cpu_threads(corrector.device)  # once per process; the CLI sizes its own thread pool
         metrics.model_info.info({"checkpoint": corrector.checkpoint_id, "device": str(corrector.device)})
         log.info("loaded %s on %s", corrector.checkpoint_id, corrector.device)
 

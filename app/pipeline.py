@@ -70,7 +70,6 @@ def correct_upload(corrector: Corrector, data: bytes, options: Options, settings
         image = decode(data, settings.max_pixels, settings.strip_gps)
     metrics.input_megapixels.observe(image.megapixels)
     start = time.perf_counter()
-    limit_cpu_threads(corrector.device)
     with _timed(metrics, "model"):
         correction = corrector.estimate(image.rgb)
     matrix = blend(correction.matrix, options.strength)
