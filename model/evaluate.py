@@ -226,6 +226,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-model", action="store_true", help="skip the model (baselines only; no checkpoint needed)")
     p.add_argument("--identity", action="store_true",
                    help="do-no-harm check: feed each ground truth as the input and score it against itself")
+    p.add_argument("--heldout-gt-style", default="same", choices=["same", "AS"],
+                   help="heldout ground truths in the input's picture style (same) or all in Adobe Standard "
+                        "(AS, the Rendered WB protocol)")
     p.add_argument("--deepwb", type=Path, default=Path("../shared/data/deepwb_set2_per_image.json"),
                    help="published Deep WB per-image results (skipped if absent)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -258,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from model.train import load_heldout_frames
 
                 count = int(s.partition("=")[2] or 96)
-                frames = load_heldout_frames(count)
+                frames = load_heldout_frames(count, gt_style=args.heldout_gt_style)
                 heldout = [(f"heldout-{i:03d}", *(2 * (gt,) if args.identity else (inp, gt)), valid)
                            for i, (inp, gt, valid, _) in enumerate(frames)]
                 continue

@@ -64,6 +64,7 @@ class TrainConfig:
     use_global_mix: bool = True
     gate_base: bool = True
     neutral_rate: float = 0.25
+    gt_style: str = "same"
     small_cast_rate: float = 0.3
     procedural_rate: float = 0.2
     recolour_rate: float = 0.5
@@ -151,6 +152,11 @@ def fit_long_side(img: np.ndarray, size: int) -> np.ndarray:
                                                   reducing_gap=2.0))
 
 
+def needs_correction(inp: np.ndarray, gt: np.ndarray, info: dict) -> bool:
+    """A cast, or (with a ground truth in another picture style) a style change: anything but the identity."""
+    return bool(info["is_cast"]) or not np.array_equal(inp, gt)
+
+
 class SyntheticPairs(Dataset):
     """Emulator pairs from well-balanced photos (and procedural scenes); sample i is a pure function of (seed, epoch, i)."""
 
@@ -180,7 +186,7 @@ class SyntheticPairs(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         inp, gt, info = self.render(i)
-        return make_sample(inp, gt, None, info["is_cast"], info["cast_matrix"])
+        return make_sample(inp, gt, None, needs_correction(inp, gt, info), info["cast_matrix"])
 
 
 class RealPairs(Dataset):
@@ -311,7 +317,7 @@ def build_data(cfg: TrainConfig, log) -> tuple[Dataset, list]:
 
     train_sets, val_frames = [], []
     emulator = CameraPipelineEmulator(EmulatorConfig(neutral_rate=cfg.neutral_rate,
-                                                     small_cast_rate=cfg.small_cast_rate))
+                                                     small_cast_rate=cfg.small_cast_rate, gt_style=cfg.gt_style))
     n_train = cfg.steps_per_epoch * cfg.batch_size
     for spec in cfg.sources:
         if spec == "synthetic":
@@ -378,22 +384,24 @@ def heldout_frames(photos: list[np.ndarray], count: int, size: int, emulator: Ca
     frames = []
     for i in range(count):
         inp, gt, info = pairs.render(i)
-        frames.append((inp, gt, np.ones(inp.shape[:2], bool), info["is_cast"]))
+        frames.append((inp, gt, np.ones(inp.shape[:2], bool), needs_correction(inp, gt, info)))
     return frames
 
 
 def load_heldout_frames(count: int = 96, size: int = 512, cache: str | Path = DEFAULT_CACHE,
                         val_fraction: float = TrainConfig.val_fraction,
-                        seed: int = TrainConfig.seed, max_cast: float = TrainConfig.max_source_cast
-                        ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, bool]]:
-    """Held-out frames as training splits them (same photo split and emulator), for ``model.evaluate``."""
+                        seed: int = TrainConfig.seed, max_cast: float = TrainConfig.max_source_cast,
+                        gt_style: str = TrainConfig.gt_style) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, bool]]:
+    """Held-out frames as training splits them (same photo split and emulator), for ``model.evaluate``;
+    ``gt_style="AS"`` renders every ground truth in Adobe Standard (the Rendered WB protocol)."""
     from model.sources import list_source_photos
 
     paths = list_source_photos(Path(cache)) if Path(cache).is_dir() else []
     if not paths:
         raise ValueError(f"no source photos in {cache}; run: python -m model.sources prepare")
     _, val_p = photo_split(paths, val_fraction, seed)
-    return heldout_frames(balanced_photos(val_p, max_cast), count, size, CameraPipelineEmulator(), seed)
+    return heldout_frames(balanced_photos(val_p, max_cast), count, size,
+                          CameraPipelineEmulator(EmulatorConfig(gt_style=gt_style)), seed)
 
 
 def set_epoch(dataset: Dataset, epoch: int) -> None:
