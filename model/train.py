@@ -65,6 +65,8 @@ class TrainConfig:
     gate_base: bool = True
     neutral_rate: float = 0.25
     gt_style: str = "same"
+    view_min_scale: float = 0.35
+    view_keep_aspect: bool = False
     small_cast_rate: float = 0.3
     procedural_rate: float = 0.2
     recolour_rate: float = 0.5
@@ -112,13 +114,19 @@ def downsample_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(shape[::-1], Image.NEAREST)) > 0
 
 
-def random_view(img: np.ndarray, rng: np.random.Generator, size: int, min_scale: float = 0.35) -> np.ndarray:
-    """A random square crop covering ``min_scale``..1 of the short side, flipped at random, resized to ``size``."""
+def random_view(img: np.ndarray, rng: np.random.Generator, size: int, min_scale: float = 0.35,
+                keep_aspect: bool = False) -> np.ndarray:
+    """A random crop covering ``min_scale``..1 of the short side (square), or of both sides (``keep_aspect``:
+    the photo's own shape, squashed to a square as inference squashes a whole photo), flipped at random,
+    resized to ``size``."""
     h, w = img.shape[:2]
-    side = int(min(h, w) * rng.uniform(min_scale, 1.0))
-    side = max(side, min(h, w, 8))
-    y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
-    crop = img[y:y + side, x:x + side]
+    scale = rng.uniform(min_scale, 1.0)
+    if keep_aspect:
+        ch, cw = max(min(h, 8), int(h * scale)), max(min(w, 8), int(w * scale))
+    else:
+        ch = cw = max(int(min(h, w) * scale), min(h, w, 8))
+    y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+    crop = img[y:y + ch, x:x + cw]
     if rng.random() < 0.5:
         crop = crop[:, ::-1]
     if rng.random() < 0.2:
@@ -161,8 +169,10 @@ class SyntheticPairs(Dataset):
     """Emulator pairs from well-balanced photos (and procedural scenes); sample i is a pure function of (seed, epoch, i)."""
 
     def __init__(self, photos: list[np.ndarray], length: int, size: int, emulator: CameraPipelineEmulator,
-                 seed: int, procedural_rate: float, full_frame: bool = False, recolour_rate: float = 0.0):
+                 seed: int, procedural_rate: float, full_frame: bool = False, recolour_rate: float = 0.0,
+                 view_min_scale: float = 0.35, view_keep_aspect: bool = False):
         self.photos, self.length, self.size = photos, length, size
+        self.view_min_scale, self.view_keep_aspect = view_min_scale, view_keep_aspect
         self.emulator, self.seed, self.procedural_rate = emulator, seed, procedural_rate
         self.full_frame, self.recolour_rate, self.epoch = full_frame, recolour_rate, 0
 
@@ -178,7 +188,8 @@ class SyntheticPairs(Dataset):
         else:
             photo = self.photos[int(rng.integers(len(self.photos)))] if not self.full_frame \
                 else self.photos[i % len(self.photos)]
-            view = fit_long_side(photo, self.size) if self.full_frame else random_view(photo, rng, self.size)
+            view = fit_long_side(photo, self.size) if self.full_frame else random_view(
+                photo, rng, self.size, self.view_min_scale, self.view_keep_aspect)
             if not self.full_frame and rng.random() < self.recolour_rate:
                 view = recolour(view, rng)
             scene = view.astype(np.float32) / 255.0
@@ -329,7 +340,9 @@ def build_data(cfg: TrainConfig, log) -> tuple[Dataset, list]:
             train_photos = balanced_photos(train_p, cfg.max_source_cast, log)
             log(f"synthetic: {len(train_photos)} training photos, {len(val_p)} held out")
             train_sets.append(SyntheticPairs(train_photos, n_train, cfg.crop_size, emulator, cfg.seed,
-                                             cfg.procedural_rate, recolour_rate=cfg.recolour_rate))
+                                             cfg.procedural_rate, recolour_rate=cfg.recolour_rate,
+                                             view_min_scale=cfg.view_min_scale,
+                                             view_keep_aspect=cfg.view_keep_aspect))
             val_frames += heldout_frames(balanced_photos(val_p, cfg.max_source_cast, log), cfg.val_size, 256,
                                          emulator, cfg.seed)
         else:

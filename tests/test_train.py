@@ -78,3 +78,30 @@ def test_real_pairs_with_published_folds(tmp_path):
     assert len(rows) == 1 and np.isfinite(float(rows[0]["val_de2000"]))
     with pytest.raises(ValueError, match="--fold 3"):
         main([f"set1={root}", "--folds", str(folds), "--fold", "3", "--out", str(tmp_path / "bad")])
+
+
+def test_views_keep_the_photo_shape_when_asked():
+    from model.train import random_view
+
+    rng = np.random.default_rng(0)
+    photo = np.zeros((60, 120, 3), np.uint8)
+    photo[:, :60] = 200  # left half bright: a full-aspect view at scale 1 keeps both halves
+    view = random_view(photo, rng, 32, min_scale=1.0, keep_aspect=True)
+    assert view.shape == (32, 32, 3)
+    assert view[:, :8].mean() != view[:, -8:].mean()
+    square = random_view(photo, np.random.default_rng(0), 32, min_scale=1.0)  # square crop of the short side
+    assert square.shape == (32, 32, 3)
+
+
+def test_ground_truth_in_adobe_standard_marks_style_changes_as_corrections():
+    """With gt_style="AS" a neutral pair rendered in CS still needs a correction (its style); AS ones do not."""
+    from model.emulator import CameraPipelineEmulator, EmulatorConfig
+    from model.train import needs_correction
+
+    emulator = CameraPipelineEmulator(EmulatorConfig(neutral_rate=1.0, gt_style="AS"))
+    scene = np.random.default_rng(1).uniform(0.05, 0.9, (16, 16, 3)).astype(np.float32)
+    seen = {}
+    for seed in range(12):
+        inp, gt, info = emulator.render_pair(scene, np.random.default_rng(seed))
+        seen[info["style"]] = needs_correction(inp, gt, info)
+    assert seen == {"AS": False, "CS": True}
