@@ -74,6 +74,9 @@ def run_correct(args: argparse.Namespace) -> int:
     settings = Settings(max_pixels=args.max_pixels, strip_gps=not args.keep_gps,
                         png_compress_level=args.png_compress_level,
                         encode_threads=max(1, (os.cpu_count() or 1) // jobs))
+    if settings.retain_freed_memory:
+        from app.memory import retain_freed_memory
+        retain_freed_memory()  # before the worker threads start
     metrics = Metrics()  # required by the pipeline; a private registry, discarded at exit
     try:
         corrector = Corrector.from_checkpoint(args.checkpoint, args.device)
