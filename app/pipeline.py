@@ -4,18 +4,20 @@ from __future__ import annotations
 import threading
 import time
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
 import torch
+from app.batcher import ModelBatcher
 from app.imaging import decode, encode
 from app.metrics import Metrics
 from app.settings import Settings
 from model.corrector import Corrector
 from model.mapping import apply_matrix, apply_matrix_torch
 from model.mapping16 import apply_gray_gain, gray_gain
+from model.stats import analyse
 
 
 @dataclass(frozen=True)
@@ -66,19 +68,24 @@ def _timed(metrics: Metrics, stage: str):
 
 
 def correct_upload(corrector: Corrector, data: bytes, options: Options, settings: Settings,
-                   metrics: Metrics) -> bytes:
+                   metrics: Metrics, batcher: ModelBatcher | None = None) -> bytes:
     """Upload bytes -> corrected image bytes in ``options.fmt``; plain ValueErrors for bad input.
 
+    With a ``batcher`` the model forward is shared with concurrent requests (``app.batcher``).
     On the CPU the mapping runs inside the encoder, strip by strip on its threads (the PNG writer
     overlaps it with compression; no corrected full-size copy is made), and the two stages' times are
     apportioned from the workers' own clocks. On a GPU the whole photo is mapped there first.
     """
-    with _timed(metrics, "decode"):
-        image = decode(data, settings.max_pixels, settings.strip_gps)
-    metrics.input_megapixels.observe(image.megapixels)
-    start = time.perf_counter()
-    with _timed(metrics, "model"):
-        correction = corrector.estimate(image.rgb)
+    with batcher.expect() if batcher else nullcontext() as expected:
+        with _timed(metrics, "decode"):
+            image = decode(data, settings.max_pixels, settings.strip_gps)
+        metrics.input_megapixels.observe(image.megapixels)
+        start = time.perf_counter()
+        with _timed(metrics, "model"):
+            if batcher:
+                correction = batcher.estimate(analyse(image.rgb), expected)
+            else:
+                correction = corrector.estimate(image.rgb)
     matrix = blend(correction.matrix, options.strength)
     source = image.gray if image.gray is not None else image.rgb
     if image.gray is not None:
