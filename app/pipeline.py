@@ -74,7 +74,8 @@ def correct_upload(corrector: Corrector, data: bytes, options: Options, settings
     With a ``batcher`` the model forward is shared with concurrent requests (``app.batcher``).
     On the CPU the mapping runs inside the encoder, strip by strip on its threads (the PNG writer
     overlaps it with compression; no corrected full-size copy is made), and the two stages' times are
-    apportioned from the workers' own clocks. On a GPU the whole photo is mapped there first.
+    apportioned from the workers' own clocks. With the model on a GPU the whole photo is mapped there
+    first (unless ``settings.gpu_mapping`` is off).
     """
     with batcher.expect() if batcher else nullcontext() as expected:
         with _timed(metrics, "decode"):
@@ -90,7 +91,7 @@ def correct_upload(corrector: Corrector, data: bytes, options: Options, settings
     source = image.gray if image.gray is not None else image.rgb
     if image.gray is not None:
         map_rows = partial(apply_gray_gain, gain=gray_gain(matrix))
-    elif corrector.device.type != "cpu":
+    elif corrector.device.type != "cpu" and settings.gpu_mapping:
         map_rows = None
         with _timed(metrics, "mapping"):
             source = map_pixels(image.rgb, matrix, corrector.device)

@@ -27,6 +27,8 @@ class Settings(BaseSettings):
         "auto", description="Micro-batch concurrent requests' model forwards: auto (on for CUDA only), on, off.")
     batch_max_size: int = Field(8, ge=1, description="Most photos in one batched model forward.")
     batch_max_wait_ms: float = Field(5.0, ge=0, description="Longest a forward waits for photos still decoding.")
+    gpu_mapping: bool = Field(True, description="With the model on a GPU, map the pixels there too (False: on "
+                              "the CPU, inside the PNG writer's threads).")
     retry_after_s: int = Field(2, ge=1, description="Retry-After sent with 503 (busy, GPU out of memory).")
     request_timeout_s: float = Field(60.0, gt=0, description="Queue wait plus correction time before 504.")
     shutdown_grace_s: float = Field(30.0, ge=0, description="On SIGTERM, time in-flight requests get to finish.")
