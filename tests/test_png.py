@@ -1,6 +1,8 @@
 """The strip-parallel PNG writer (app/png.py): valid, lossless and Pillow-compatible PNG files."""
 import io
 import struct
+import subprocess
+import sys
 import zlib
 from functools import partial
 
@@ -12,6 +14,7 @@ from app.imaging import SRGB_ICC, encode
 from app.png import adler32_combine, encode_png, map_strips
 from model.mapping import apply_matrix
 from model.mapping16 import apply_gray_gain
+from tests.conftest import REPO
 
 RNG = np.random.default_rng(11)
 M = np.array([[1.1, 0.05, 0.0], [0.0, 0.95, 0.02], [0.01, 0.0, 0.8]], np.float32)
@@ -140,3 +143,27 @@ def test_bad_inputs_raise():
         encode_png(np.zeros((2, 2, 3), np.uint8), np.zeros((2, 3), np.uint8))
     with pytest.raises(ValueError, match="shape"):
         encode_png(np.zeros((2, 2, 4), np.uint8))
+
+
+def test_24_megapixel_png_of_a_mapped_photo_stays_within_memory_bound():
+    """Peak RSS of a fresh process mapping and PNG-encoding a 24 MP photo: input + 2 x output + < 100 MB
+    (the compressed pieces and their join, strip buffers per thread; no corrected full-size copy)."""
+    code = (  # the process's own high-water mark: ru_maxrss would carry this test process's over exec
+        "import numpy as np\n"
+        "from functools import partial\n"
+        "from bench.rss import peak_rss_mb\n"
+        "from app.imaging import encode\n"
+        "from model.mapping import apply_matrix\n"
+        "rng = np.random.default_rng(0)\n"  # a photo-like 24 MP image, built without big temporaries
+        "cols, rows = (np.arange(6000) // 24 % 256).astype(np.uint8), (np.arange(4000) // 16 % 256).astype(np.uint8)\n"
+        "img = np.empty((4000, 6000, 3), np.uint8)\n"
+        "img[..., 0], img[..., 1], img[..., 2] = cols, rows[:, None], cols + rows[:, None]\n"
+        "for r in range(0, 4000, 100):\n"
+        "    img[r:r + 100] += rng.integers(0, 12, (100, 6000, 3), dtype=np.uint8)\n"
+        "base = peak_rss_mb()\n"
+        "png = encode(img, None, 'png', map_rows=partial(apply_matrix, matrix=np.diag([1.2, 1.0, 0.8])))\n"
+        "print(int(peak_rss_mb() - base), len(png) >> 20)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, cwd=REPO, text=True)
+    extra_mb, png_mb = map(int, done.stdout.split())
+    assert extra_mb < 2 * png_mb + 100, f"mapping and encoding 24 MP took {extra_mb} MB beyond the input"
