@@ -16,11 +16,13 @@ written chunks are Pillow's for the same image and options: IHDR, iCCP, eXIf, ID
 """
 from __future__ import annotations
 
+import math
 import os
 import struct
 import threading
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -35,12 +37,20 @@ ZLIB_HEADER = b"\x78\x01"    # deflate, 32 KB window, no preset dictionary
 MapRows = Callable[[np.ndarray], np.ndarray]
 
 
-def default_threads() -> int:
-    """The cores this process may run on."""
+def default_threads(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """The cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota (a container's
+    CPU limit; affinity alone would show every core of the host there)."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cores
 
 
 def adler32_combine(adler1: int, adler2: int, len2: int) -> int:

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from app.imaging import SRGB_ICC, encode
-from app.png import adler32_combine, encode_png, map_strips
+from app.png import adler32_combine, default_threads, encode_png, map_strips
 from model.mapping import apply_matrix
 from model.mapping16 import apply_gray_gain
 from tests.conftest import REPO
@@ -167,3 +167,11 @@ def test_24_megapixel_png_of_a_mapped_photo_stays_within_memory_bound():
     done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, cwd=REPO, text=True)
     extra_mb, png_mb = map(int, done.stdout.split())
     assert extra_mb < 2 * png_mb + 100, f"mapping and encoding 24 MP took {extra_mb} MB beyond the input"
+
+
+def test_default_threads_follow_a_container_cpu_limit(tmp_path):
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text("150000 100000\n")  # 1.5 CPUs
+    assert default_threads(cpu_max) == min(2, default_threads(tmp_path / "missing"))
+    cpu_max.write_text("max 100000\n")
+    assert default_threads(cpu_max) == default_threads(tmp_path / "missing") >= 1
