@@ -70,9 +70,13 @@ def run_correct(args: argparse.Namespace) -> int:
         print("error: no photos found in " + ", ".join(map(str, args.paths)), file=sys.stderr)
         return 2
     jobs = max(1, args.jobs)
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // jobs))  # jobs x threads = cores
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // jobs))  # jobs x threads = cores (model, encoder)
     settings = Settings(max_pixels=args.max_pixels, strip_gps=not args.keep_gps,
-                        png_compress_level=args.png_compress_level)
+                        png_compress_level=args.png_compress_level,
+                        encode_threads=max(1, (os.cpu_count() or 1) // jobs))
+    if settings.retain_freed_memory:
+        from app.memory import retain_freed_memory
+        retain_freed_memory()  # before the worker threads start
     metrics = Metrics()  # required by the pipeline; a private registry, discarded at exit
     try:
         corrector = Corrector.from_checkpoint(args.checkpoint, args.device)

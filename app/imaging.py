@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import io
 import logging
+import struct
 from dataclasses import dataclass
 
 import numpy as np
 import pillow_heif
 from PIL import ExifTags, Image, ImageCms, ImageOps, UnidentifiedImageError
+
+from app.png import MapRows, encode_png, map_strips
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +29,10 @@ ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "BMP", "HEIF")
 ACCEPTED_NAMES = "JPEG, PNG, WebP, TIFF, BMP, HEIC/HEIF"
 OUTPUT_MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 _SRGB_PROFILE = ImageCms.createProfile("sRGB")
-SRGB_ICC = ImageCms.ImageCmsProfile(_SRGB_PROFILE).tobytes()
+# LittleCMS stamps the profile with the time it was made (ICC header bytes 24-35); a fixed date
+# makes the output of a photo the same bytes in every process (reproducible, cacheable).
+_ICC = ImageCms.ImageCmsProfile(_SRGB_PROFILE).tobytes()
+SRGB_ICC = _ICC[:24] + struct.pack(">6H", 2000, 1, 1, 0, 0, 0) + _ICC[36:]
 _GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "F")
 
 
@@ -103,7 +109,7 @@ def _pixels(im: Image.Image, fmt: str, exif: bytes | None) -> DecodedImage:
     if im.mode in _GRAY_MODES:
         alpha = np.asarray(im.getchannel("A")) if im.mode == "LA" else None
         gray = _gray_array(im)
-        gray8 = gray if gray.dtype == np.uint8 else ((gray.astype(np.uint32) + 128) // 257).astype(np.uint8)
+        gray8 = gray if gray.dtype == np.uint8 else _to_8bit(gray)
         return DecodedImage(np.repeat(gray8[..., None], 3, axis=2), alpha, gray, exif, fmt, False)
     alpha = None
     if im.mode in ("RGBA", "RGBa", "PA") or (im.mode == "P" and "transparency" in im.info):
@@ -150,19 +156,35 @@ def _output_exif(im: Image.Image, strip_gps: bool) -> bytes | None:
 # zlib strategy of PNG output. Z_RLE after PNG's row filters is both faster and smaller than the
 # default strategy at level 1 on photos (12 MP: 0.72 s / 11.2 MB against 1.14 s / 13.0 MB; docs/benchmark.md).
 PNG_STRATEGY = 3  # zlib.Z_RLE
+PNG_WRITERS = ("strips", "pillow")
 
 
 def encode(pixels: np.ndarray, alpha: np.ndarray | None, fmt: str = "png", *, quality: int = 90,
-           compress_level: int = 1, exif: bytes | None = None, png_strategy: int = PNG_STRATEGY) -> bytes:
+           compress_level: int = 1, exif: bytes | None = None, png_strategy: int = PNG_STRATEGY,
+           map_rows: MapRows | None = None, threads: int = 0, png_writer: str = "strips") -> bytes:
     """Encode a uint8 (H, W, 3) sRGB image, or a uint8/uint16 (H, W) grayscale one, as png, jpeg or webp.
 
     RGB output is tagged with an sRGB profile; 16-bit grayscale is kept only by PNG; JPEG drops alpha.
-    PNG is lossless whatever ``compress_level`` (zlib 0-9) and ``png_strategy`` (zlib 0-4) say.
+    PNG is lossless whatever ``compress_level`` (zlib 0-9) and ``png_strategy`` (zlib 0-4) say; it is
+    written by ``app.png`` on ``threads`` threads (0: one per core), or by Pillow (``png_writer="pillow"``).
+    ``map_rows`` (rows -> same-shaped rows, e.g. the colour correction) is applied to ``pixels`` first,
+    in strips on the same threads (the PNG writer maps each strip just before it compresses it).
     """
     if fmt not in OUTPUT_MEDIA_TYPES:
         raise ValueError(f"unknown output format {fmt!r}; choose one of {', '.join(OUTPUT_MEDIA_TYPES)}")
-    if pixels.ndim == 2 and pixels.dtype == np.uint16 and (fmt != "png" or alpha is not None):
-        pixels = ((pixels.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    if png_writer not in PNG_WRITERS:
+        raise ValueError(f"unknown PNG writer {png_writer!r}; choose one of {', '.join(PNG_WRITERS)}")
+    to_8bit = pixels.ndim == 2 and pixels.dtype == np.uint16 and (fmt != "png" or alpha is not None)
+    if fmt == "png" and png_writer == "strips":
+        if to_8bit:
+            pixels = _to_8bit(map_rows(pixels) if map_rows else pixels)
+            map_rows = None
+        return encode_png(pixels, alpha, compress_level=compress_level, strategy=png_strategy, exif=exif,
+                          icc_profile=SRGB_ICC if pixels.ndim == 3 else None, map_rows=map_rows, threads=threads)
+    if map_rows is not None:
+        pixels = map_strips(pixels, map_rows, threads)
+    if to_8bit:
+        pixels = _to_8bit(pixels)
     im = Image.fromarray(pixels)  # RGB, L or I;16
     if alpha is not None and fmt != "jpeg":
         im.putalpha(Image.fromarray(alpha))
@@ -180,3 +202,6 @@ def encode(pixels: np.ndarray, alpha: np.ndarray | None, fmt: str = "png", *, qu
     im.save(buf, fmt.upper(), **options)
     return buf.getvalue()
 
+
+def _to_8bit(gray16: np.ndarray) -> np.ndarray:
+    return ((gray16.astype(np.uint32) + 128) // 257).astype(np.uint8)

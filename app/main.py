@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, FastAPI, File, Header, HTTPException, Qu
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from app.batcher import ModelBatcher, batching_wanted
 from app.gate import Busy, CorrectionGate, DeadlineExceeded
 from app.imaging import (ACCEPTED_NAMES, OUTPUT_MEDIA_TYPES, CorruptImage, ImageTooLarge, UnsupportedImage)
 from app.metrics import Metrics
@@ -141,7 +142,7 @@ async def correct(corrector: CorrectorDep, settings: SettingsDep, metrics: Metri
     retry = {"Retry-After": str(settings.retry_after_s)}
     try:
         body = await request.app.state.gate.run(correct_upload, corrector, data, options, settings, metrics,
-                                                deadline=deadline)
+                                                request.app.state.batcher, deadline=deadline)
     except Busy:
         metrics.rejected.labels("queue_full").inc()
         raise HTTPException(503, "busy: all correction slots and queue places are taken; retry later",
@@ -180,6 +181,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             metrics.model_ready.set(1)
             log.info("model warmed up; ready")
 
+        if batching_wanted(settings.batch, corrector.device):
+            app.state.batcher = ModelBatcher(corrector, settings.batch_max_size, settings.batch_max_wait_ms / 1000,
+                                             metrics)
         gate = app.state.gate = CorrectionGate(settings.max_concurrent_corrections, settings.max_queued_corrections)
         metrics.in_flight.set_function(lambda: gate.running)
         metrics.queued.set_function(lambda: gate.waiting)
@@ -193,12 +197,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.ready = False
             metrics.model_ready.set(0)
             gate.shutdown()
+            if app.state.batcher is not None:
+                app.state.batcher.close()
 
     app = FastAPI(title="wbvae", version="0.1.0", lifespan=lifespan,
                   description="White-balance correction: upload a photo, get it back with whites white.")
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.corrector = None
+    app.state.batcher = None
     app.state.ready = False
     app.include_router(router)
     install_web(app)  # the page at / and its /static assets

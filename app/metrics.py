@@ -4,6 +4,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
 MEGAPIXEL_BUCKETS = (0.1, 0.5, 1.0, 2.0, 4.0, 8.0, 12.0, 16.0, 24.0, 32.0, 50.0, 100.0)
 STAGES = ("decode", "model", "mapping", "encode")
 REJECT_REASONS = ("queue_full", "timeout", "gpu_oom")
@@ -26,6 +27,8 @@ class Metrics:
                                         ["stage"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.input_megapixels = Histogram("wbvae_input_megapixels", "Size of decoded uploads in megapixels.",
                                           buckets=MEGAPIXEL_BUCKETS, registry=self.registry)
+        self.batch_size = Histogram("wbvae_model_batch_size", "Photos per model forward (micro-batching).",
+                                    buckets=BATCH_BUCKETS, registry=self.registry)
         self.in_flight = Gauge("wbvae_corrections_in_flight", "Corrections being processed.",
                                registry=self.registry)
         self.queued = Gauge("wbvae_corrections_queued", "Corrections waiting for a slot.", registry=self.registry)

@@ -1,19 +1,23 @@
 """One correction, stage by stage (decode, model, mapping, encode), each timed. Runs in a worker thread."""
 from __future__ import annotations
 
+import threading
 import time
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
+from app.batcher import ModelBatcher
 from app.imaging import decode, encode
 from app.metrics import Metrics
 from app.settings import Settings
 from model.corrector import Corrector
 from model.mapping import apply_matrix, apply_matrix_torch
 from model.mapping16 import apply_gray_gain, gray_gain
+from model.stats import analyse
 
 
 @dataclass(frozen=True)
@@ -64,21 +68,66 @@ def _timed(metrics: Metrics, stage: str):
 
 
 def correct_upload(corrector: Corrector, data: bytes, options: Options, settings: Settings,
-                   metrics: Metrics) -> bytes:
-    """Upload bytes -> corrected image bytes in ``options.fmt``; plain ValueErrors for bad input."""
-    with _timed(metrics, "decode"):
-        image = decode(data, settings.max_pixels, settings.strip_gps)
-    metrics.input_megapixels.observe(image.megapixels)
-    start = time.perf_counter()
-    with _timed(metrics, "model"):
-        correction = corrector.estimate(image.rgb)
+                   metrics: Metrics, batcher: ModelBatcher | None = None) -> bytes:
+    """Upload bytes -> corrected image bytes in ``options.fmt``; plain ValueErrors for bad input.
+
+    With a ``batcher`` the model forward is shared with concurrent requests (``app.batcher``).
+    On the CPU the mapping runs inside the encoder, strip by strip on its threads (the PNG writer
+    overlaps it with compression; no corrected full-size copy is made), and the two stages' times are
+    apportioned from the workers' own clocks. With the model on a GPU the whole photo is mapped there
+    first (unless ``settings.gpu_mapping`` is off).
+    """
+    with batcher.expect() if batcher else nullcontext() as expected:
+        with _timed(metrics, "decode"):
+            image = decode(data, settings.max_pixels, settings.strip_gps)
+        metrics.input_megapixels.observe(image.megapixels)
+        start = time.perf_counter()
+        with _timed(metrics, "model"):
+            if batcher:
+                correction = batcher.estimate(analyse(image.rgb), expected)
+            else:
+                correction = corrector.estimate(image.rgb)
     matrix = blend(correction.matrix, options.strength)
-    with _timed(metrics, "mapping"):
-        if image.gray is not None:
-            pixels = apply_gray_gain(image.gray, gray_gain(matrix))
-        else:
-            pixels = map_pixels(image.rgb, matrix, corrector.device)
-    metrics.inference_duration.observe(time.perf_counter() - start)
-    with _timed(metrics, "encode"):
-        return encode(pixels, image.alpha, options.fmt, quality=options.quality,
-                      compress_level=settings.png_compress_level, exif=image.exif)
+    source = image.gray if image.gray is not None else image.rgb
+    if image.gray is not None:
+        map_rows = partial(apply_gray_gain, gain=gray_gain(matrix))
+    elif corrector.device.type != "cpu" and settings.gpu_mapping:
+        map_rows = None
+        with _timed(metrics, "mapping"):
+            source = map_pixels(image.rgb, matrix, corrector.device)
+    else:
+        map_rows = partial(apply_matrix, matrix=matrix)
+    clock = StageClock(map_rows) if map_rows is not None else None
+    encode_start = time.perf_counter()
+    body = encode(source, image.alpha, options.fmt, quality=options.quality, exif=image.exif,
+                  compress_level=settings.png_compress_level, map_rows=clock and clock.map_rows,
+                  threads=settings.encode_threads)
+    wall = time.perf_counter() - encode_start
+    mapping = clock.wall_share(wall) if clock is not None else 0.0
+    if clock is not None:
+        metrics.stage_duration.labels("mapping").observe(mapping)
+    metrics.stage_duration.labels("encode").observe(wall - mapping)
+    metrics.inference_duration.observe(encode_start - start + mapping)
+    return body
+
+
+class StageClock:
+    """Wraps a row mapping run on several encoder threads; apportions the fused wall time to it."""
+
+    def __init__(self, map_rows):
+        self.inner = map_rows
+        self.seconds = 0.0
+        self.threads: set[int] = set()
+        self._lock = threading.Lock()
+
+    def map_rows(self, rows: np.ndarray) -> np.ndarray:
+        start = time.perf_counter()
+        out = self.inner(rows)
+        with self._lock:
+            self.seconds += time.perf_counter() - start
+            self.threads.add(threading.get_ident())
+        return out
+
+    def wall_share(self, wall: float) -> float:
+        """Wall seconds of a fused map + encode run attributable to the mapping (its thread-seconds / threads)."""
+        return min(wall, self.seconds / max(1, len(self.threads)))

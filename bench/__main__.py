@@ -1,14 +1,17 @@
 """``python -m bench``: the correction pipeline's speed on real photos, before and after issue 6.
 
-In-process, per size and output format: median and p95 latency, the split into decode / fit
-(downsample + statistics) / vae (model forward) / apply (full-resolution mapping) / encode, the
-floor (decode + encode) and the ratio to it, output size; "before" runs the pre-issue-6 code
-(``bench/baseline.py``) in the same process, so the two compare on the same noisy machine.
+In-process, per size and output format, interleaved in one process so that they share the
+machine's load: the code before issue 6 (``before``, ``bench/baseline.py``), issue 6's first round
+(``prev``: Pillow's PNG encoder) and now (``after``; on CUDA also ``after-cpumap``): median and
+p95 latency, the split into decode / fit (downsample + statistics) / vae (model forward) / apply
+(full-resolution mapping) / encode, the floor (decode + Pillow's PNG encode, the issue's) and
+the own floor (decode + this version's encoder alone) with the ratios to them, output size.
 Peak RSS of a fresh process serving one request of each size. Over HTTP (a real ``python -m
-app``): median and p95 end-to-end latency per size, then throughput at concurrency 1, 2, 4.
+app``): median and p95 end-to-end latency per size with the ratios to the same floors, then
+throughput at concurrency 1, 2, 4 with the model's batch sizes.
 
     python -m bench [--quick] [--sizes 1 12 24] [--reps 5] [--device cpu|cuda] [--no-before]
-                    [--no-http] [--out docs/benchmark-run.md]
+                    [--no-rss] [--no-http] [--concurrency 1 2 4] [--out docs/benchmark-run.md]
 """
 from __future__ import annotations
 
@@ -24,81 +27,128 @@ from pathlib import Path
 
 import numpy as np
 
+from app.memory import retain_freed_memory
 from bench.photos import REPO, photo_jpeg, source_photo
-from bench.stages import STAGES, Pipeline
+from bench.stages import STAGES, VARIANTS, Pipeline
+from model.corrector import Corrector
 
 
 def pct(values, q):
     return float(np.percentile(values, q))
 
 
-def in_process(sizes, fmts, reps, device, before) -> list[str]:
-    variants = [("before", True), ("after", False)] if before else [("after", False)]
-    pipes = {name: Pipeline(before=flag, device=device) for name, flag in variants}
-    rows = ["| MP | out | code | median s | p95 s | " + " | ".join(STAGES) + " | floor s | ratio | "
-            "fit+vae+apply s | out MB |", "|" + " --- |" * (9 + len(STAGES))]
+def in_process(sizes, fmts, reps, device, variants) -> tuple[list[str], dict]:
+    """Rows of the in-process table, and each size's and format's floors {(mp, fmt): {"pillow": s, "own": s}}."""
+    corrector = Corrector.from_checkpoint(device=device)
+    pipes = {name: Pipeline(name, corrector=corrector) for name in variants}
+    rows = ["| MP | out | code | median s | p95 s | " + " | ".join(STAGES) + " | floor s | ratio | own floor s | "
+            "own ratio | fit+vae+apply s | out MB |", "|" + " --- |" * (11 + len(STAGES))]
+    floors = {}
     for mp in sizes:
         data = photo_jpeg(mp)
         for fmt in fmts:
             times = {name: [] for name in pipes}
             size = {}
-            for _ in range(reps):  # interleaved, so load on the machine hits both alike
+            for _ in range(reps):  # interleaved, so load on the machine hits all alike
                 for name, pipe in pipes.items():
-                    t, out = pipe.run(data, fmt)
+                    t, out = pipe.run(data, fmt, own_floor=name == "after")
                     times[name].append(t)
                     size[name] = len(out)
+            med = {name: {s: float(np.median([t[s] for t in times[name]])) for s in (*STAGES, "own_encode")
+                          if s in times[name][0]} for name in pipes}
+            floor = {}
+            if "prev" in med:  # the issue's floor: decode + Pillow's PNG encode (level 1, Z_RLE), one thread
+                floor["pillow"] = med["prev"]["decode"] + med["prev"]["encode"]
+            if "after" in med:  # decode + this version's own encoder (all cores), mapping not included
+                floor["own"] = med["after"]["decode"] + med["after"]["own_encode"]
+            floors[(mp, fmt)] = floor
             for name in pipes:
-                med = {s: float(np.median([t[s] for t in times[name]])) for s in STAGES}
-                totals = [sum(t.values()) for t in times[name]]
-                floor = med["decode"] + med["encode"]
-                work = med["fit"] + med["vae"] + med["apply"]
-                rows.append(f"| {mp:g} | {fmt} | {name} | {np.median(totals):.3f} | {pct(totals, 95):.3f} | "
-                            + " | ".join(f"{med[s]:.3f}" for s in STAGES)
-                            + f" | {floor:.3f} | {np.median(totals) / floor:.2f} | {work:.3f} | "
-                              f"{size[name] / 2**20:.1f} |")
-            print(rows[-1] if len(pipes) == 1 else "\n".join(rows[-2:]), flush=True)
-    return rows
+                totals = [sum(t[s] for s in STAGES) for t in times[name]]
+                total, m = float(np.median(totals)), med[name]
+                work = m["fit"] + m["vae"] + m["apply"]
+                cells = [f"{v:.3f} | {total / v:.2f}" if v else "- | -" for v in (floor.get("pillow"), floor.get("own"))]
+                rows.append(f"| {mp:g} | {fmt} | {name} | {total:.3f} | {pct(totals, 95):.3f} | "
+                            + " | ".join(f"{m[s]:.3f}" for s in STAGES)
+                            + f" | {cells[0]} | {cells[1]} | {work:.3f} | {size[name] / 2**20:.1f} |")
+            print("\n".join(rows[-len(pipes):]), flush=True)
+    return rows, floors
 
 
-def peak_rss(sizes, device, before) -> list[str]:
+def peak_rss(sizes, device, variants) -> list[str]:
     rows = ["| MP | code | peak RSS MB (one PNG request) | idle MB |", "| --- | --- | --- | --- |"]
     import tempfile
     for mp in sizes:
         photo = Path(tempfile.mkdtemp()) / f"{mp:g}mp.jpg"
         photo.write_bytes(photo_jpeg(mp))
-        for name in (["before", "after"] if before else ["after"]):
-            cmd = [sys.executable, "-m", "bench.rss", str(photo), "png", "--device", device]
-            if name == "before":
-                cmd.append("--before")
-            peak, idle = subprocess.run(cmd, cwd=REPO, check=True, capture_output=True,
-                                        text=True).stdout.split()
-            rows.append(f"| {mp:g} | {name} | {peak} | {idle} |")
+        for name in variants:
+            cmd = [sys.executable, "-m", "bench.rss", str(photo), "png", "--device", device, "--variant", name]
+            done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+            if done.returncode:
+                rows.append(f"| {mp:g} | {name} | failed: {done.stderr.strip().splitlines()[-1:]} | - |")
+            else:
+                peak, idle = done.stdout.split()
+                rows.append(f"| {mp:g} | {name} | {peak} | {idle} |")
             print(rows[-1], flush=True)
         photo.unlink()
     return rows
 
 
-def start_server(device: str):
+class ServerPeak:
+    """Peak RSS of the server process over a stretch: the kernel's high-water mark, reset through
+    /proc/PID/clear_refs (Linux), else RSS sampled every 20 ms."""
+
+    def __init__(self, pid: int):
+        import psutil
+        self.pid, self.proc, self.sampled = pid, psutil.Process(pid), 0
+
+    def reset(self) -> None:
+        self.sampled = 0
+        try:
+            Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+            self.hwm = True
+        except OSError:
+            self.hwm = False
+
+    def sample(self) -> None:
+        self.sampled = max(self.sampled, self.proc.memory_info().rss)
+
+    def mb(self) -> float:
+        if self.hwm:
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        return self.sampled / 2**20
+
+
+def start_server(device: str, log: Path | None = None):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "WBVAE_HOST": "127.0.0.1", "WBVAE_PORT": str(port), "WBVAE_DEVICE": device,
            "WBVAE_LOG_LEVEL": "warning", "WBVAE_MAX_QUEUED_CORRECTIONS": "16"}
-    proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sink = open(log, "wb") if log else subprocess.DEVNULL
+    proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=REPO, env=env, stdout=sink, stderr=sink)
     return proc, f"http://127.0.0.1:{port}"
 
 
-async def http_runs(url, pid, sizes, reps, tput_mp, tput_requests) -> list[str]:
-    import httpx
-    import psutil
+def batch_counts(text: str) -> tuple[float, float]:
+    """(forwards, photos) so far from the server's wbvae_model_batch_size histogram."""
+    from prometheus_client.parser import text_string_to_metric_families
+    for family in text_string_to_metric_families(text):
+        if family.name == "wbvae_model_batch_size":
+            values = {s.name: s.value for s in family.samples}
+            return values.get("wbvae_model_batch_size_count", 0.0), values.get("wbvae_model_batch_size_sum", 0.0)
+    return 0.0, 0.0
 
-    proc = psutil.Process(pid)
-    peak = [0]
+
+async def http_runs(url, pid, sizes, reps, tput_mp, tput_requests, concurrency, floors) -> list[str]:
+    import httpx
+
+    peak = ServerPeak(pid)
 
     async def sample(stop):
         while not stop.is_set():
-            peak[0] = max(peak[0], proc.memory_info().rss)
+            peak.sample()
             await asyncio.sleep(0.02)
 
     async with httpx.AsyncClient(timeout=600) as client:
@@ -121,20 +171,26 @@ async def http_runs(url, pid, sizes, reps, tput_mp, tput_requests) -> list[str]:
 
         stop = asyncio.Event()
         sampler = asyncio.create_task(sample(stop))
-        rows = ["| MP | out | requests | median s | p95 s | server peak RSS MB |", "| --- | --- | --- | --- | --- | --- |"]
+        rows = ["| MP | out | requests | median s | p95 s | ratio to floor | ratio to own floor | server peak RSS MB |",
+                "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for mp in sizes:
             for fmt in ("png", "jpeg"):
-                peak[0] = 0
+                await post(photo_jpeg(mp), fmt)  # first request of a size: allocations, caches
+                peak.reset()
                 lat = [await post(photo_jpeg(mp), fmt) for _ in range(reps)]
-                rows.append(f"| {mp:g} | {fmt} | {reps} | {np.median(lat):.3f} | {pct(lat, 95):.3f} | "
-                            f"{peak[0] / 2**20:.0f} |")
+                med = float(np.median(lat))
+                ratios = [f"{med / f:.2f}" if (f := floors.get((mp, fmt), {}).get(k)) else "-" for k in ("pillow", "own")]
+                rows.append(f"| {mp:g} | {fmt} | {reps} | {med:.3f} | {pct(lat, 95):.3f} | {ratios[0]} | "
+                            f"{ratios[1]} | {peak.mb():.0f} |")
                 print(rows[-1], flush=True)
-        rows += ["", f"Throughput, {tput_mp:g} MP JPEG in, PNG out, {tput_requests} requests per level:", "",
-                 "| concurrency | corrections/s | median s | p95 s | server peak RSS MB |",
-                 "| --- | --- | --- | --- | --- |"]
+        rows += ["", f"Throughput, {tput_mp:g} MP JPEG in, PNG out, {tput_requests} requests per level "
+                 "(forwards and mean batch: the model's, from the server's batch-size histogram):", "",
+                 "| concurrency | corrections/s | median s | p95 s | server peak RSS MB | forwards | mean batch |",
+                 "| --- | --- | --- | --- | --- | --- | --- |"]
         data = photo_jpeg(tput_mp)
-        for conc in (1, 2, 4):
-            peak[0] = 0
+        for conc in concurrency:
+            peak.reset()
+            forwards0, photos0 = batch_counts((await client.get(f"{url}/metrics")).text)
             queue = list(range(tput_requests))
             lat: list[float] = []
 
@@ -146,8 +202,11 @@ async def http_runs(url, pid, sizes, reps, tput_mp, tput_requests) -> list[str]:
             start = time.perf_counter()
             await asyncio.gather(*[worker() for _ in range(conc)])
             wall = time.perf_counter() - start
+            forwards, photos = batch_counts((await client.get(f"{url}/metrics")).text)
+            forwards, photos = forwards - forwards0, photos - photos0
+            batch = f"{forwards:.0f} | {photos / forwards:.2f}" if forwards else "- (batching off) | -"
             rows.append(f"| {conc} | {len(lat) / wall:.2f} | {np.median(lat):.3f} | {pct(lat, 95):.3f} | "
-                        f"{peak[0] / 2**20:.0f} |")
+                        f"{peak.mb():.0f} | {batch} |")
             print(rows[-1], flush=True)
         stop.set()
         await sampler
@@ -161,44 +220,65 @@ def main(argv=None) -> None:
     ap.add_argument("--reps", type=int, default=5, help="in-process repetitions per size and format")
     ap.add_argument("--http-reps", type=int, default=3, help="HTTP requests per size and format")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (model and mapping)")
+    ap.add_argument("--variants", nargs="+", choices=VARIANTS, help="in-process versions (default: before prev "
+                    "after, and after-cpumap on CUDA); the floor needs prev, the own floor after")
     ap.add_argument("--no-before", action="store_true", help="skip the pre-issue-6 baseline")
+    ap.add_argument("--no-rss", action="store_true", help="skip the fresh-process peak RSS")
+    ap.add_argument("--rss-variants", nargs="+", choices=VARIANTS, help="versions whose peak RSS is measured "
+                    "(default: the in-process ones but after-cpumap)")
+    ap.add_argument("--note", default="", help="a line added under the header (e.g. the settings of a GPU run)")
     ap.add_argument("--no-http", action="store_true", help="in-process only")
-    ap.add_argument("--out", type=Path, help="also write the tables to this Markdown file")
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4], help="throughput levels")
+    ap.add_argument("--tput-mp", type=float, default=12.0, help="photo size of the throughput runs")
+    ap.add_argument("--tput-requests", type=int, default=8, help="requests per throughput level")
+    ap.add_argument("--server-log", type=Path, help="the HTTP server's output goes here (default: discarded)")
+    ap.add_argument("--out", type=Path, help="also write the tables to this Markdown file (after each section)")
     args = ap.parse_args(argv)
     if args.quick:
-        args.sizes, args.reps, args.http_reps = [1.0], 2, 1
-    before = not args.no_before
+        args.sizes, args.reps, args.http_reps, args.tput_mp, args.tput_requests = [1.0], 2, 1, 1.0, 4
+    variants = args.variants or ["before", "prev", "after"] + (["after-cpumap"] if args.device.startswith("cuda")
+                                                               else [])
+    if args.no_before:
+        variants = [v for v in variants if v != "before"]
+    retain = retain_freed_memory()  # as the service does; one process, so every variant runs with it
     fmts = ("png", "jpeg")
     import torch
     header = [f"# wbvae benchmark ({time.strftime('%Y-%m-%d %H:%M')})", "",
               f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-              f"{torch.get_num_threads()} intra-op threads, device {args.device}"
+              f"{torch.get_num_threads()} intra-op threads at start, device {args.device}"
               + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else "")
               + f"; photo {source_photo().name} resampled to {', '.join(f'{s:g}' for s in args.sizes)} MP, "
-                "JPEG q92 in.", ""]
-    print("\n".join(header), flush=True)
-    out = header + ["## In-process (seconds; medians of stages; floor = decode + encode; "
-                    "ratio = median total / floor)", ""]
-    print(out[-2] + "\n", flush=True)
-    out += in_process(args.sizes, fmts, args.reps, args.device, before)
-    out += ["", "## Peak RSS (fresh process, one PNG request)", ""]
-    print("\n".join(out[-3:]), flush=True)
-    out += peak_rss(args.sizes, args.device, before)
+                f"JPEG q92 in; allocator keeps freed memory: {'yes' if retain else 'no'}.", ""]
+    if args.note:
+        header += [args.note, ""]
+    out = list(header)
+
+    def emit(lines: list[str]) -> None:
+        out.extend(lines)
+        print("\n".join(lines), flush=True)
+        if args.out:
+            args.out.write_text("\n".join(out) + "\n")
+
+    emit(["## In-process (seconds; medians of stages; floor = decode + Pillow PNG encode (level 1, Z_RLE, one "
+          "thread) of prev; own floor = decode + this version's encoder of the mapped pixels; ratio = median "
+          "total / floor)", ""])
+    rows, floors = in_process(args.sizes, fmts, args.reps, args.device, variants)
+    emit(rows)
+    if not args.no_rss:
+        emit(["", "## Peak RSS (fresh process, one PNG request; VmHWM)", ""])
+        emit(peak_rss(args.sizes, args.device, args.rss_variants or [v for v in variants if v != "after-cpumap"]))
     if not args.no_http:
-        out += ["", "## End to end over HTTP (after; python -m app, default settings)", ""]
-        print("\n".join(out[-3:]), flush=True)
-        proc, url = start_server(args.device)
+        emit(["", "## End to end over HTTP (after; python -m app, default settings but 16 queue places; "
+              "WBVAE_* from the environment)", ""])
+        proc, url = start_server(args.device, args.server_log)
         try:
-            tput_mp = 1.0 if args.quick else 12.0
-            out += asyncio.run(http_runs(url, proc.pid, args.sizes, args.http_reps, tput_mp,
-                                         4 if args.quick else 8))
+            emit(asyncio.run(http_runs(url, proc.pid, args.sizes, args.http_reps, args.tput_mp, args.tput_requests,
+                                       args.concurrency, floors)))
         finally:
             proc.terminate()
             proc.wait(timeout=60)
-    text = "\n".join(out) + "\n"
-    if args.out:
-        args.out.write_text(text)
-    print("\n" + text)
+    if not args.out:
+        print("\n" + "\n".join(out))
 
 
 if __name__ == "__main__":

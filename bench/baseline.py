@@ -75,4 +75,4 @@ def decode_rgb(data: bytes) -> np.ndarray:
 
 def encode(pixels: np.ndarray, fmt: str) -> bytes:
     """The old encode: PNG with zlib's default strategy (JPEG unchanged)."""
-    return _encode(pixels, None, fmt, compress_level=1, png_strategy=0)
+    return _encode(pixels, None, fmt, compress_level=1, png_strategy=0, png_writer="pillow")

@@ -1,14 +1,16 @@
-"""Real photos (``../shared/data/wild``) scaled to a given number of megapixels, as JPEG bytes."""
+"""Real photos (``../shared/data/wild``, or the folder ``WBVAE_BENCH_PHOTOS`` names) scaled to a given
+number of megapixels, as JPEG bytes."""
 from __future__ import annotations
 
 import io
+import os
 from functools import lru_cache
 from pathlib import Path
 
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-WILD = REPO.parent / "shared" / "data" / "wild"
+WILD = Path(os.environ.get("WBVAE_BENCH_PHOTOS") or REPO.parent / "shared" / "data" / "wild")
 
 
 def source_photo() -> Path:

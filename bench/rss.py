@@ -1,26 +1,48 @@
-"""Peak RSS of a fresh process that serves one correction: ``python -m bench.rss PHOTO.jpg FMT [--before]``.
+"""Peak RSS of a fresh process that serves one correction:
+``python -m bench.rss PHOTO.jpg FMT [--variant before|prev|after] [--device cpu|cuda]``.
 
 Prints the process's peak resident set size in MB (model loaded, one photo decoded, analysed,
 mapped and encoded), and, on a second line, the peak before the request.
+
+The peak is the kernel's high-water mark of this process's own memory (``VmHWM``). Not
+``ru_maxrss``: Linux carries that across ``execve``, so a child of a big parent (the benchmark,
+holding its resampled photos) read the parent's size whatever its own (every size read 637 MB).
 """
 from __future__ import annotations
 
+import argparse
 import resource
-import sys
-
 from pathlib import Path
 
-from bench.stages import Pipeline
+
+def peak_rss_mb(status: Path = Path("/proc/self/status")) -> float:
+    """This process's peak RSS in MB: ``VmHWM`` where /proc has it, else ``ru_maxrss`` (not Linux)."""
+    try:
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def main() -> None:
-    data, fmt = Path(sys.argv[1]).read_bytes(), sys.argv[2]  # made by the parent: resampling costs memory
-    pipe = Pipeline(before="--before" in sys.argv, device=(sys.argv[sys.argv.index("--device") + 1]
-                                                             if "--device" in sys.argv else "cpu"))
-    pipe.corrector.warm_up()
-    idle = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    pipe.run(data, fmt)
-    print(f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}\n{idle:.0f}")
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("photo", type=Path)
+    ap.add_argument("fmt")
+    ap.add_argument("--variant", default="after")
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args(argv)
+    if args.variant.startswith("after"):
+        from app.memory import retain_freed_memory
+        retain_freed_memory()  # as the service does at start-up since this version
+    from bench.stages import Pipeline
+
+    data = args.photo.read_bytes()  # made by the parent: resampling costs memory
+    pipe = Pipeline(args.variant, device=args.device)
+    idle = peak_rss_mb()
+    pipe.run(data, args.fmt)
+    print(f"{peak_rss_mb():.0f}\n{idle:.0f}")
 
 
 if __name__ == "__main__":

@@ -27,3 +27,19 @@ def test_map_pixels_torch_path_equals_cpu_path():
     cpu = torch.device("cpu")
     assert np.array_equal(map_pixels(img, m, cpu, use_torch=True), apply_matrix(img, m))
     assert np.array_equal(map_pixels(img, m, cpu), apply_matrix(img, m))
+
+
+def test_peak_rss_probe_counts_its_own_process_only():
+    """The fresh-process probe must not read its parent's size (Linux keeps ru_maxrss across exec)."""
+    ballast = np.ones(400 << 20, np.uint8)  # 400 MB resident in this, the parent, process
+    code = "from bench.rss import peak_rss_mb; print(peak_rss_mb())"
+    child_mb = float(subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                                    check=True).stdout)
+    assert ballast.sum() and child_mb < 200
+
+
+def test_retaining_freed_memory_is_set_on_glibc():
+    code = "import platform; from app.memory import retain_freed_memory; " \
+           "print(retain_freed_memory() == (platform.libc_ver()[0] == 'glibc'))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "True"
