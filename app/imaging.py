@@ -48,6 +48,22 @@ class ImageTooLarge(ValueError):
     """Over the configured pixel limit (HTTP 413)."""
 
 
+class OutputTooLarge(ValueError):
+    """Wider or taller than the requested output format can store (HTTP 422)."""
+
+
+#: Longest side each output format can store (libjpeg: 65,535 px; libwebp: 16,383 px).
+OUTPUT_MAX_SIDE = {"png": 2**31 - 1, "jpeg": 65535, "webp": 16383}
+
+
+def check_output_size(fmt: str, width: int, height: int) -> None:
+    """``OutputTooLarge`` if a ``width`` x ``height`` photo cannot be written as ``fmt``."""
+    limit = OUTPUT_MAX_SIDE[fmt]
+    if max(width, height) > limit:
+        raise OutputTooLarge(f"{fmt.upper()} output holds at most {limit} px per side and this photo is "
+                             f"{width}x{height}; ask for format=png")
+
+
 @dataclass
 class DecodedImage:
     rgb: np.ndarray                # (H, W, 3) uint8 sRGB, upright: what the model sees

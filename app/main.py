@@ -15,7 +15,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.batcher import ModelBatcher, batching_wanted
 from app.gate import Busy, CorrectionGate, DeadlineExceeded
-from app.imaging import (ACCEPTED_NAMES, OUTPUT_MEDIA_TYPES, CorruptImage, ImageTooLarge, UnsupportedImage)
+from app.imaging import (ACCEPTED_NAMES, OUTPUT_MEDIA_TYPES, CorruptImage, ImageTooLarge, OutputTooLarge,
+                         UnsupportedImage)
 from app.metrics import Metrics
 from app.middleware import BodySizeLimit, RequestMetrics
 from app.pipeline import Options, correct_upload, limit_cpu_threads
@@ -25,7 +26,7 @@ from model.corrector import Corrector
 
 log = logging.getLogger("wbvae")
 
-ERRORS = {UnsupportedImage: 415, CorruptImage: 422, ImageTooLarge: 413}
+ERRORS = {UnsupportedImage: 415, CorruptImage: 422, ImageTooLarge: 413, OutputTooLarge: 422}
 
 
 def get_settings(request: Request) -> Settings:
@@ -121,7 +122,8 @@ async def metrics_endpoint(metrics: MetricsDep) -> Response:
                401: {"description": "API keys are configured and the request has no valid Bearer key"},
                413: {"description": "Upload or image over the configured limits"},
                415: {"description": "Not a supported image"},
-               422: {"description": "Empty, missing or corrupt upload, or a bad parameter"},
+               422: {"description": "Empty, missing or corrupt upload, a bad parameter, or a photo too wide or "
+                                    "tall for the asked format (JPEG 65,535 px, WebP 16,383 px per side)"},
                503: {"description": "Model loading, queue full or GPU out of memory; see Retry-After"},
                504: {"description": "Not done within the request timeout"}},
 )

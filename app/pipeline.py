@@ -11,7 +11,7 @@ from functools import partial
 import numpy as np
 import torch
 from app.batcher import ModelBatcher
-from app.imaging import decode, encode
+from app.imaging import check_output_size, decode, encode
 from app.metrics import Metrics
 from app.settings import Settings
 from model.corrector import Corrector
@@ -80,6 +80,7 @@ def correct_upload(corrector: Corrector, data: bytes, options: Options, settings
     with batcher.expect() if batcher else nullcontext() as expected:
         with _timed(metrics, "decode"):
             image = decode(data, settings.max_pixels, settings.strip_gps)
+        check_output_size(options.fmt, image.rgb.shape[1], image.rgb.shape[0])
         metrics.input_megapixels.observe(image.megapixels)
         start = time.perf_counter()
         with _timed(metrics, "model"):

@@ -85,6 +85,18 @@ def test_extreme_but_valid_shapes_are_corrected(client, size):
     assert r.status_code == 200 and _open(r).size == size
 
 
+@pytest.mark.parametrize("fmt, size, ok", [("webp", (16384, 1), False), ("webp", (1, 16383), True),
+                                          ("jpeg", (1, 65536), False), ("png", (1, 65536), True)])
+def test_a_photo_too_long_for_the_asked_format_is_a_422_not_a_crash(client, fmt, size, ok):
+    r = client.post(f"/correct?format={fmt}",
+                    files={"file": ("x.png", photos.save(Image.new("RGB", size, (180, 120, 90)), "PNG"), "image/png")})
+    if ok:
+        assert r.status_code == 200 and _open(r).size == size
+    else:
+        assert (r.status_code, r.headers["content-type"]) == (422, "application/json"), r.text
+        assert "px per side" in r.json()["detail"] and "format=png" in r.json()["detail"]
+
+
 def test_multipart_without_file_field_and_wrong_method(client):
     r = client.post("/correct", data={"photo": "x"})
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "file"]
