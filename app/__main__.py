@@ -11,13 +11,17 @@ from app.memory import retain_freed_memory
 from app.settings import Settings
 
 
-def main() -> None:
-    settings = Settings()
+def serve(settings: Settings) -> None:
+    """Run the service with ``settings`` until SIGINT/SIGTERM."""
     configure_logging(settings.log_level, settings.log_json)
     if settings.retain_freed_memory:
         retain_freed_memory()  # before any worker thread starts
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None,
                 log_level=settings.log_level, timeout_graceful_shutdown=settings.shutdown_grace_s)
+
+
+def main() -> None:
+    serve(Settings())
 
 
 if __name__ == "__main__":

@@ -16,8 +16,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from app.metrics import Metrics
-from model.corrector import Correction, Corrector
-from model.stats import Analysis
+from model.corrector import Analysis, Correction, Corrector
 
 
 def batching_wanted(mode: str, device) -> bool:

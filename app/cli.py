@@ -1,10 +1,10 @@
 """``wbvae``: the command line. ``wbvae correct`` runs folders of photos through the service's own pipeline.
 
-``correct`` reads each file and hands its bytes to ``app.pipeline.correct_upload``,
-the function behind ``POST /correct``: same decoding (EXIF orientation, colour
-profile to sRGB, HEIC, grayscale, alpha), same Corrector, same encoding (EXIF
-kept, sRGB-tagged). ``serve``, ``train``, ``evaluate``, ``export`` and
-``gallery`` are front doors to ``python -m app`` and the ``model.*`` modules.
+``correct`` reads each file and hands its bytes to ``app.pipeline.correct_upload``, the function
+behind ``POST /correct``: same decoding (EXIF orientation, colour profile to sRGB, HEIC, grayscale,
+alpha), same Corrector, same encoding (EXIF kept, sRGB-tagged). ``serve`` runs the service
+(``python -m app``). Training, evaluation and export have their own modules
+(``python -m model.training.train``, ``python -m model.training.evaluate``, ``python -m model.export``).
 """
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.formats import FORMATS, OutputFormat, format_for_suffix, output_format
+
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".tif", ".tiff", ".bmp", ".heic", ".heif"}
-# Output format by file suffix; formats the service cannot write (TIFF, BMP, HEIC) become PNG (lossless).
-_SUFFIXES = {"jpeg": (".jpg", ".jpeg", ".jpe"), "png": (".png",), "webp": (".webp",)}
 
 
 @dataclass
@@ -45,14 +45,9 @@ def collect(paths: list[Path]) -> list[tuple[Path, Path]]:
     return found
 
 
-def format_for_suffix(suffix: str) -> str:
-    """The output format that keeps an input's format: jpeg, png or webp (others: png)."""
-    return next((fmt for fmt, names in _SUFFIXES.items() if suffix.lower() in names), "png")
-
-
-def output_path(outdir: Path, rel: Path, fmt: str) -> Path:
+def output_path(outdir: Path, rel: Path, fmt: OutputFormat) -> Path:
     """``outdir/rel``, with the suffix changed only when the format changed."""
-    suffix = rel.suffix if rel.suffix.lower() in _SUFFIXES[fmt] else _SUFFIXES[fmt][0]
+    suffix = rel.suffix if rel.suffix.lower() in fmt.suffixes else fmt.suffixes[0]
     return outdir / rel.with_suffix(suffix)
 
 
@@ -60,8 +55,7 @@ def run_correct(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from app.metrics import Metrics
-    from app.pipeline import Options, correct_upload
+    from app.pipeline import Limits, Options, correct_upload
     from app.settings import Settings
     from model.corrector import Corrector
 
@@ -71,13 +65,11 @@ def run_correct(args: argparse.Namespace) -> int:
         return 2
     jobs = max(1, args.jobs)
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // jobs))  # jobs x threads = cores (model, encoder)
-    settings = Settings(max_pixels=args.max_pixels, strip_gps=not args.keep_gps,
-                        png_compress_level=args.png_compress_level,
-                        encode_threads=max(1, (os.cpu_count() or 1) // jobs))
-    if settings.retain_freed_memory:
+    limits = Limits(max_pixels=args.max_pixels, strip_gps=not args.keep_gps,
+                    png_compress_level=args.png_compress_level, encode_threads=max(1, (os.cpu_count() or 1) // jobs))
+    if Settings().retain_freed_memory:
         from app.memory import retain_freed_memory
         retain_freed_memory()  # before the worker threads start
-    metrics = Metrics()  # required by the pipeline; a private registry, discarded at exit
     try:
         corrector = Corrector.from_checkpoint(args.checkpoint, args.device)
     except ValueError as exc:
@@ -87,7 +79,7 @@ def run_correct(args: argparse.Namespace) -> int:
     claimed: dict[Path, Path] = {}
 
     def one(source: Path, rel: Path) -> Outcome:
-        fmt = args.format if args.format != "keep" else format_for_suffix(rel.suffix)
+        fmt = output_format(args.format) if args.format != "keep" else format_for_suffix(rel.suffix)
         job = Job(source, output_path(args.outdir, rel, fmt))
         if claimed.setdefault(job.target, source) != source:
             return Outcome(job, "failed", f"same output {job.target} as {claimed[job.target]}")
@@ -97,7 +89,7 @@ def run_correct(args: argparse.Namespace) -> int:
             data = source.read_bytes()
             if not data:
                 return Outcome(job, "failed", "empty file")
-            body = correct_upload(corrector, data, Options(fmt, args.quality, args.strength), settings, metrics)
+            body = correct_upload(corrector, data, Options(fmt, args.quality, args.strength), limits).body
             job.target.parent.mkdir(parents=True, exist_ok=True)
             partial = job.target.with_name(job.target.name + ".partial")
             partial.write_bytes(body)
@@ -129,31 +121,14 @@ def run_correct(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    """``python -m app`` with the given flags as its WBVAE_* settings."""
-    for name in ("host", "port", "checkpoint", "device", "log_level"):
-        value = getattr(args, name)
-        if value is not None:
-            os.environ[f"WBVAE_{name.upper()}"] = str(value)
-    from app.__main__ import main as serve_main
-    serve_main()
+    """``python -m app`` with the given flags overriding its WBVAE_* settings."""
+    from app.__main__ import serve
+    from app.settings import Settings
+
+    overrides = {name: getattr(args, name) for name in ("host", "port", "checkpoint", "device", "log_level")
+                 if getattr(args, name) is not None}
+    serve(Settings(**overrides))
     return 0
-
-
-def _delegate(module: str):
-    def run(argv: list[str]) -> int:
-        import importlib
-        result = importlib.import_module(module).main(argv)
-        return result if isinstance(result, int) else 0
-    return run
-
-
-# Subcommands whose arguments (and --help) belong to an existing module's own parser.
-DELEGATES = {
-    "train": ("model.train", "train a model (python -m model.train)"),
-    "evaluate": ("model.evaluate", "evaluate a checkpoint and the baselines (python -m model.evaluate)"),
-    "export": ("model.export", "export the estimator to ONNX / TorchScript (python -m model.export)"),
-    "gallery": ("model.gallery", "render the README's before/after and loss-curve figures (python -m model.gallery)"),
-}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -171,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--outdir", type=Path, required=True, help="output folder (created if needed)")
     c.add_argument("--overwrite", action="store_true", help="redo photos whose output exists")
     c.add_argument("--strength", type=_unit_float, default=1.0, help="0: unchanged … 1: full correction (default 1)")
-    c.add_argument("--format", choices=("keep", "png", "jpeg", "webp"), default="keep",
+    c.add_argument("--format", type=str.lower, choices=("keep", *FORMATS, *(a for f in FORMATS.values()
+                                                                           for a in f.aliases)), default="keep",
                    help="output format (default: keep the input's; TIFF, BMP, HEIC become PNG)")
     c.add_argument("--quality", type=int, choices=range(1, 101), metavar="1-100", default=95,
                    help="JPEG/WebP quality (default 95)")
@@ -195,8 +171,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--log-level", help="debug, info, warning, error")
     s.set_defaults(run=run_serve)
 
-    for name, (_, text) in DELEGATES.items():
-        sub.add_parser(name, help=text + "; wbvae %s --help lists its options" % name, add_help=False)
     return parser
 
 
@@ -209,8 +183,6 @@ def _unit_float(text: str) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] in DELEGATES:
-        return _delegate(DELEGATES[argv[0]][0])(argv[1:])
     args = build_parser().parse_args(argv)
     return args.run(args)
 

@@ -17,6 +17,7 @@ import numpy as np
 import pillow_heif
 from PIL import ExifTags, Image, ImageCms, ImageOps, UnidentifiedImageError
 
+from app.formats import output_format
 from app.png import MapRows, encode_png, map_strips
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,6 @@ pillow_heif.register_heif_opener()
 # Pillow format names tried, in this order; everything else (GIF, SVG, PSD, ...) is 415. JPEG covers MPO.
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "BMP", "HEIF")
 ACCEPTED_NAMES = "JPEG, PNG, WebP, TIFF, BMP, HEIC/HEIF"
-OUTPUT_MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 _SRGB_PROFILE = ImageCms.createProfile("sRGB")
 # LittleCMS stamps the profile with the time it was made (ICC header bytes 24-35); a fixed date
 # makes the output of a photo the same bytes in every process (reproducible, cacheable).
@@ -46,22 +46,6 @@ class CorruptImage(ValueError):
 
 class ImageTooLarge(ValueError):
     """Over the configured pixel limit (HTTP 413)."""
-
-
-class OutputTooLarge(ValueError):
-    """Wider or taller than the requested output format can store (HTTP 422)."""
-
-
-#: Longest side each output format can store (libjpeg: 65,535 px; libwebp: 16,383 px).
-OUTPUT_MAX_SIDE = {"png": 2**31 - 1, "jpeg": 65535, "webp": 16383}
-
-
-def check_output_size(fmt: str, width: int, height: int) -> None:
-    """``OutputTooLarge`` if a ``width`` x ``height`` photo cannot be written as ``fmt``."""
-    limit = OUTPUT_MAX_SIDE[fmt]
-    if max(width, height) > limit:
-        raise OutputTooLarge(f"{fmt.upper()} output holds at most {limit} px per side and this photo is "
-                             f"{width}x{height}; ask for format=png")
 
 
 @dataclass
@@ -186,8 +170,7 @@ def encode(pixels: np.ndarray, alpha: np.ndarray | None, fmt: str = "png", *, qu
     ``map_rows`` (rows -> same-shaped rows, e.g. the colour correction) is applied to ``pixels`` first,
     in strips on the same threads (the PNG writer maps each strip just before it compresses it).
     """
-    if fmt not in OUTPUT_MEDIA_TYPES:
-        raise ValueError(f"unknown output format {fmt!r}; choose one of {', '.join(OUTPUT_MEDIA_TYPES)}")
+    fmt = output_format(fmt).name
     if png_writer not in PNG_WRITERS:
         raise ValueError(f"unknown PNG writer {png_writer!r}; choose one of {', '.join(PNG_WRITERS)}")
     to_8bit = pixels.ndim == 2 and pixels.dtype == np.uint16 and (fmt != "png" or alpha is not None)

@@ -6,7 +6,7 @@ import logging
 import secrets
 import time
 from contextlib import asynccontextmanager
-from typing import Annotated, Literal
+from typing import Annotated
 
 import torch
 from fastapi import APIRouter, Depends, FastAPI, File, Header, HTTPException, Query, Request, UploadFile
@@ -15,11 +15,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.batcher import ModelBatcher, batching_wanted
 from app.gate import Busy, CorrectionGate, DeadlineExceeded
-from app.imaging import (ACCEPTED_NAMES, OUTPUT_MEDIA_TYPES, CorruptImage, ImageTooLarge, OutputTooLarge,
-                         UnsupportedImage)
+from app.formats import DEFAULT_FORMAT, FORMATS, OutputFormat, OutputTooLarge, format_for_media_type, output_format
+from app.imaging import ACCEPTED_NAMES, CorruptImage, ImageTooLarge, UnsupportedImage
 from app.metrics import Metrics
 from app.middleware import BodySizeLimit, RequestMetrics
-from app.pipeline import Options, correct_upload, limit_cpu_threads
+from app.pipeline import Limits, Options, correct_upload
 from app.settings import Settings
 from app.web import install_web
 from model.corrector import Corrector
@@ -57,15 +57,15 @@ def require_api_key(settings: Annotated[Settings, Depends(get_settings)],
                             headers={"WWW-Authenticate": "Bearer"})
 
 
-_ACCEPT_TYPES = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/webp": "webp",
-                 "image/*": "png", "*/*": "png"}
-
-
-def get_output_format(request: Request, fmt: Annotated[Literal["png", "jpeg", "webp"] | None, Query(
-        alias="format", description="Output format; overrides the Accept header. Default png.")] = None) -> str:
-    """The ``format`` query parameter, else the best supported type in Accept, else PNG."""
+def get_output_format(request: Request, fmt: Annotated[str | None, Query(
+        alias="format", description=f"Output format: {', '.join(FORMATS)} (aliases such as jpg accepted, any case); "
+        f"overrides the Accept header. Default {DEFAULT_FORMAT}.")] = None) -> OutputFormat:
+    """The ``format`` query parameter, else the best supported type in Accept, else the default (PNG)."""
     if fmt:
-        return fmt
+        try:
+            return output_format(fmt)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
     ranked = []
     for i, item in enumerate((request.headers.get("accept") or "").split(",")):
         media, *params = [p.strip() for p in item.split(";")]
@@ -74,15 +74,16 @@ def get_output_format(request: Request, fmt: Annotated[Literal["png", "jpeg", "w
             weight = float(q)
         except ValueError:
             continue
-        if media.lower() in _ACCEPT_TYPES and weight > 0:
-            ranked.append((-weight, i, _ACCEPT_TYPES[media.lower()]))
-    return min(ranked)[2] if ranked else "png"
+        accepted = format_for_media_type(media)
+        if accepted is not None and weight > 0:
+            ranked.append((-weight, i, accepted.name))
+    return FORMATS[min(ranked)[2] if ranked else DEFAULT_FORMAT]
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 CorrectorDep = Annotated[Corrector, Depends(get_corrector)]
-FormatDep = Annotated[str, Depends(get_output_format)]
+FormatDep = Annotated[OutputFormat, Depends(get_output_format)]
 
 router = APIRouter()
 
@@ -117,7 +118,7 @@ async def metrics_endpoint(metrics: MetricsDep) -> Response:
 
 @router.post(
     "/correct", tags=["correction"], response_class=Response, dependencies=[Depends(require_api_key)],
-    responses={200: {"content": {t: {} for t in OUTPUT_MEDIA_TYPES.values()},
+    responses={200: {"content": {f.media_type: {} for f in FORMATS.values()},
                      "description": "The corrected photo, same size and orientation-corrected; PNG by default"},
                401: {"description": "API keys are configured and the request has no valid Bearer key"},
                413: {"description": "Upload or image over the configured limits"},
@@ -143,8 +144,8 @@ async def correct(corrector: CorrectorDep, settings: SettingsDep, metrics: Metri
     options = Options(fmt, quality or settings.default_quality, strength)
     retry = {"Retry-After": str(settings.retry_after_s)}
     try:
-        body = await request.app.state.gate.run(correct_upload, corrector, data, options, settings, metrics,
-                                                request.app.state.batcher, deadline=deadline)
+        result = await request.app.state.gate.run(correct_upload, corrector, data, options, request.app.state.limits,
+                                                  request.app.state.batcher, deadline=deadline)
     except Busy:
         metrics.rejected.labels("queue_full").inc()
         raise HTTPException(503, "busy: all correction slots and queue places are taken; retry later",
@@ -160,7 +161,8 @@ async def correct(corrector: CorrectorDep, settings: SettingsDep, metrics: Metri
         raise HTTPException(503, "GPU out of memory; retry later or send a smaller photo", headers=retry) from None
     except tuple(ERRORS) as exc:
         raise HTTPException(ERRORS[type(exc)], str(exc)) from None
-    return Response(body, media_type=OUTPUT_MEDIA_TYPES[fmt], headers={"Vary": "Accept"})
+    metrics.record(result.stages, result.megapixels, result.inference_seconds)
+    return Response(result.body, media_type=fmt.media_type, headers={"Vary": "Accept"})
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -171,9 +173,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         device = None if settings.device == "auto" else settings.device
-        corrector = await asyncio.to_thread(Corrector.from_checkpoint, settings.checkpoint, device)
+        corrector = await asyncio.to_thread(Corrector.from_checkpoint, settings.checkpoint, device,
+                                            settings.gpu_mapping)
         app.state.corrector = corrector
-        limit_cpu_threads(corrector.device)  # once per process; the CLI sizes its own thread pool
+        corrector.limit_cpu_threads()  # once per process; the CLI sizes its own thread pool
         metrics.model_info.info({"checkpoint": corrector.checkpoint_id, "device": str(corrector.device)})
         log.info("loaded %s on %s", corrector.checkpoint_id, corrector.device)
 
@@ -206,6 +209,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="White-balance correction: upload a photo, get it back with whites white.")
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.limits = Limits(max_pixels=settings.max_pixels, strip_gps=settings.strip_gps,
+                              png_compress_level=settings.png_compress_level, encode_threads=settings.encode_threads)
     app.state.corrector = None
     app.state.batcher = None
     app.state.ready = False

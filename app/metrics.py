@@ -42,6 +42,13 @@ class Metrics:
         for reason in REJECT_REASONS:
             self.rejected.labels(reason)
 
+    def record(self, stages: dict[str, float], megapixels: float, inference_seconds: float) -> None:
+        """One correction's stage times (seconds), input size and model-plus-mapping time."""
+        for stage, seconds in stages.items():
+            self.stage_duration.labels(stage).observe(seconds)
+        self.input_megapixels.observe(megapixels)
+        self.inference_duration.observe(inference_seconds)
+
     def watch_gpu_memory(self, device) -> None:
         """Export CUDA memory allocated and reserved by this process on ``device``."""
         import torch

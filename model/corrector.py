@@ -1,27 +1,91 @@
-"""``Corrector``: owns one trained model and its device; photo in, corrected photo out."""
+"""``Corrector``: the service's one door into the model.
+
+It owns one trained model and its device. ``estimate`` turns a photo (or its ``Analysis``) into a
+``Correction``; a ``Correction`` knows how to apply itself at a strength, to colour or grayscale
+pixels, on the device or row by row inside an encoder. Callers never touch the maths behind it
+(``model.stats``, ``model.mapping``, ``model.mapping16``).
+"""
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from model.mapping import apply_matrix
+from model.mapping import apply_matrix, apply_matrix_torch
+from model.mapping16 import apply_gray_gain, gray_gain
 from model.stats import Analysis, analyse
 from model.vae import WBVAE, WBVAEConfig
 
+__all__ = ["DEFAULT_CHECKPOINT", "Analysis", "Correction", "Corrector", "MapRows", "load_model", "resolve_device",
+           "save_checkpoint"]
+
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "default.pt"
 
+#: Maps a block of pixel rows (uint8 ``(..., 3)`` colour or ``(H, W)`` gray) to corrected rows, same shape.
+MapRows = Callable[[np.ndarray], np.ndarray]
 
-@dataclass
+
+@dataclass(frozen=True)
 class Correction:
-    """A correction estimated for one photo."""
+    """The correction estimated for one photo, and how to apply it.
 
-    matrix: np.ndarray       # (3, 3) linear-RGB matrix
+    ``matrix`` is a 3x3 linear-RGB matrix; ``strength`` 0 is the identity exactly, 1 the model's
+    full correction, in between ``(1 - s) I + s M``. ``device`` is where a whole photo is mapped by
+    ``prepare`` (``None``: on the CPU, row by row inside the encoder).
+    """
+
+    matrix: np.ndarray       # (3, 3) float32, at full strength
     cast_probability: float  # the model's belief that the photo had a colour cast
+    strength: float = 1.0
+    device: torch.device | None = None
+
+    def at_strength(self, strength: float) -> Correction:
+        """The same correction applied at ``strength`` (0..1)."""
+        if not 0.0 <= strength <= 1.0:
+            raise ValueError(f"strength must lie in [0, 1], got {strength}")
+        return replace(self, strength=float(strength))
+
+    @property
+    def applied_matrix(self) -> np.ndarray:
+        """``(1 - s) I + s M`` as float32 (exactly the identity at 0, exactly M at 1)."""
+        if self.strength == 1.0:
+            return np.asarray(self.matrix, dtype=np.float32)
+        return ((1.0 - self.strength) * np.eye(3) + self.strength * np.asarray(self.matrix, dtype=np.float64)
+                ).astype(np.float32)
+
+    def map_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Corrected copy of uint8 sRGB pixels ``(..., 3)`` on the CPU."""
+        return apply_matrix(rows, self.applied_matrix)
+
+    def map_gray(self, gray: np.ndarray) -> np.ndarray:
+        """Corrected copy of a uint8/uint16 ``(H, W)`` grayscale image: the exposure change only."""
+        return apply_gray_gain(gray, gray_gain(self.applied_matrix))
+
+    def map_on(self, rgb: np.ndarray, device: torch.device) -> np.ndarray:
+        """``map_rows`` of a whole uint8 ``(H, W, 3)`` photo computed on ``device`` (same values)."""
+        with warnings.catch_warnings():  # decoded pixels are read-only; they are only read
+            warnings.simplefilter("ignore", UserWarning)
+            src = torch.from_numpy(np.ascontiguousarray(rgb))
+        return apply_matrix_torch(src.to(device), self.applied_matrix).cpu().numpy()
+
+    def prepare(self, pixels: np.ndarray) -> tuple[np.ndarray, MapRows | None]:
+        """What an encoder needs: the pixels to write and the row mapping to run on them while writing.
+
+        Grayscale ``(H, W)`` and, on the CPU, colour photos are mapped row by row inside the encoder
+        (no corrected full-size copy); with a ``device`` a colour photo is mapped there first and the
+        mapping is ``None``.
+        """
+        if pixels.ndim == 2:
+            return pixels, self.map_gray
+        if self.device is not None:
+            return self.map_on(pixels, self.device), None
+        return pixels, self.map_rows
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
@@ -74,28 +138,44 @@ def per_sample_linear(layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
 
 
 class Corrector:
-    """One model on one device. ``correct`` maps a uint8 (H, W, 3) photo to its corrected copy.
+    """One model on one device: photo (or its analysis) in, ``Correction`` out.
 
-    Its model's linear layers compute each photo of a batch on its own (``per_sample_linear``), so
-    ``estimate_batch`` gives every photo the result it gets alone (bit for bit on the CPU).
+    The encoder runs batched; its linear layers and the correction head compute each photo on its own, so
+    ``estimate_batch`` gives every photo the result it gets alone (bit for bit on the CPU). With
+    ``map_on_device`` (the default) and a model off the CPU, corrections map whole photos there.
     """
 
-    def __init__(self, model: WBVAE, device: torch.device, checkpoint_id: str = "unsaved", meta: dict | None = None):
+    #: intra-op threads for the small model on a CPU: requests already run in parallel slots, and
+    #: torch's own pool oversubscribes busy cores (docs/benchmark.md)
+    CPU_INTRA_OP_THREADS = 1
+
+    def __init__(self, model: WBVAE, device: torch.device, checkpoint_id: str = "unsaved", meta: dict | None = None,
+                 map_on_device: bool = True):
         self.model = model.to(device).eval()
         for layer in self.model.modules():
             if type(layer) is torch.nn.Linear:
-                layer.forward = partial(per_sample_linear, layer)  # this instance only; weights unchanged
+                layer.forward = partial(per_sample_linear, layer)  # type: ignore[method-assign]  # this instance only
         self.device = device
         self.checkpoint_id = checkpoint_id
         self.meta = meta or {}
+        self.mapping_device = device if map_on_device and device.type != "cpu" else None
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path = DEFAULT_CHECKPOINT,
-                        device: str | torch.device | None = None) -> "Corrector":
+    def from_checkpoint(cls, path: str | Path = DEFAULT_CHECKPOINT, device: str | torch.device | None = None,
+                        map_on_device: bool = True) -> Corrector:
         dev = resolve_device(device)
         model, meta = load_model(path, dev)
         digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
-        return cls(model, dev, checkpoint_id=f"{Path(path).stem}-{digest}", meta=meta)
+        return cls(model, dev, checkpoint_id=f"{Path(path).stem}-{digest}", meta=meta, map_on_device=map_on_device)
+
+    def limit_cpu_threads(self) -> None:
+        """On a CPU, one intra-op thread for the model (process-wide, idempotent); a service calls it once."""
+        if self.device.type == "cpu" and torch.get_num_threads() != self.CPU_INTRA_OP_THREADS:
+            torch.set_num_threads(self.CPU_INTRA_OP_THREADS)
+
+    def analyse(self, img: np.ndarray) -> Analysis:
+        """The model's inputs for a uint8 (H, W, 3) photo (thumbnail and statistics); no model work."""
+        return analyse(img)
 
     @torch.inference_mode()
     def estimate_batch(self, analyses: list[Analysis]) -> list[Correction]:
@@ -105,19 +185,25 @@ class Corrector:
         gains = torch.from_numpy(np.stack([a.log_gains for a in analyses])).to(self.device)
         chroma = torch.from_numpy(np.stack([a.chroma for a in analyses])).to(self.device)
         mu, _ = self.model.encode(thumbs)
-        matrices, logits, _ = self.model.correction(mu, cues, gains, chroma)
-        matrices, probs = matrices.float().cpu().numpy(), torch.sigmoid(logits).float().cpu().numpy()
-        return [Correction(m, float(p)) for m, p in zip(matrices, probs)]
+        # The head's small matrix products pick their kernels by the batch size: one photo at a time.
+        heads = [self.model.correction(mu[i:i + 1], cues[i:i + 1], gains[i:i + 1], chroma[i:i + 1])
+                 for i in range(len(analyses))]
+        matrices = torch.cat([m for m, _, _ in heads]).float().cpu().numpy()
+        probs = torch.sigmoid(torch.cat([logit for _, logit, _ in heads])).float().cpu().numpy()
+        return [Correction(m, float(p), device=self.mapping_device) for m, p in zip(matrices, probs)]
 
     def estimate(self, img: np.ndarray) -> Correction:
         """The correction for one uint8 (H, W, 3) photo."""
-        return self.estimate_batch([analyse(img)])[0]
+        return self.estimate_batch([self.analyse(img)])[0]
 
-    def correct(self, img: np.ndarray) -> np.ndarray:
+    def correct(self, img: np.ndarray, strength: float = 1.0) -> np.ndarray:
         """Corrected copy of a uint8 (H, W, 3) sRGB photo, same shape."""
-        return apply_matrix(img, self.estimate(img).matrix)
+        return self.estimate(img).at_strength(strength).map_rows(img)
 
     def warm_up(self) -> None:
         """Run one small photo through every stage so the first request is not slow."""
         rng = np.random.default_rng(0)
-        self.correct(rng.integers(0, 256, size=(96, 128, 3), dtype=np.uint8))
+        photo = rng.integers(0, 256, size=(96, 128, 3), dtype=np.uint8)
+        pixels, map_rows = self.estimate(photo).prepare(photo)
+        if map_rows is not None:
+            map_rows(pixels)

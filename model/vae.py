@@ -199,7 +199,7 @@ class WBVAE(nn.Module):
         p = torch.sigmoid(cast_logit)[:, None]  # (B, 1)
         log_g = p * ((weights.unsqueeze(-1) * log_gains).sum(1) + residual)  # (B, 3) per-image part
         if cfg.use_global_mix:
-            base = torch.einsum("kij,bkj->bi", self.mix, log_gains) + self.mix_bias
+            base = self.global_mix(log_gains)
             log_g = log_g + (p * base if cfg.gate_base else base)
         log_g = cfg.max_log_gain * torch.tanh(log_g / cfg.max_log_gain)
         delta = cfg.max_delta * torch.tanh(delta.view(-1, 3, 3)) * p[..., None]
@@ -211,6 +211,10 @@ class WBVAE(nn.Module):
         scale = (illuminant @ luma) / ((matrix @ illuminant.unsqueeze(-1)).squeeze(-1) @ luma).clamp(min=1e-6)
         exposure = cfg.max_log_exposure * torch.tanh(p[:, 0] * exposure / cfg.max_log_exposure)
         return matrix * (scale * exposure.exp())[:, None, None], cast_logit, white
+
+    def global_mix(self, log_gains: torch.Tensor) -> torch.Tensor:
+        """(B, K, 3) log-gains of the estimates -> (B, 3) their learned linear combination."""
+        return torch.einsum("kij,bkj->bi", self.mix, log_gains) + self.mix_bias
 
     def forward(self, thumb: torch.Tensor, cues: torch.Tensor, log_gains: torch.Tensor, chroma: torch.Tensor,
                 sample: bool = True) -> dict[str, torch.Tensor]:

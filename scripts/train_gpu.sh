@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Train on a lent GPU machine (the `device` tool), several runs side by side on its one GPU:
 #   scripts/train_gpu.sh NAME "TRAIN ARGS" [NAME "TRAIN ARGS" ...]
-# Each run: python -m model.train synthetic TRAIN ARGS --device ${DEVICE:-cuda} --out $OUT/NAME, with the
+# Each run: python -m model.training.train synthetic TRAIN ARGS --device ${DEVICE:-cuda} --out $OUT/NAME, with the
 # machine's CPU cores shared out as data workers (the emulator renders on the CPU). Source photos come
-# from $WBVAE_SOURCES (default ~/.cache/wbvae/sources; `python -m model.sources prepare` fills it).
+# from $WBVAE_SOURCES (default ~/.cache/wbvae/sources; `python -m model.training.sources prepare` fills it).
 # Logs stream to $OUT/NAME/train.log; checkpoints, metrics.csv and figures land in $OUT/NAME.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +18,7 @@ while [ $# -ge 2 ]; do
   name=$1; args=$2; shift 2
   mkdir -p "$OUT/$name"
   # shellcheck disable=SC2086
-  PYTHONUNBUFFERED=1 "$PY" -m model.train synthetic $args --device "${DEVICE:-cuda}" --workers "$workers" \
+  PYTHONUNBUFFERED=1 "$PY" -m model.training.train synthetic $args --device "${DEVICE:-cuda}" --workers "$workers" \
     --out "$OUT/$name" >"$OUT/$name/train.log" 2>&1 &
   pids+=($!)
   echo "started $name (pid $!, $workers workers): $args"

@@ -1,7 +1,7 @@
-"""Latent-sample spread (model.confidence) on real pairs with the default checkpoint."""
+"""Latent-sample spread (model.training.confidence) on real pairs with the default checkpoint."""
 import numpy as np
 
-from model.confidence import latent_spread, measure
+from model.training.confidence import latent_spread, measure
 from model.corrector import Corrector
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model.datasets import (
+from model.training.datasets import (
     PairSpec,
     SourceSpec,
     list_pairs,

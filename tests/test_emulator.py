@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from model.colour import srgb_to_linear
-from model.emulator import (
+from model.training.emulator import (
     CAMERAS,
     PRESETS,
     CameraPipelineEmulator,
@@ -16,7 +16,7 @@ from model.emulator import (
     camera_matrices,
     wb_gains,
 )
-from model.sources import list_source_photos, load_photo, procedural_scene
+from model.training.sources import list_source_photos, load_photo, procedural_scene
 
 
 def _daylight_scene(size: int = 96) -> np.ndarray:

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model.baselines import BASELINES
-from model.datasets import PairSpec, list_pairs
-from model.evaluate import DEEPWB_METHOD, evaluate, evaluate_frames, main, summarise_records
+from model.training.baselines import BASELINES
+from model.training.datasets import PairSpec, list_pairs
+from model.training.evaluate import DEEPWB_METHOD, evaluate, evaluate_frames, main, summarise_records
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 REAL_TSV = SHARED_DATA / "real-pairs" / "pairs.tsv"

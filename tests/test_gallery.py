@@ -5,9 +5,9 @@ import pytest
 from PIL import Image
 
 from model.corrector import DEFAULT_CHECKPOINT, save_checkpoint
-from model.gallery import main, read_history
+from model.training.gallery import main, read_history
 from model.vae import WBVAE
-from tests.conftest import WILD
+from tests.conftest import wild_photos
 
 ROWS = [{"epoch": e, "train_loss": 1.0 / e, "train_recon": 0.5 / e, "train_kl": 10.0 + e, "val_recon": 0.6 / e,
          "val_kl": 9.0 + e, "val_de2000": 8.0 - e, "val_de2000_cast": 9.0 - e, "val_de2000_neutral": 1.0}
@@ -21,7 +21,7 @@ def test_gallery_and_loss_curves_from_metrics_csv(tmp_path):
         writer = csv.DictWriter(f, fieldnames=list(ROWS[0]))
         writer.writeheader()
         writer.writerows(ROWS)
-    photos = sorted(WILD.glob("*.jpg"))[:2]
+    photos = wild_photos()[:2]
     out = tmp_path / "docs"
     assert main([*map(str, photos), "--checkpoint", str(DEFAULT_CHECKPOINT), "--metrics", str(metrics),
                  "--out", str(out), "--tile-height", "64"]) == 0

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from skimage.color import deltaE_cie76, deltaE_ciede2000, rgb2lab
 
-import model.metrics as M
+import model.training.metrics as M
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

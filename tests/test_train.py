@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from model.corrector import Corrector, load_model
-from model.train import main
+from model.training.train import main
 from tests.conftest import REPO
 
 TINY = ["synthetic", "--photo-cache", "/nonexistent", "--epochs", "2", "--steps-per-epoch", "2",
@@ -46,7 +46,7 @@ def test_torchrun_two_cpu_processes(tmp_path):
     run = tmp_path / "ddp"
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "model.train", *TINY, "--out", str(run)],
+         "-m", "model.training.train", *TINY, "--out", str(run)],
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = list(csv.DictReader((run / "metrics.csv").open()))
@@ -59,7 +59,7 @@ def test_real_pairs_with_published_folds(tmp_path):
     """A Set 1 layout (inputs, ground truth, chart masks) and a fold file drive the split."""
     from PIL import Image
 
-    from tests.conftest import REAL_PAIRS
+    from tests.conftest import real_pair_file
 
     root = tmp_path / "set1"
     for sub in ("input", "groundtruth", "metadata"):
@@ -67,7 +67,7 @@ def test_real_pairs_with_published_folds(tmp_path):
     names = ["8D5U5524_T_AS", "8D5U5524_S_AS", "8D5U5524_F_CS", "8D5U5524_C_CS"]
     for name in names + ["8D5U5524_G_AS"]:
         folder = "groundtruth" if name.endswith("_G_AS") else "input"
-        Image.open(REAL_PAIRS / f"{name}.png").reduce(4).save(root / folder / f"{name}.png")
+        Image.open(real_pair_file(f"{name}.png")).reduce(4).save(root / folder / f"{name}.png")
     for name in names:
         (root / "metadata" / f"{name}_mask.txt").write_text("10,10,20,15\n")
     folds = tmp_path / "folds.txt"
@@ -81,7 +81,7 @@ def test_real_pairs_with_published_folds(tmp_path):
 
 
 def test_views_keep_the_photo_shape_when_asked():
-    from model.train import random_view
+    from model.training.train import random_view
 
     rng = np.random.default_rng(0)
     photo = np.zeros((60, 120, 3), np.uint8)
@@ -95,8 +95,8 @@ def test_views_keep_the_photo_shape_when_asked():
 
 def test_ground_truth_in_adobe_standard_marks_style_changes_as_corrections():
     """With gt_style="AS" a neutral pair rendered in CS still needs a correction (its style); AS ones do not."""
-    from model.emulator import CameraPipelineEmulator, EmulatorConfig
-    from model.train import needs_correction
+    from model.training.emulator import CameraPipelineEmulator, EmulatorConfig
+    from model.training.train import needs_correction
 
     emulator = CameraPipelineEmulator(EmulatorConfig(neutral_rate=1.0, gt_style="AS"))
     scene = np.random.default_rng(1).uniform(0.05, 0.9, (16, 16, 3)).astype(np.float32)

@@ -2,19 +2,19 @@
 
 Usage::
 
-    python -m model.evaluate SOURCE [SOURCE ...] [--checkpoint PATH] [--device cpu|cuda]
+    python -m model.training.evaluate SOURCE [SOURCE ...] [--checkpoint PATH] [--device cpu|cuda]
         [--out DIR] [--limit N] [--no-baselines | --baselines NAMES] [--no-model]
         [--identity] [--deepwb JSON] [--quiet]
 
 ``SOURCE`` is ``set1=DIR``, ``set2=DIR``, ``cube=DIR`` or ``pairs=FILE.tsv``
-(see :mod:`model.datasets`), or ``heldout[=N]``: N (default 96) emulated
+(see :mod:`model.training.datasets`), or ``heldout[=N]``: N (default 96) emulated
 full-frame pairs (long side 512 px) of the source photos that training holds
-out (same split, same emulator; needs ``python -m model.sources prepare``), e.g.
-``python -m model.evaluate pairs=../shared/data/real-pairs/pairs.tsv``.
+out (same split, same emulator; needs ``python -m model.training.sources prepare``), e.g.
+``python -m model.training.evaluate pairs=../shared/data/real-pairs/pairs.tsv``.
 
 Every method runs at full resolution on the same pairs in one run (GUIDE §2):
 the model through :class:`model.corrector.Corrector` (method ``wbvae``) and the
-baselines of :mod:`model.baselines`. Written to ``--out`` (default
+baselines of :mod:`model.training.baselines`. Written to ``--out`` (default
 ``runs/eval-<timestamp>``):
 
 - ``per_image.csv``: ``method, name, mse, mae, de2000, de76, source, seconds``;
@@ -45,9 +45,9 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from model.baselines import BASELINES
-from model.datasets import PairSpec, list_pairs, load_pair, parse_source
-from model.metrics import METRICS, all_metrics, summarise
+from model.training.baselines import BASELINES
+from model.training.datasets import PairSpec, list_pairs, load_pair, parse_source
+from model.training.metrics import METRICS, all_metrics, summarise
 
 __all__ = [
     "DEEPWB_METHOD",
@@ -212,7 +212,7 @@ def write_side_by_side_csv(records: Sequence[dict], path: Path) -> None:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m model.evaluate", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m model.training.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("sources", nargs="+", metavar="SOURCE",
                    help="set1=DIR, set2=DIR, cube=DIR, pairs=FILE.tsv or heldout[=N]")
     p.add_argument("--checkpoint", type=Path, default=None,
@@ -258,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for s in args.sources:
             if s.split("=")[0] == "heldout":
-                from model.train import load_heldout_frames
+                from model.training.train import load_heldout_frames
 
                 count = int(s.partition("=")[2] or 96)
                 frames = load_heldout_frames(count, gt_style=args.heldout_gt_style)

@@ -1,16 +1,16 @@
-"""The README's figures: ``python -m model.gallery`` (also ``wbvae gallery``).
+"""The README's figures: ``python -m model.training.gallery`` (also ``wbvae gallery``).
 
 - ``gallery.png``: one column per photo, rows input / corrected, downscaled, each
   corrected photo labelled with the model's cast probability. The correction is
   estimated on the full-size photo (as the service does) and applied to the small
   copy.
 - ``loss_curves.png``: the training curves of a run, from its ``metrics.csv``
-  (written by ``python -m model.train``) or from the ``history`` a resumable
+  (written by ``python -m model.training.train``) or from the ``history`` a resumable
   checkpoint (``last.pt``) carries.
 
 Regenerate after a new default checkpoint lands::
 
-    python -m model.gallery --metrics runs/default/metrics.csv
+    python -m model.training.gallery --metrics runs/default/metrics.csv
 """
 from __future__ import annotations
 

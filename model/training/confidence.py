@@ -1,4 +1,4 @@
-"""Does the spread over latent samples track the error? ``python -m model.confidence``.
+"""Does the spread over latent samples track the error? ``python -m model.training.confidence``.
 
 For each frame, draw ``samples`` latents z ~ N(mu, sigma) and measure how far
 the white point each sampled correction produces wanders (mean distance in
@@ -16,7 +16,7 @@ from scipy.stats import spearmanr
 
 from model.corrector import DEFAULT_CHECKPOINT, Corrector
 from model.mapping import apply_matrix
-from model.metrics import delta_e2000
+from model.training.metrics import delta_e2000
 from model.stats import analyse
 
 
@@ -51,7 +51,7 @@ def measure(corrector: Corrector, frames: list[tuple[np.ndarray, np.ndarray, np.
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m model.confidence", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m model.training.confidence", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     p.add_argument("--heldout", type=int, default=64, help="emulated held-out frames (0: skip)")
     p.add_argument("--pairs", default="../shared/data/real-pairs/pairs.tsv", help="real pairs TSV ('' to skip)")
@@ -59,12 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     corrector = Corrector.from_checkpoint(args.checkpoint, "cpu")
     rows = []
     if args.heldout:
-        from model.train import load_heldout_frames
+        from model.training.train import load_heldout_frames
 
         frames = [(i, g, v) for i, g, v, cast in load_heldout_frames(args.heldout, size=256)]
         rows.append(("emulated, held-out photos", measure(corrector, frames)))
     if args.pairs:
-        from model.datasets import list_pairs, load_pair
+        from model.training.datasets import list_pairs, load_pair
 
         rows.append(("real pairs", measure(corrector, [load_pair(x) for x in list_pairs(f"pairs={args.pairs}")])))
     print("| frames | n | Spearman(spread, dE2000) | mean spread | mean dE2000 |\n| --- | ---: | ---: | ---: | ---: |")

@@ -1,7 +1,7 @@
-"""Train the white-balance VAE: ``python -m model.train [SOURCE ...] [options]``.
+"""Train the white-balance VAE: ``python -m model.training.train [SOURCE ...] [options]``.
 
 Sources (combinable): ``synthetic`` (camera-pipeline emulator over the photo
-cache of ``python -m model.sources prepare`` plus procedural scenes),
+cache of ``python -m model.training.sources prepare`` plus procedural scenes),
 ``set2=DIR``, ``set1=DIR``, ``cube=DIR``, ``pairs=FILE.tsv``. Runs unchanged
 under ``torchrun --nproc_per_node=N`` (DistributedDataParallel: gloo on CPU,
 NCCL on GPU). Writes to ``--out``: ``metrics.csv`` (per epoch), ``best.pt``
@@ -30,10 +30,10 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSamp
 
 from model.colour import linear_to_srgb, srgb_to_linear
 from model.corrector import resolve_device, save_checkpoint
-from model.emulator import CameraPipelineEmulator, EmulatorConfig
+from model.training.emulator import CameraPipelineEmulator, EmulatorConfig
 from model.mapping import apply_matrix
-from model.metrics import delta_e2000 as mean_de2000
-from model.baselines import BASELINES
+from model.training.metrics import delta_e2000 as mean_de2000
+from model.training.baselines import BASELINES
 from model.stats import THUMB_SIZE, analyse_small, downsample
 from model.vae import WBVAE, WBVAEConfig, vae_loss
 
@@ -180,7 +180,7 @@ class SyntheticPairs(Dataset):
         return self.length
 
     def render(self, i: int) -> tuple[np.ndarray, np.ndarray, dict]:
-        from model.sources import procedural_scene
+        from model.training.sources import procedural_scene
 
         rng = np.random.default_rng([self.seed, self.epoch, i])
         if not self.photos or rng.random() < self.procedural_rate:
@@ -204,7 +204,7 @@ class RealPairs(Dataset):
     """Pairs from a dataset on disk, kept in memory at the statistics size (long side <= 256)."""
 
     def __init__(self, pairs: list, size: int, seed: int, train: bool):
-        from model.datasets import load_pair
+        from model.training.datasets import load_pair
 
         self.items = []
         for p in pairs:
@@ -299,7 +299,7 @@ def validate(model: WBVAE, frames: list[tuple[np.ndarray, np.ndarray, np.ndarray
         losses.append((recon.item(), kl.item()))
         corrected = apply_matrix(inp, out["matrix"][0].float().cpu())
         (de_cast if is_cast else de_neutral).append(mean_de2000(corrected, gt, valid))
-    model.train()
+    model.training.train()
     rec, kl = np.mean(losses, axis=0)
     all_de = de_cast + de_neutral
     return {"val_recon": float(rec), "val_kl": float(kl), "val_loss": float(rec + cfg.beta * kl),
@@ -324,7 +324,7 @@ def photo_split(paths: list[Path], val_fraction: float, seed: int) -> tuple[list
 
 def build_data(cfg: TrainConfig, log) -> tuple[Dataset, list]:
     """Training dataset and validation frames (input, gt, valid mask, is_cast) from the configured sources."""
-    from model.sources import list_source_photos
+    from model.training.sources import list_source_photos
 
     train_sets, val_frames = [], []
     emulator = CameraPipelineEmulator(EmulatorConfig(neutral_rate=cfg.neutral_rate,
@@ -334,7 +334,7 @@ def build_data(cfg: TrainConfig, log) -> tuple[Dataset, list]:
         if spec == "synthetic":
             paths = list_source_photos(Path(cfg.photo_cache)) if Path(cfg.photo_cache).is_dir() else []
             if not paths:
-                log(f"no photos in {cfg.photo_cache} (run: python -m model.sources prepare); "
+                log(f"no photos in {cfg.photo_cache} (run: python -m model.training.sources prepare); "
                     "training on procedural scenes only")
             train_p, val_p = photo_split(paths, cfg.val_fraction, cfg.seed)
             train_photos = balanced_photos(train_p, cfg.max_source_cast, log)
@@ -346,7 +346,7 @@ def build_data(cfg: TrainConfig, log) -> tuple[Dataset, list]:
             val_frames += heldout_frames(balanced_photos(val_p, cfg.max_source_cast, log), cfg.val_size, 256,
                                          emulator, cfg.seed)
         else:
-            from model.datasets import list_pairs, parse_source, read_fold_file, scene_disjoint_split, select_pairs
+            from model.training.datasets import list_pairs, parse_source, read_fold_file, scene_disjoint_split, select_pairs
 
             pairs = list_pairs(parse_source(spec))
             if cfg.folds:  # Set 1's published folds: fold K validates, the others train
@@ -378,7 +378,7 @@ def balanced_photos(paths: list[Path], max_cast: float, log=lambda msg: None) ->
     A photo the emulator treats as ground truth must be balanced, or its labels
     contradict the statistics: colour-graded shots and single-colour close-ups go.
     """
-    from model.sources import load_photo
+    from model.training.sources import load_photo
 
     kept = []
     for p in paths:
@@ -405,13 +405,13 @@ def load_heldout_frames(count: int = 96, size: int = 512, cache: str | Path = DE
                         val_fraction: float = TrainConfig.val_fraction,
                         seed: int = TrainConfig.seed, max_cast: float = TrainConfig.max_source_cast,
                         gt_style: str = TrainConfig.gt_style) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, bool]]:
-    """Held-out frames as training splits them (same photo split and emulator), for ``model.evaluate``;
+    """Held-out frames as training splits them (same photo split and emulator), for ``model.training.evaluate``;
     ``gt_style="AS"`` renders every ground truth in Adobe Standard (the Rendered WB protocol)."""
-    from model.sources import list_source_photos
+    from model.training.sources import list_source_photos
 
     paths = list_source_photos(Path(cache)) if Path(cache).is_dir() else []
     if not paths:
-        raise ValueError(f"no source photos in {cache}; run: python -m model.sources prepare")
+        raise ValueError(f"no source photos in {cache}; run: python -m model.training.sources prepare")
     _, val_p = photo_split(paths, val_fraction, seed)
     return heldout_frames(balanced_photos(val_p, max_cast), count, size,
                           CameraPipelineEmulator(EmulatorConfig(gt_style=gt_style)), seed)
@@ -458,14 +458,14 @@ def save_figures(run: Path, history: list[dict], model: WBVAE, frames: list, dev
             for ax, img, title in zip(row, (inp, corrected, gt), ("input", "corrected", "ground truth")):
                 ax.imshow(img); ax.set_title(f"{title} ({mean_de2000(img, gt, valid):.1f} dE)" if title != "ground truth"
                                              else title, fontsize=8); ax.axis("off")
-    model.train()
+    model.training.train()
     fig.tight_layout(); fig.savefig(run / "outputs.png", dpi=80); plt.close(fig)
 
 
 # ------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
     defaults = TrainConfig()
-    p = argparse.ArgumentParser(prog="python -m model.train", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m model.training.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sources", nargs="*", default=defaults.sources,
                    help="synthetic | set2=DIR | set1=DIR | cube=DIR | pairs=FILE.tsv (default: synthetic)")
