@@ -175,7 +175,7 @@ class Corrector:
 
     def analyse(self, img: np.ndarray) -> Analysis:
         """The model's inputs for a uint8 (H, W, 3) photo (thumbnail and statistics); no model work."""
-        return analyse(img)
+        return analyse(img, self.model.config.stats_size)
 
     @torch.inference_mode()
     def estimate_batch(self, analyses: list[Analysis]) -> list[Correction]:

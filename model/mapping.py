@@ -16,6 +16,16 @@ half level of the 65,536-level table (about one pixel in a million, off by one
 8-bit level at most). The identity matrix is bit-exact: ``T_k`` is then zero
 off the diagonal and the sum is the single table entry.
 
+**Highlights stay as the camera rendered them.** A pixel whose three channels are near 255 was
+clipped (or nearly) by the camera, which renders clipped light white; the matrix would tint it
+(a blown sky cream-yellow, a bulb filament cyan). Such pixels get only the correction's exposure
+change, the matrix's gain on neutral colours ``g = LUMA_709 @ M @ 1`` (as grayscale photos do),
+blended in smoothly by the darkest channel from ``HIGHLIGHT_START`` to ``HIGHLIGHT_FULL``:
+
+    out = (1 - h) * (M @ x) + h * g * x,    h = smoothstep((min(R, G, B) - START) / (FULL - START))
+
+so there is no seam, neutral highlights stay neutral, and the identity matrix stays bit-exact.
+
 ``apply_matrix_torch`` is the same maths on a torch tensor on any device (the
 GPU path); it agrees with ``apply_matrix`` bit for bit on the CPU.
 """
@@ -24,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from model.colour import linear_to_srgb, srgb_to_linear
+from model.colour import LUMA_709, linear_to_srgb, srgb_to_linear
 
 CHUNK_PIXELS = 1 << 16
 OUT_LEVELS = 65535
@@ -34,6 +44,19 @@ _DECODE = torch.from_numpy(_DECODE64.astype(np.float32))
 _ENCODE_NP = np.round(linear_to_srgb(np.arange(OUT_LEVELS + 1, dtype=np.float64) / OUT_LEVELS) * 255.0
                       ).astype(np.uint8)
 _ENCODE = torch.from_numpy(_ENCODE_NP)
+
+HIGHLIGHT_START = 225   # uint8 value of a pixel's darkest channel where highlight protection begins ...
+HIGHLIGHT_FULL = 250    # ... and where it is complete
+
+
+def _highlight_weights() -> np.ndarray:
+    """(256,) float32 ``h`` by the darkest channel's value: 0 below START, smoothstep up to 1 at FULL."""
+    t = np.clip((np.arange(256, dtype=np.float64) - HIGHLIGHT_START) / (HIGHLIGHT_FULL - HIGHLIGHT_START), 0, 1)
+    return (t * t * (3 - 2 * t)).astype(np.float32)
+
+
+_HIGHLIGHT = _highlight_weights()
+_HIGHLIGHT_T = torch.from_numpy(_HIGHLIGHT)
 
 
 def _matrix(matrix: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -51,11 +74,23 @@ def channel_tables(matrix: np.ndarray | torch.Tensor) -> np.ndarray:
     return (m.T[:, None, :] * _DECODE64[None, :, None] * OUT_LEVELS).astype(np.float32)
 
 
-def apply_matrix(img: np.ndarray, matrix: np.ndarray | torch.Tensor, chunk_pixels: int = CHUNK_PIXELS) -> np.ndarray:
-    """Apply a 3x3 linear-RGB matrix to a uint8 ``(H, W, 3)`` sRGB image; returns a new uint8 array."""
-    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+def neutral_table(matrix: np.ndarray | torch.Tensor) -> np.ndarray:
+    """(256,) float32: ``g * linear(v) * OUT_LEVELS`` with ``g = LUMA_709 @ M @ 1`` (the highlights' mapping)."""
+    m = _matrix(matrix).astype(np.float64)
+    gain = float(np.asarray(LUMA_709, dtype=np.float64) @ m @ np.ones(3))
+    return (gain * _DECODE64 * OUT_LEVELS).astype(np.float32)
+
+
+def apply_matrix(img: np.ndarray, matrix: np.ndarray | torch.Tensor, chunk_pixels: int = CHUNK_PIXELS,
+                 protect_highlights: bool = True) -> np.ndarray:
+    """Apply a 3x3 linear-RGB matrix to a uint8 ``(..., 3)`` sRGB image; returns a new uint8 array.
+
+    ``protect_highlights``: near-white pixels get the exposure change only (module docstring).
+    """
+    if img.ndim < 2 or img.shape[-1] != 3 or img.dtype != np.uint8:
         raise ValueError(f"expected a uint8 (H, W, 3) array, got {img.dtype} {img.shape}")
     t0, t1, t2 = channel_tables(matrix)
+    neutral = neutral_table(matrix) if protect_highlights else None
     src = img.reshape(-1, 3)  # a view when img is contiguous; strided inputs work too
     out = np.empty((src.shape[0], 3), dtype=np.uint8)
     n = min(chunk_pixels, src.shape[0])
@@ -71,6 +106,13 @@ def apply_matrix(img: np.ndarray, matrix: np.ndarray | torch.Tensor, chunk_pixel
         a += t
         np.take(t2, block[:, 2], axis=0, out=t, mode="clip")
         a += t
+        if neutral is not None:
+            darkest = np.minimum(np.minimum(block[:, 0], block[:, 1]), block[:, 2])
+            hot = np.flatnonzero(darkest >= HIGHLIGHT_START)
+            if hot.size:
+                h = _HIGHLIGHT[darkest[hot]][:, None]
+                ah = a[hot]
+                a[hot] = ah + h * (neutral[block[hot]] - ah)
         np.clip(a, 0.0, OUT_LEVELS, out=a)
         np.rint(a, out=a)
         i[...] = a                                # exact: integral values in [0, 65535]
@@ -79,13 +121,15 @@ def apply_matrix(img: np.ndarray, matrix: np.ndarray | torch.Tensor, chunk_pixel
 
 
 def apply_matrix_torch(img: torch.Tensor, matrix: np.ndarray | torch.Tensor,
-                       chunk_pixels: int = 1 << 22) -> torch.Tensor:
+                       chunk_pixels: int = 1 << 22, protect_highlights: bool = True) -> torch.Tensor:
     """``apply_matrix`` on a uint8 ``(H, W, 3)`` tensor on any device (CUDA: the GPU path); same values."""
-    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != torch.uint8:
+    if img.ndim < 2 or img.shape[-1] != 3 or img.dtype != torch.uint8:
         raise ValueError(f"expected a uint8 (H, W, 3) tensor, got {img.dtype} {tuple(img.shape)}")
     dev = img.device
     tables = torch.from_numpy(channel_tables(matrix)).to(dev).reshape(768, 3)  # rows k*256 + v
     encode = _ENCODE.to(dev)
+    neutral = torch.from_numpy(neutral_table(matrix)).to(dev) if protect_highlights else None
+    weights = _HIGHLIGHT_T.to(dev)
     offsets = torch.tensor([0, 256, 512], dtype=torch.int32, device=dev)
     src = img.reshape(-1, 3)
     out = torch.empty_like(src)
@@ -93,6 +137,12 @@ def apply_matrix_torch(img: torch.Tensor, matrix: np.ndarray | torch.Tensor,
         rows = (src[start:start + chunk_pixels].to(torch.int32) + offsets).long()   # (k, 3)
         parts = tables[rows]                                                        # (k, 3 in, 3 out)
         a = parts[:, 0] + parts[:, 1] + parts[:, 2]                                 # same order as NumPy
+        if neutral is not None:
+            block = src[start:start + chunk_pixels]
+            darkest = block.amin(dim=1).long()
+            hot = torch.nonzero(darkest >= HIGHLIGHT_START).squeeze(1)
+            ah = a[hot]
+            a[hot] = ah + weights[darkest[hot]][:, None] * (neutral[block[hot].long()] - ah)
         out[start:start + chunk_pixels] = encode[a.clamp_(0.0, OUT_LEVELS).round_().long()]
     return out.reshape(img.shape)
 

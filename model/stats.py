@@ -156,6 +156,6 @@ def analyse_small(small: np.ndarray, clipped: np.ndarray) -> Analysis:
     return Analysis(np.ascontiguousarray(thumb), cues, log_gains, chroma)
 
 
-def analyse(img: np.ndarray) -> Analysis:
-    """Cues for a full-size uint8 ``(H, W, 3)`` photo."""
-    return analyse_small(*downsample(img))
+def analyse(img: np.ndarray, stats_size: int = STATS_SIZE) -> Analysis:
+    """Cues for a full-size uint8 ``(H, W, 3)`` photo, computed on a copy of long side ``stats_size``."""
+    return analyse_small(*downsample(img, stats_size))

@@ -42,6 +42,7 @@ class WBVAEConfig:
     """Architecture; saved as ``model_args`` beside the weights."""
 
     image_size: int = 64
+    stats_size: int = 256  # long side of the copy the statistical cues are computed on
     channels: tuple[int, ...] = (32, 64, 128, 256)
     latent_dim: int = 128
     cue_dim: int = CUE_DIM

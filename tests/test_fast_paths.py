@@ -3,15 +3,22 @@ import numpy as np
 import torch
 
 from model.colour import linear_to_srgb, srgb_to_linear
-from model.mapping import apply_matrix, apply_matrix_torch
+from model.colour import LUMA_709
+from model.mapping import HIGHLIGHT_FULL, HIGHLIGHT_START, apply_matrix, apply_matrix_torch
 from model.stats import CLIP_LEVEL, downsample
 
 KNOWN = np.array([[1.15, 0.06, -0.02], [0.03, 0.97, 0.01], [-0.01, 0.05, 0.72]], dtype=np.float32)
 
 
 def reference_apply(img: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """The plain computation: linearise, float64 matmul, clip, 65,536-level round, re-encode."""
-    lin = srgb_to_linear(img.reshape(-1, 3).astype(np.float64) / 255.0) @ np.asarray(m, np.float64).T
+    """The plain computation: linearise, float64 matmul, blend highlights toward the neutral gain, clip,
+    65,536-level round, re-encode."""
+    px = img.reshape(-1, 3)
+    x = srgb_to_linear(px.astype(np.float64) / 255.0)
+    m = np.asarray(m, np.float64)
+    t = np.clip((px.min(1).astype(np.float64) - HIGHLIGHT_START) / (HIGHLIGHT_FULL - HIGHLIGHT_START), 0, 1)
+    h = (t * t * (3 - 2 * t))[:, None]
+    lin = (1 - h) * (x @ m.T) + h * (np.asarray(LUMA_709) @ m @ np.ones(3)) * x
     levels = np.round(np.clip(lin, 0, 1) * 65535) / 65535
     return np.round(linear_to_srgb(levels) * 255).astype(np.uint8).reshape(img.shape)
 

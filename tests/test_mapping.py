@@ -5,7 +5,7 @@ import numpy as np
 
 from model.mapping import apply_matrix, fit_matrix
 from model.stats import CUE_DIM, NUM_ESTIMATES, analyse, downsample
-from tests.conftest import REAL_PAIRS, REPO, load_rgb
+from tests.conftest import REPO, load_rgb, real_pair_file
 
 KNOWN = np.array([[1.15, 0.06, -0.02], [0.03, 0.97, 0.01], [-0.01, 0.05, 0.72]], dtype=np.float32)
 
@@ -19,7 +19,7 @@ def test_identity_is_bit_exact():
 
 
 def test_known_transform_is_recovered():
-    gt = load_rgb(REAL_PAIRS / "8D5U5524_G_AS.png")
+    gt = load_rgb(real_pair_file("8D5U5524_G_AS.png"))
     mapped = apply_matrix(gt, KNOWN)
     assert not np.array_equal(mapped, gt)
     assert np.abs(fit_matrix(gt, mapped) - KNOWN).max() < 0.01
@@ -66,3 +66,17 @@ def test_slivers_are_analysable():
     for shape in ((1, 100_000, 3), (3000, 2, 3), (1, 1, 3)):
         a = analyse(np.full(shape, 77, np.uint8))
         assert a.thumb.shape == (3, 64, 64) and np.isfinite(a.cues).all()
+
+
+def test_clipped_highlights_stay_neutral_and_blend_without_a_seam():
+    """A matrix that warms a photo must not tint blown highlights; the blend is smooth in the darkest channel."""
+    warm = np.array([[1.25, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.7]], np.float32)
+    white = np.full((1, 1, 3), 255, np.uint8)
+    out = apply_matrix(white, warm)[0, 0].astype(int)
+    assert out.max() - out.min() == 0  # neutral: the exposure change only
+    assert not np.array_equal(apply_matrix(white, warm, protect_highlights=False)[0, 0], out)
+    ramp = np.stack([np.arange(180, 256), np.arange(180, 256), np.arange(180, 256)], -1).astype(np.uint8)[None]
+    red = apply_matrix(ramp, warm)[0, :, 0].astype(int)
+    assert np.all(np.abs(np.diff(red)) <= 3)  # no jump where protection sets in
+    darker = np.full((1, 1, 3), 150, np.uint8)
+    assert np.array_equal(apply_matrix(darker, warm), apply_matrix(darker, warm, protect_highlights=False))

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     corrector = Corrector.from_checkpoint(args.checkpoint, "cpu")
     rows = []
     if args.heldout:
-        from model.training.train import load_heldout_frames
+        from model.training.data import load_heldout_frames
 
         frames = [(i, g, v) for i, g, v, cast in load_heldout_frames(args.heldout, size=256)]
         rows.append(("emulated, held-out photos", measure(corrector, frames)))

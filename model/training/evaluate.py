@@ -74,7 +74,7 @@ DEEPWB_KEYS = {"mse": "MSE", "mae": "MAE", "de2000": "DeltaE2000", "de76": "Delt
 CSV_FIELDS = ["method", "name", *METRIC_NAMES, "source", "seconds"]
 
 
-def _progress(items: Sequence, desc: str, enabled: bool) -> Iterable:
+def _progress(items: Iterable, desc: str, enabled: bool) -> Iterable:
     if not enabled:
         return items
     try:
@@ -118,6 +118,16 @@ def _frames(pairs: Sequence[PairSpec], identity: bool, progress: bool, desc: str
             yield p.groundtruth_path.name, gt, gt.copy(), mask
         else:
             yield p.name, inp, gt, mask
+
+
+def _identity(frames: Iterable[Frame]) -> Iterator[Frame]:
+    """Do no harm: each distinct ground truth once, fed as the input."""
+    seen: set[bytes] = set()
+    for name, _, truth, mask in frames:
+        key = truth.tobytes()[:4096] + bytes(str(truth.shape), "ascii")
+        if key not in seen:
+            seen.add(key)
+            yield name, truth, truth.copy(), mask
 
 
 def evaluate(
@@ -254,25 +264,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.limit is not None and args.limit < 1:
         parser.error("--limit must be at least 1")
 
-    sources, heldout = [], []
-    try:
-        for s in args.sources:
-            if s.split("=")[0] == "heldout":
-                from model.training.train import load_heldout_frames
+    from model.training.config import TrainConfig
+    from model.training.data import source as data_source
 
-                count = int(s.partition("=")[2] or 96)
-                frames = load_heldout_frames(count, gt_style=args.heldout_gt_style)
-                heldout = [(f"heldout-{i:03d}", *(2 * (gt,) if args.identity else (inp, gt)), valid)
-                           for i, (inp, gt, valid, _) in enumerate(frames)]
-                continue
-            spec = parse_source(s)
-            if spec.kind == "synthetic":
-                raise ValueError("the 'synthetic' source cannot be evaluated here: it has no files")
-            pairs = list_pairs(spec)
-            sources.append((str(spec), pairs[: args.limit] if args.limit else pairs))
+    sources = []
+    try:
+        for spec in args.sources:
+            kind, _, arg = spec.partition("=")
+            limit = int(arg) if kind == "heldout" and arg else args.limit
+            sources.append((spec, data_source(spec), limit))
     except ValueError as exc:
         parser.error(str(exc))
-
     correctors: dict[str, Corrector] = {}
     if not args.no_model:
         correctors[MODEL_METHOD] = _load_model(args, parser)
@@ -289,20 +291,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     records: list[dict] = []
-    for name, pairs in sources:
-        records += evaluate(pairs, correctors, identity=args.identity, progress=not args.quiet, source=name)
-    if heldout:
-        records += evaluate_frames(_progress(heldout, "evaluate heldout", not args.quiet), correctors,
-                                   source="heldout")
-        sources.append(("heldout", heldout))
+    cfg = TrainConfig()
+    try:
+        for name, src, limit in sources:
+            frames = src.evaluation(cfg, limit, args.heldout_gt_style)
+            if args.identity:
+                frames = _identity(frames)
+            records += evaluate_frames(_progress(frames, f"evaluate {name}", not args.quiet), correctors,
+                                       source=name)
+    except ValueError as exc:
+        parser.error(str(exc))
     write_per_image_csv(records, out / "per_image.csv")
 
     mode = " (do no harm: ground truth in, 0 is perfect)" if args.identity else ""
     parts = [f"# Evaluation{mode}", "",
-             f"Sources: {', '.join(n for n, _ in sources)}. Full resolution; chart / calibration object and "
+             f"Sources: {', '.join(n for n, _, _ in sources)}. Full resolution; chart / calibration object and "
              "pixels all-zero in both images excluded.", ""]
     if len(sources) > 1:
-        for name, _ in sources:
+        for name, _, _ in sources:
             parts.append(markdown_summary([r for r in records if r["source"] == name], name))
     parts.append(markdown_summary(records, "All images" if len(sources) > 1 else ""))
 
