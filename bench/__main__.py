@@ -1,17 +1,18 @@
-"""``python -m bench``: the correction pipeline's speed on real photos, before and after issue 6.
+"""``python -m bench``: the public correction pipeline's speed on real photos.
 
-In-process, per size and output format, interleaved in one process so that they share the
-machine's load: the code before issue 6 (``before``, ``bench/baseline.py``), issue 6's first round
-(``prev``: Pillow's PNG encoder) and now (``after``; on CUDA also ``after-cpumap``): median and
-p95 latency, the split into decode / fit (downsample + statistics) / vae (model forward) / apply
-(full-resolution mapping) / encode, the floor (decode + Pillow's PNG encode, the issue's) and
-the own floor (decode + this version's encoder alone) with the ratios to them, output size.
-Peak RSS of a fresh process serving one request of each size. Over HTTP (a real ``python -m
-app``): median and p95 end-to-end latency per size with the ratios to the same floors, then
-throughput at concurrency 1, 2, 4 with the model's batch sizes.
+In-process, per size and output format (PNG, JPEG, WebP): ``app.pipeline.correct_upload`` as the
+service calls it (``bench/stages.py``), median and p95 wall time and the medians of the stage times
+the pipeline itself reports (decode / model / mapping / encode, as the service's metrics), beside the
+codec floor measured in the same loop: decode + Pillow's PNG encode (``floor``, the issue-6 floor) and
+decode + the service's own encoder (``own floor``) of the corrected pixels, with the ratios to them and
+the output size. On CUDA a second corrector keeps the model on the GPU and maps on the CPU inside the
+encoder (``map on`` cpu against cuda). Peak RSS of a fresh process serving one PNG request per size
+(``bench/rss.py``). Over HTTP (a real ``python -m app``): median and p95 end-to-end latency per size and
+format with the ratios to the same floors, then throughput at concurrency 1, 2, 4 with the model's
+batch sizes.
 
-    python -m bench [--quick] [--sizes 1 12 24] [--reps 5] [--device cpu|cuda] [--no-before]
-                    [--no-rss] [--no-http] [--concurrency 1 2 4] [--out docs/benchmark-run.md]
+    python -m bench [--quick] [--sizes 1 12 24] [--formats png jpeg webp] [--reps 5] [--device cpu|cuda]
+                    [--no-cpumap] [--no-rss] [--no-http] [--concurrency 1 2 4] [--out docs/benchmark-run.md]
 """
 from __future__ import annotations
 
@@ -28,67 +29,65 @@ from pathlib import Path
 import numpy as np
 
 from app.memory import retain_freed_memory
+from app.settings import Settings
 from bench.photos import REPO, photo_jpeg, source_photo
-from bench.stages import STAGES, VARIANTS, Pipeline
-from model.corrector import Corrector
+from bench.stages import STAGES, Bench
 
 
 def pct(values, q):
     return float(np.percentile(values, q))
 
 
-def in_process(sizes, fmts, reps, device, variants) -> tuple[list[str], dict]:
+def in_process(sizes, fmts, reps, device, cpumap) -> tuple[list[str], dict]:
     """Rows of the in-process table, and each size's and format's floors {(mp, fmt): {"pillow": s, "own": s}}."""
-    corrector = Corrector.from_checkpoint(device=device)
-    pipes = {name: Pipeline(name, corrector=corrector) for name in variants}
-    rows = ["| MP | out | code | median s | p95 s | " + " | ".join(STAGES) + " | floor s | ratio | own floor s | "
-            "own ratio | fit+vae+apply s | out MB |", "|" + " --- |" * (11 + len(STAGES))]
+    benches = [Bench(device)]
+    if cpumap and benches[0].label != "cpu":  # the model on the GPU, the mapping on the CPU inside the encoder
+        benches.append(Bench(device, map_on_device=False))
+    rows = ["| MP | out | map on | median s | p95 s | " + " | ".join(STAGES) + " | floor s | ratio | own floor s | "
+            "own ratio | model+mapping s | out MB |", "|" + " --- |" * (11 + len(STAGES))]
     floors = {}
     for mp in sizes:
         data = photo_jpeg(mp)
         for fmt in fmts:
-            times = {name: [] for name in pipes}
-            size = {}
+            walls = {b.label: [] for b in benches}
+            stages = {b.label: [] for b in benches}
+            size, codec = {}, []
             for _ in range(reps):  # interleaved, so load on the machine hits all alike
-                for name, pipe in pipes.items():
-                    t, out = pipe.run(data, fmt, own_floor=name == "after")
-                    times[name].append(t)
-                    size[name] = len(out)
-            med = {name: {s: float(np.median([t[s] for t in times[name]])) for s in (*STAGES, "own_encode")
-                          if s in times[name][0]} for name in pipes}
-            floor = {}
-            if "prev" in med:  # the issue's floor: decode + Pillow's PNG encode (level 1, Z_RLE), one thread
-                floor["pillow"] = med["prev"]["decode"] + med["prev"]["encode"]
-            if "after" in med:  # decode + this version's own encoder (all cores), mapping not included
-                floor["own"] = med["after"]["decode"] + med["after"]["own_encode"]
+                for b in benches:
+                    wall, t, out = b.run(data, fmt)
+                    walls[b.label].append(wall)
+                    stages[b.label].append(t)
+                    size[b.label] = len(out)
+                codec.append(benches[0].floor(data, fmt))
+            dec = float(np.median([c["decode"] for c in codec]))
+            floor = {k: dec + float(np.median([c[k] for c in codec])) for k in ("pillow", "own")}
             floors[(mp, fmt)] = floor
-            for name in pipes:
-                totals = [sum(t[s] for s in STAGES) for t in times[name]]
-                total, m = float(np.median(totals)), med[name]
-                work = m["fit"] + m["vae"] + m["apply"]
-                cells = [f"{v:.3f} | {total / v:.2f}" if v else "- | -" for v in (floor.get("pillow"), floor.get("own"))]
-                rows.append(f"| {mp:g} | {fmt} | {name} | {total:.3f} | {pct(totals, 95):.3f} | "
+            for b in benches:
+                total = float(np.median(walls[b.label]))
+                m = {s: float(np.median([t[s] for t in stages[b.label]])) for s in STAGES}
+                rows.append(f"| {mp:g} | {fmt} | {b.label} | {total:.3f} | {pct(walls[b.label], 95):.3f} | "
                             + " | ".join(f"{m[s]:.3f}" for s in STAGES)
-                            + f" | {cells[0]} | {cells[1]} | {work:.3f} | {size[name] / 2**20:.1f} |")
-            print("\n".join(rows[-len(pipes):]), flush=True)
+                            + f" | {floor['pillow']:.3f} | {total / floor['pillow']:.2f} | {floor['own']:.3f} | "
+                            f"{total / floor['own']:.2f} | {m['model'] + m['mapping']:.3f} | "
+                            f"{size[b.label] / 2**20:.1f} |")
+            print("\n".join(rows[-len(benches):]), flush=True)
     return rows, floors
 
 
-def peak_rss(sizes, device, variants) -> list[str]:
-    rows = ["| MP | code | peak RSS MB (one PNG request) | idle MB |", "| --- | --- | --- | --- |"]
+def peak_rss(sizes, device) -> list[str]:
+    rows = ["| MP | peak RSS MB (one PNG request) | idle MB |", "| --- | --- | --- |"]
     import tempfile
     for mp in sizes:
         photo = Path(tempfile.mkdtemp()) / f"{mp:g}mp.jpg"
         photo.write_bytes(photo_jpeg(mp))
-        for name in variants:
-            cmd = [sys.executable, "-m", "bench.rss", str(photo), "png", "--device", device, "--variant", name]
-            done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
-            if done.returncode:
-                rows.append(f"| {mp:g} | {name} | failed: {done.stderr.strip().splitlines()[-1:]} | - |")
-            else:
-                peak, idle = done.stdout.split()
-                rows.append(f"| {mp:g} | {name} | {peak} | {idle} |")
-            print(rows[-1], flush=True)
+        cmd = [sys.executable, "-m", "bench.rss", str(photo), "png", "--device", device]
+        done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+        if done.returncode:
+            rows.append(f"| {mp:g} | failed: {done.stderr.strip().splitlines()[-1:]} | - |")
+        else:
+            peak, idle = done.stdout.split()
+            rows.append(f"| {mp:g} | {peak} | {idle} |")
+        print(rows[-1], flush=True)
         photo.unlink()
     return rows
 
@@ -141,7 +140,7 @@ def batch_counts(text: str) -> tuple[float, float]:
     return 0.0, 0.0
 
 
-async def http_runs(url, pid, sizes, reps, tput_mp, tput_requests, concurrency, floors) -> list[str]:
+async def http_runs(url, pid, sizes, fmts, reps, tput_mp, tput_requests, concurrency, floors) -> list[str]:
     import httpx
 
     peak = ServerPeak(pid)
@@ -174,7 +173,7 @@ async def http_runs(url, pid, sizes, reps, tput_mp, tput_requests, concurrency, 
         rows = ["| MP | out | requests | median s | p95 s | ratio to floor | ratio to own floor | server peak RSS MB |",
                 "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for mp in sizes:
-            for fmt in ("png", "jpeg"):
+            for fmt in fmts:
                 await post(photo_jpeg(mp), fmt)  # first request of a size: allocations, caches
                 peak.reset()
                 lat = [await post(photo_jpeg(mp), fmt) for _ in range(reps)]
@@ -215,17 +214,15 @@ async def http_runs(url, pid, sizes, reps, tput_mp, tput_requests, concurrency, 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="1 MP, 2 repetitions: a smoke run (< 30 s)")
+    ap.add_argument("--quick", action="store_true", help="1 MP, 2 repetitions: a smoke run (< 60 s)")
     ap.add_argument("--sizes", type=float, nargs="+", default=[1, 12, 24], help="megapixels")
+    ap.add_argument("--formats", nargs="+", default=["png", "jpeg", "webp"], choices=["png", "jpeg", "webp"],
+                    help="output formats")
     ap.add_argument("--reps", type=int, default=5, help="in-process repetitions per size and format")
     ap.add_argument("--http-reps", type=int, default=3, help="HTTP requests per size and format")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (model and mapping)")
-    ap.add_argument("--variants", nargs="+", choices=VARIANTS, help="in-process versions (default: before prev "
-                    "after, and after-cpumap on CUDA); the floor needs prev, the own floor after")
-    ap.add_argument("--no-before", action="store_true", help="skip the pre-issue-6 baseline")
+    ap.add_argument("--no-cpumap", action="store_true", help="on CUDA, skip the corrector that maps on the CPU")
     ap.add_argument("--no-rss", action="store_true", help="skip the fresh-process peak RSS")
-    ap.add_argument("--rss-variants", nargs="+", choices=VARIANTS, help="versions whose peak RSS is measured "
-                    "(default: the in-process ones but after-cpumap)")
     ap.add_argument("--note", default="", help="a line added under the header (e.g. the settings of a GPU run)")
     ap.add_argument("--no-http", action="store_true", help="in-process only")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4], help="throughput levels")
@@ -236,12 +233,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     if args.quick:
         args.sizes, args.reps, args.http_reps, args.tput_mp, args.tput_requests = [1.0], 2, 1, 1.0, 4
-    variants = args.variants or ["before", "prev", "after"] + (["after-cpumap"] if args.device.startswith("cuda")
-                                                               else [])
-    if args.no_before:
-        variants = [v for v in variants if v != "before"]
-    retain = retain_freed_memory()  # as the service does; one process, so every variant runs with it
-    fmts = ("png", "jpeg")
+    retain = Settings().retain_freed_memory and retain_freed_memory()  # as the service does at start-up
     import torch
     header = [f"# wbvae benchmark ({time.strftime('%Y-%m-%d %H:%M')})", "",
               f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
@@ -259,21 +251,21 @@ def main(argv=None) -> None:
         if args.out:
             args.out.write_text("\n".join(out) + "\n")
 
-    emit(["## In-process (seconds; medians of stages; floor = decode + Pillow PNG encode (level 1, Z_RLE, one "
-          "thread) of prev; own floor = decode + this version's encoder of the mapped pixels; ratio = median "
-          "total / floor)", ""])
-    rows, floors = in_process(args.sizes, fmts, args.reps, args.device, variants)
+    emit([("## In-process: app.pipeline.correct_upload (seconds; median and p95 of its wall time, medians of "
+           "the stages it reports; floor = decode + Pillow's PNG encode (level 1, Z_RLE, one thread), own floor "
+           "= decode + the service's encoder, both of the corrected pixels; ratio = median / floor)"), ""])
+    rows, floors = in_process(args.sizes, args.formats, args.reps, args.device, not args.no_cpumap)
     emit(rows)
     if not args.no_rss:
-        emit(["", "## Peak RSS (fresh process, one PNG request; VmHWM)", ""])
-        emit(peak_rss(args.sizes, args.device, args.rss_variants or [v for v in variants if v != "after-cpumap"]))
+        emit(["", "## Peak RSS (fresh process, one PNG request through correct_upload; VmHWM)", ""])
+        emit(peak_rss(args.sizes, args.device))
     if not args.no_http:
-        emit(["", "## End to end over HTTP (after; python -m app, default settings but 16 queue places; "
-              "WBVAE_* from the environment)", ""])
+        emit(["", ("## End to end over HTTP (python -m app, default settings but 16 queue places; "
+                   "WBVAE_* from the environment)"), ""])
         proc, url = start_server(args.device, args.server_log)
         try:
-            emit(asyncio.run(http_runs(url, proc.pid, args.sizes, args.http_reps, args.tput_mp, args.tput_requests,
-                                       args.concurrency, floors)))
+            emit(asyncio.run(http_runs(url, proc.pid, args.sizes, args.formats, args.http_reps, args.tput_mp,
+                                       args.tput_requests, args.concurrency, floors)))
         finally:
             proc.terminate()
             proc.wait(timeout=60)

@@ -1,7 +1,8 @@
 """``python -m bench.gpu_check``: what the GPU path gives on a real CUDA device, in a few seconds.
 
-1. The mapping on the GPU (``apply_matrix_torch``) against the NumPy tables on a 12 MP photo:
-   differing values, largest difference, time of each (GPU: upload, map, download).
+1. A correction mapped on the GPU (``Correction.map_on(rgb, device)``, what ``prepare`` does with
+   the model on a GPU) against the CPU's row mapping (``Correction.map_rows``, what the encoder runs)
+   on a 12 MP photo: differing values, largest difference, time of each (GPU: upload, map, download).
 2. Micro-batching: each of 8 different photos' corrections alone and in one batch of 8 on the
    GPU (largest matrix difference, how many identical), the time of 8 single forwards against
    one batch of 8, and the largest difference between the CPU's and the GPU's matrices.
@@ -17,8 +18,6 @@ import torch
 from app.imaging import decode
 from bench.photos import photo_jpeg
 from model.corrector import Corrector
-from model.mapping import apply_matrix, apply_matrix_torch
-from model.stats import analyse
 
 
 def timed(fn, device, reps=3):
@@ -41,19 +40,20 @@ def main() -> int:
     gpu, cpu = Corrector.from_checkpoint(device=dev), Corrector.from_checkpoint(device="cpu")
     gpu.warm_up()
     rgb = decode(photo_jpeg(12), 100_000_000).rgb
-    matrix = gpu.estimate(rgb).matrix
+    correction = gpu.estimate(rgb)
 
     start = time.perf_counter()
-    want = apply_matrix(rgb, matrix)
+    want = correction.map_rows(rgb)
     numpy_s = time.perf_counter() - start
-    gpu_s, got = timed(lambda: apply_matrix_torch(torch.from_numpy(rgb).to(dev), matrix).cpu().numpy(), dev)
+    gpu_s, got = timed(lambda: correction.map_on(rgb, dev), dev)
     diff = np.abs(got.astype(int) - want.astype(int))
-    print(f"mapping 12 MP: NumPy {numpy_s:.3f} s, GPU {gpu_s:.3f} s (upload+map+download); "
+    print(f"mapping 12 MP: CPU map_rows (NumPy) {numpy_s:.3f} s, GPU map_on {gpu_s:.3f} s "
+          f"(upload+map+download); "
           f"values differing {(diff > 0).mean():.2e}, largest difference {diff.max()} levels")
 
     h, w = rgb.shape[:2]
     crops = [rgb[y:y + h // 2, x:x + w // 2] for y in (0, h // 4, h // 2) for x in (0, w // 4, w // 2)][:8]
-    analyses = [analyse(np.ascontiguousarray(c)) for c in crops]
+    analyses = [gpu.analyse(np.ascontiguousarray(c)) for c in crops]
     alone = [gpu.estimate_batch([a])[0].matrix for a in analyses]
     together = [c.matrix for c in gpu.estimate_batch(analyses)]
     same = sum(np.array_equal(a, t) for a, t in zip(alone, together))

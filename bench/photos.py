@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import os
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from PIL import Image
@@ -20,7 +20,7 @@ def source_photo() -> Path:
     return photos[0]
 
 
-@lru_cache(maxsize=None)
+@cache
 def photo_jpeg(megapixels: float, quality: int = 92) -> bytes:
     """The first wild photo resampled (bicubic) to about ``megapixels`` MP, as a JPEG at ``quality``."""
     im = Image.open(source_photo()).convert("RGB")

@@ -1,8 +1,9 @@
 """Peak RSS of a fresh process that serves one correction:
-``python -m bench.rss PHOTO.jpg FMT [--variant before|prev|after] [--device cpu|cuda]``.
+``python -m bench.rss PHOTO.jpg FMT [--device cpu|cuda] [--map-on-cpu]``.
 
-Prints the process's peak resident set size in MB (model loaded, one photo decoded, analysed,
-mapped and encoded), and, on a second line, the peak before the request.
+Prints the process's peak resident set size in MB (model loaded, one photo through
+``app.pipeline.correct_upload``: decoded, analysed, mapped and encoded), and, on a second line, the
+peak before the request.
 
 The peak is the kernel's high-water mark of this process's own memory (``VmHWM``). Not
 ``ru_maxrss``: Linux carries that across ``execve``, so a child of a big parent (the benchmark,
@@ -30,18 +31,19 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("photo", type=Path)
     ap.add_argument("fmt")
-    ap.add_argument("--variant", default="after")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--map-on-cpu", action="store_true", help="on CUDA: the mapping on the CPU inside the encoder")
     args = ap.parse_args(argv)
-    if args.variant.startswith("after"):
-        from app.memory import retain_freed_memory
-        retain_freed_memory()  # as the service does at start-up since this version
-    from bench.stages import Pipeline
+    from app.memory import retain_freed_memory
+    from app.settings import Settings
+    if Settings().retain_freed_memory:
+        retain_freed_memory()  # as the service does at start-up
+    from bench.stages import Bench
 
     data = args.photo.read_bytes()  # made by the parent: resampling costs memory
-    pipe = Pipeline(args.variant, device=args.device)
+    bench = Bench(args.device, map_on_device=not args.map_on_cpu)
     idle = peak_rss_mb()
-    pipe.run(data, args.fmt)
+    bench.run(data, args.fmt)
     print(f"{peak_rss_mb():.0f}\n{idle:.0f}")
 
 

@@ -1,99 +1,73 @@
-"""The correction pipeline stage by stage, timed, in three versions.
+"""The public pipeline, timed: ``app.pipeline.correct_upload`` and the stage times it reports.
 
-``before``: the code before issue 6 (``bench/baseline.py``). ``prev``: issue 6's first round
-(faster mapping and statistics, one thread each; Pillow's single-threaded PNG encoder).
-``after``: now: the mapping runs inside the strip-parallel PNG writer (``app.png``) on the CPU, or
-on the GPU before it. ``after-cpumap`` (CUDA only): the model on the GPU, the mapping on the CPU
-threads inside the writer, to see which placement of the mapping is faster there.
+``Bench.run`` calls the same function the route and the CLI call, with the service's ``Limits``
+(from ``Settings``, so ``WBVAE_*`` apply) and a ``Corrector`` set up as the service sets it up
+(``limit_cpu_threads``, ``warm_up``); its stage times are the pipeline's own ``Result.stages``
+(decode, model, mapping, encode), the same numbers the service's metrics record.
+
+``Bench.floor`` is the codec floor beside it: the decode and the encode alone, no model and no
+mapping. ``map_on_device=False`` (CUDA only) keeps the model on the GPU and maps on the CPU inside the
+encoder, to compare the two placements of the mapping.
 """
 from __future__ import annotations
 
 import time
-from functools import partial
 
-import numpy as np
-import torch
-
+from app.formats import output_format
 from app.imaging import decode, encode
-from app.pipeline import StageClock, limit_cpu_threads, map_pixels
-from bench import baseline
+from app.pipeline import Limits, Options, correct_upload
+from app.settings import Settings
 from model.corrector import Corrector
-from model.mapping import apply_matrix
-from model.stats import analyse_small, downsample
 
-STAGES = ("decode", "fit", "vae", "apply", "encode")
-VARIANTS = ("before", "prev", "after", "after-cpumap")
-DEFAULT_THREADS = torch.get_num_threads()
+STAGES = ("decode", "model", "mapping", "encode")
 
 
-class Pipeline:
-    """decode -> fit (downsample + statistics) -> vae (model forward) -> apply -> encode."""
+def service_limits(settings: Settings | None = None) -> Limits:
+    """The ``Limits`` the service builds from its settings."""
+    s = settings or Settings()
+    return Limits(max_pixels=s.max_pixels, strip_gps=s.strip_gps, png_compress_level=s.png_compress_level,
+                  encode_threads=s.encode_threads)
 
-    def __init__(self, variant: str = "after", device: str = "cpu", corrector: Corrector | None = None):
-        if variant not in VARIANTS:
-            raise ValueError(f"unknown variant {variant!r}; one of {VARIANTS}")
-        self.variant = variant
-        self.corrector = corrector or Corrector.from_checkpoint(device=device)
+
+class Bench:
+    """One corrector, set up as the service sets it up, and the pipeline's limits."""
+
+    def __init__(self, device: str = "cpu", map_on_device: bool = True, corrector: Corrector | None = None,
+                 limits: Limits | None = None, quality: int | None = None):
+        settings = Settings()
+        self.corrector = corrector or Corrector.from_checkpoint(settings.checkpoint, device,
+                                                                map_on_device=map_on_device)
+        self.corrector.limit_cpu_threads()  # once per process, as the service's start-up does
         self.corrector.warm_up()
-        self.map_on_cpu = self.corrector.device.type == "cpu" or variant == "after-cpumap"
+        self.limits = limits or service_limits(settings)
+        self.quality = quality or settings.default_quality
+        mapping = self.corrector.mapping_device
+        self.label = mapping.type if mapping is not None else "cpu"  # where whole photos are mapped
 
-    def _sync(self) -> None:
-        if self.corrector.device.type == "cuda":
-            torch.cuda.synchronize(self.corrector.device)
-
-    def run(self, data: bytes, fmt: str, own_floor: bool = False) -> tuple[dict[str, float], bytes]:
-        """Seconds per stage and the encoded output. ``own_floor`` (after): also time ``app.png``'s encode
-        of the already-mapped pixels alone (``t["own_encode"]``), outside the total."""
-        t, out = {}, None
+    def run(self, data: bytes, fmt: str) -> tuple[float, dict[str, float], bytes]:
+        """One correction through ``correct_upload``: wall seconds, the pipeline's stage seconds, the output."""
+        options = Options(output_format(fmt), quality=self.quality)
         start = time.perf_counter()
+        result = correct_upload(self.corrector, data, options, self.limits)
+        return time.perf_counter() - start, result.stages, result.body
 
-        def lap(name):
-            nonlocal start
-            self._sync()
-            now = time.perf_counter()
-            t[name] = now - start
-            start = now
-
-        if self.variant == "before":
-            torch.set_num_threads(DEFAULT_THREADS)  # torch's default, as before issue 6
-            rgb = baseline.decode_rgb(data)
-            lap("decode")
-            analysis = analyse_small(*baseline.downsample(rgb))
-            lap("fit")
-            matrix = self.corrector.estimate_batch([analysis])[0].matrix
-            lap("vae")
-            pixels = baseline.apply_matrix(rgb, matrix)
-            lap("apply")
-            out = baseline.encode(pixels, fmt)
-            lap("encode")
-            return t, out
-        limit_cpu_threads(self.corrector.device)
-        image = decode(data, 100_000_000)
-        lap("decode")
-        analysis = analyse_small(*downsample(image.rgb))
-        lap("fit")
-        matrix = np.asarray(self.corrector.estimate_batch([analysis])[0].matrix, np.float32)
-        lap("vae")
-        if self.variant == "prev":
-            pixels = map_pixels(image.rgb, matrix, self.corrector.device)
-            lap("apply")
-            out = encode(pixels, None, fmt, compress_level=1, exif=image.exif, png_writer="pillow")
-            lap("encode")
-            return t, out
-        if self.map_on_cpu:  # fused: mapping inside the writer's strips; split apportioned as the service does
-            clock = StageClock(partial(apply_matrix, matrix=matrix))
-            out = encode(image.rgb, None, fmt, compress_level=1, exif=image.exif, map_rows=clock.map_rows)
-            lap("encode")
-            t["apply"] = clock.wall_share(t["encode"])
-            t["encode"] -= t["apply"]
+    def floor(self, data: bytes, fmt: str) -> dict[str, float]:
+        """The codec floor: seconds of ``decode`` and of encoding the corrected pixels with the service's
+        encoder (``own``: all encode threads; the mapping done beforehand, outside the clock) and, for PNG,
+        Pillow's PNG encoder (``pillow``: level 1, Z_RLE, one thread; for JPEG/WebP the service's encoder
+        is Pillow's, so the two are the same)."""
+        start = time.perf_counter()
+        image = decode(data, self.limits.max_pixels, self.limits.strip_gps)
+        t = {"decode": time.perf_counter() - start}
+        pixels = self.corrector.estimate(image.rgb).map_rows(image.rgb)
+        kw = {"quality": self.quality, "exif": image.exif, "compress_level": self.limits.png_compress_level}
+        start = time.perf_counter()
+        encode(pixels, image.alpha, fmt, threads=self.limits.encode_threads, **kw)
+        t["own"] = time.perf_counter() - start
+        if output_format(fmt).name == "png":
+            start = time.perf_counter()
+            encode(pixels, image.alpha, fmt, png_writer="pillow", **kw)
+            t["pillow"] = time.perf_counter() - start
         else:
-            pixels = map_pixels(image.rgb, matrix, self.corrector.device)
-            lap("apply")
-            out = encode(pixels, None, fmt, compress_level=1, exif=image.exif)
-            lap("encode")
-        if own_floor:
-            pixels = apply_matrix(image.rgb, matrix)
-            begin = time.perf_counter()
-            encode(pixels, None, fmt, compress_level=1, exif=image.exif)
-            t["own_encode"] = time.perf_counter() - begin
-        return t, out
+            t["pillow"] = t["own"]
+        return t

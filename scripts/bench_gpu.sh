@@ -52,7 +52,7 @@ stage gpu-check 40 sh -c "\"$PY\" -m bench.gpu_check | tee \"$OUT/gpu-check.txt\
 # Four correction slots so that concurrency 4 can share model forwards (default 2); batching is on for CUDA.
 export WBVAE_MAX_CONCURRENT_CORRECTIONS=4
 stage bench 170 "$PY" -m bench --device "$DEVICE" --sizes $SIZES --reps 3 --http-reps 3 --concurrency 1 2 4 \
-    --tput-mp 12 --tput-requests 8 --rss-variants after --server-log "$OUT/server.log" \
+    --tput-mp 12 --tput-requests 8 --server-log "$OUT/server.log" \
     --note "GPU run (scripts/bench_gpu.sh): WBVAE_MAX_CONCURRENT_CORRECTIONS=4, batching auto (on for CUDA)." \
     --out "$OUT/benchmark-gpu.md"
 echo "== done in ${SECONDS}s; $(ls "$OUT" | tr '\n' ' ')" | tee -a "$LOG"

@@ -1,12 +1,12 @@
-"""``python -m bench --quick`` runs end to end and prints its tables (timings are not asserted)."""
+"""``python -m bench --quick`` runs end to end and prints its tables (timings are not asserted); the
+mapping a GPU runs equals the CPU's."""
 import subprocess
 import sys
 
 import numpy as np
 import torch
 
-from app.pipeline import map_pixels
-from model.mapping import apply_matrix
+from model.corrector import Correction
 from tests.conftest import REPO
 
 
@@ -14,19 +14,24 @@ def test_quick_benchmark_prints_tables():
     done = subprocess.run([sys.executable, "-m", "bench", "--quick"], cwd=REPO, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    for heading in ("| MP | out | code | median s |", "| 1 | png | before |", "| 1 | png | after |",
-                    "| 1 | jpeg | after |", "peak RSS MB", "| concurrency | corrections/s |"):
+    for heading in ("## In-process: app.pipeline.correct_upload", "| MP | out | map on | median s | p95 s | decode "
+                    "| model | mapping | encode | floor s |", "| 1 | png | cpu |", "| 1 | jpeg | cpu |",
+                    "| 1 | webp | cpu |", "peak RSS MB", "| MP | out | requests | median s |",
+                    "| concurrency | corrections/s |"):
         assert heading in done.stdout
 
 
-def test_map_pixels_torch_path_equals_cpu_path():
-    """The path a GPU takes (torch tables on the corrector's device), run here on the CPU."""
+def test_correction_mapped_on_a_device_equals_its_row_mapping():
+    """The path a GPU takes (``map_on``: torch tables on a device), run here on the CPU, equals ``map_rows``."""
     img = np.random.default_rng(7).integers(0, 256, size=(50, 60, 3), dtype=np.uint8)
     m = np.array([[1.1, 0.05, 0.0], [0.0, 0.95, 0.02], [0.01, 0.0, 0.8]], np.float32)
     img.setflags(write=False)  # decoded pixels are read-only
-    cpu = torch.device("cpu")
-    assert np.array_equal(map_pixels(img, m, cpu, use_torch=True), apply_matrix(img, m))
-    assert np.array_equal(map_pixels(img, m, cpu), apply_matrix(img, m))
+    correction = Correction(m, 0.5)
+    for c in (correction, correction.at_strength(0.4)):
+        on_device = c.map_on(img, torch.device("cpu"))
+        assert on_device.shape == img.shape and on_device.dtype == np.uint8
+        assert np.array_equal(on_device, c.map_rows(img))
+    assert not np.array_equal(correction.map_rows(img), img)
 
 
 def test_peak_rss_probe_counts_its_own_process_only():

@@ -32,7 +32,7 @@ from model.colour import linear_to_srgb, srgb_to_linear
 from model.training.emulator import CameraPipelineEmulator, EmulatorConfig
 from model.training.sources import DEFAULT_CACHE, list_source_photos, load_photo
 
-REAL_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-pairs"
+REAL_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "real-pairs"
 
 
 def _u8(x: np.ndarray) -> np.ndarray:
@@ -82,14 +82,15 @@ def _resize(img: np.ndarray, side: int) -> np.ndarray:
     return _u8(np.asarray(im))
 
 
-def real_pairs() -> list[tuple[str, np.ndarray, np.ndarray]]:
+def real_pairs(real_dir: Path = REAL_DIR) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, input, ground truth) of each line of ``real_dir/pairs.tsv``, as float arrays."""
     out = []
-    with open(REAL_DIR / "pairs.tsv") as f:
+    with open(real_dir / "pairs.tsv") as f:
         for row in csv.reader(f, delimiter="\t"):
             if len(row) < 2:
                 continue
-            i = _u8(np.asarray(Image.open(REAL_DIR / row[0]).convert("RGB")))
-            g = _u8(np.asarray(Image.open(REAL_DIR / row[1]).convert("RGB")))
+            i = _u8(np.asarray(Image.open(real_dir / row[0]).convert("RGB")))
+            g = _u8(np.asarray(Image.open(real_dir / row[1]).convert("RGB")))
             out.append((row[0], i, g))
     return out
 

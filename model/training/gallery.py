@@ -27,7 +27,7 @@ from PIL import Image, ImageCms, ImageDraw, ImageFont, ImageOps
 from model.corrector import DEFAULT_CHECKPOINT, Corrector
 from model.mapping import apply_matrix
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 WILD = REPO.parent / "shared" / "data" / "wild"
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
 TILE_HEIGHT = 200

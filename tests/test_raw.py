@@ -1,0 +1,209 @@
+"""Raw renders from real captures (model/training/raw.py): fast, CPU only, needs shared/data/raw-thumbs."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from model.colour import srgb_to_linear
+from model.training.emulator import _output_lut
+from model.training.raw import (
+    DEFAULT_RAW_DIR,
+    HELDOUT_CAMERAS,
+    RawRenderConfig,
+    RawRenderer,
+    angular_error,
+    load_raw_cameras,
+    pair_rng,
+    raw_baseline_estimates,
+    split_cameras,
+)
+
+if not (DEFAULT_RAW_DIR / "camera_matrices.json").is_file():
+    _msg = f"raw thumbnails missing: expected {DEFAULT_RAW_DIR} (set WBVAE_RAW_THUMBS)"
+    if os.environ.get("WBVAE_REQUIRE_DATA") == "1":
+        pytest.fail(_msg, pytrace=False)
+    pytest.skip(_msg, allow_module_level=True)
+
+# Small packs, one of them shared by two cameras, plus the phone module (estimated matrix).
+CAMERAS = ("Canon EOS 600D", "Nikon D40", "Sony IMX135")
+PLAIN = {"relight_rate": 0.0, "augment": False}
+
+
+@pytest.fixture(scope="module")
+def cameras():
+    return load_raw_cameras(DEFAULT_RAW_DIR, cameras=CAMERAS)
+
+
+def _renderer(cameras, **kw) -> RawRenderer:
+    return RawRenderer(cameras, RawRenderConfig(**kw))
+
+
+def _indices(renderer: RawRenderer, n: int) -> list[int]:
+    """``n`` captures spread over all cameras."""
+    return [int(i) for i in np.linspace(0, len(renderer) - 1, n)]
+
+
+def test_load_cameras(cameras):
+    assert [c.name for c in cameras] == sorted(CAMERAS, key=[c.name for c in cameras].index)
+    assert {c.name for c in cameras} == set(CAMERAS)
+    for c in cameras:
+        assert c.images.dtype == np.float16 and c.images.shape[1:] == (64, 64, 3)
+        assert c.labels.shape == (len(c), 3) and len(c.names) == len(c)
+        np.testing.assert_allclose(c.labels.sum(1), 1.0, atol=1e-3)
+        np.testing.assert_allclose(c.ccm.sum(1), 1.0, atol=1e-6)   # white stays white
+        assert c.matrix_estimated == (c.name == "Sony IMX135")
+    d40 = next(c for c in cameras if c.name == "Nikon D40")
+    assert len(d40) == 117 and all(str(n).startswith("NikonD40_") for n in d40.names)
+
+
+def test_missing_root_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="raw thumbnails not found"):
+        load_raw_cameras(tmp_path / "nowhere")
+
+
+def test_render_shapes_and_info(cameras):
+    r = _renderer(cameras)
+    assert len(r) == sum(len(c) for c in cameras)
+    inp, gt, info = r.render(5, pair_rng(0, 0, 5))
+    assert inp.shape == gt.shape == (64, 64, 3) and inp.dtype == gt.dtype == np.uint8
+    for key in ("preset", "preset_kelvin", "true_kelvin", "camera", "style", "is_cast", "cast_matrix", "gains"):
+        assert key in info
+    assert np.asarray(info["cast_matrix"]).shape == (3, 3)
+    with pytest.raises(IndexError):
+        r.render(len(r), pair_rng(0, 0, 0))
+
+
+def test_neutral_as_pair_is_identical(cameras):
+    r = _renderer(cameras, neutral_rate=1.0, style_probs={"AS": 1.0})
+    for i in _indices(r, 12):
+        inp, gt, info = r.render(i, pair_rng(1, 0, i))
+        assert info["preset"] == "G" and not info["is_cast"]
+        np.testing.assert_array_equal(info["cast_matrix"], np.eye(3))
+        assert np.array_equal(inp, gt)
+
+
+def test_deterministic_given_seed(cameras):
+    r = _renderer(cameras)
+    for i in _indices(r, 6):
+        a = r.render(i, pair_rng(3, 2, i))
+        b = r.render(i, pair_rng(3, 2, i))
+        assert a[0].tobytes() == b[0].tobytes() and a[1].tobytes() == b[1].tobytes()
+        assert a[2]["preset"] == b[2]["preset"] and a[2]["true_kelvin"] == b[2]["true_kelvin"]
+    outs = {r.render(7, pair_rng(seed, 0, 7))[0].tobytes() for seed in range(6)}
+    assert len(outs) > 1
+
+
+def _cast_angle(img: np.ndarray) -> float:
+    """Angle (deg) of the mean linear colour of bright, unclipped pixels from gray."""
+    lin = srgb_to_linear(img.reshape(-1, 3) / 255.0)
+    ok = (img.reshape(-1, 3).max(1) < 250) & (lin.sum(1) > np.percentile(lin.sum(1), 50))
+    return float(angular_error(lin[ok].mean(0), np.ones(3)))
+
+
+def test_ground_truth_is_more_neutral_than_the_input(cameras):
+    # Dividing by the measured light white-balances: on average the scene's bright
+    # pixels are nearer gray in the ground truth than under a wrong preset.
+    r = _renderer(cameras, neutral_rate=0.0, small_cast_rate=0.0, style_probs={"AS": 1.0}, **PLAIN)
+    gt_angles, in_angles = [], []
+    for i in _indices(r, 50):
+        inp, gt, _ = r.render(i, pair_rng(0, 0, i))
+        gt_angles.append(_cast_angle(gt))
+        in_angles.append(_cast_angle(inp))
+    gt_angles, in_angles = np.array(gt_angles), np.array(in_angles)
+    assert gt_angles.mean() < 0.6 * in_angles.mean()
+    assert (gt_angles < in_angles).mean() > 0.6
+
+
+def test_sensor_clipped_pixels_are_white(cameras):
+    r = _renderer(cameras, overexposure_rate=1.0, overexposure_clip=(0.1, 0.2), **PLAIN)
+    seen = 0
+    for i in _indices(r, 20):
+        inp, gt, info = r.render(i, pair_rng(0, 0, i))
+        cam = next(c for c in cameras if c.name == info["camera"])
+        raw = cam.images[list(cam.names).index(info["name"])].astype(np.float32)
+        exposed = np.minimum(raw * info["raw_scale"], 1.0)
+        blown = (exposed >= 1.0).all(-1)
+        seen += int(blown.sum())
+        assert (inp[blown] == 255).all() and (gt[blown] == 255).all()
+    assert seen > 100
+
+
+def test_locus_fits_the_labels_and_presets_order(cameras):
+    for c in cameras:
+        assert np.median(c.locus.distance_deg(c.labels)) < 1.0, c.name
+        # Warmer lights are redder (higher R/B) in camera RGB along the locus.
+        warm, cold = c.locus.light(1e6 / 2850), c.locus.light(1e6 / 6500)
+        assert warm[0] / warm[2] > 1.5 * cold[0] / cold[2]
+    # The same capture under a tungsten preset comes out bluer than under daylight.
+    kw = {"neutral_rate": 0.0, "small_cast_rate": 0.0, "style_probs": {"AS": 1.0}, **PLAIN}
+    rt = _renderer(cameras, preset_probs={"T": 1.0}, **kw)
+    rd = _renderer(cameras, preset_probs={"D": 1.0}, **kw)
+    for i in _indices(rt, 10):
+        t_img = srgb_to_linear(rt.render(i, pair_rng(0, 0, i))[0] / 255.0).reshape(-1, 3).mean(0)
+        d_img = srgb_to_linear(rd.render(i, pair_rng(0, 0, i))[0] / 255.0).reshape(-1, 3).mean(0)
+        assert t_img[2] / t_img[0] > d_img[2] / d_img[0]
+
+
+def test_cast_matrix_maps_ground_truth_to_input(cameras):
+    r = _renderer(cameras, neutral_rate=0.0, style_probs={"AS": 1.0}, exposure_range=(0.04, 0.04),
+                  overexposure_rate=0.0, **PLAIN)
+    contrast, lift = r._gt_params[1:]
+    lut = _output_lut(contrast, lift)
+    x = np.arange(lut.size) / (lut.size - 1)
+    inverse = np.array([x[lut == v].mean() if (lut == v).any() else np.nan for v in range(256)])
+    for i in _indices(r, 8):
+        inp, gt, info = r.render(i, pair_rng(0, 0, i))
+        a, b = inp.reshape(-1, 3), gt.reshape(-1, 3)
+        ok = (a.min(1) > 2) & (b.min(1) > 2) & (a.max(1) < 250) & (b.max(1) < 250)
+        assert ok.sum() > 500
+        lin_in, lin_gt = inverse[a[ok]].mean(0), inverse[b[ok]].mean(0)
+        np.testing.assert_allclose(info["cast_matrix"] @ lin_gt, lin_in, rtol=0.05)
+
+
+def test_render_balanced_is_the_plain_ground_truth(cameras):
+    r = _renderer(cameras, exposure_range=(0.15, 0.15), overexposure_rate=0.0, **PLAIN)
+    for i in _indices(r, 5):
+        _, gt, _ = r.render(i, pair_rng(0, 0, i))
+        assert np.array_equal(r.render_balanced(i), gt)
+
+
+def test_augmentation_crops_and_flips(cameras):
+    r = _renderer(cameras, neutral_rate=1.0, style_probs={"AS": 1.0}, relight_rate=0.0)
+    crops = [r.render(3, pair_rng(s, 0, 3))[2] for s in range(10)]
+    assert all(0.6 * 64 <= info["crop"][2] <= 64 for info in crops)
+    assert {info["flip"] for info in crops} == {True, False}
+
+
+def test_relighting_covers_warm_light(cameras):
+    r = _renderer(cameras, relight_rate=1.0)
+    kelvins = np.array([r.render(i, pair_rng(0, 0, i))[2]["true_kelvin"] for i in _indices(r, 200)])
+    assert kelvins.min() >= 2290 and kelvins.max() <= 8010
+    assert (kelvins < 3000).mean() > 0.2
+
+
+def test_split_cameras_keeps_heldout_out_of_train(cameras):
+    train, held = split_cameras(cameras)
+    assert {c.name for c in held} == set(HELDOUT_CAMERAS) & set(CAMERAS)
+    assert not {c.name for c in train} & set(HELDOUT_CAMERAS)
+    assert len(train) + len(held) == len(cameras)
+
+
+def test_angular_error():
+    assert angular_error(np.array([0.3, 0.5, 0.2]), np.array([0.3, 0.5, 0.2])) == 0.0
+    assert angular_error(np.array([0.3, 0.5, 0.2]), np.array([0.6, 1.0, 0.4])) == 0.0
+    np.testing.assert_allclose(angular_error(np.array([1.0, 0, 0]), np.array([0, 1.0, 0])), 90.0)
+    assert angular_error(np.ones((4, 3)), np.ones(3)).shape == (4,)
+
+
+def test_gray_world_error_on_a_pack(cameras):
+    cam = next(c for c in cameras if c.name == "Canon EOS 600D")
+    est = {k: [] for k in ("gray_world", "shades_of_gray", "white_patch", "white_patch_p99", "gray_edge")}
+    for img in cam.images:
+        for k, v in raw_baseline_estimates(img.astype(np.float32)).items():
+            est[k].append(v)
+    errors = {k: np.median(angular_error(np.array(v), cam.labels)) for k, v in est.items()}
+    assert 1.0 <= errors["gray_world"] <= 6.0      # README: medians 2.5-4.3 degrees per set
+    for k, e in errors.items():
+        assert e < 10.0, (k, e)
