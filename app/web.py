@@ -3,20 +3,35 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from html import escape
+
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import FileResponse
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from app.formats import DEFAULT_FORMAT, FORMATS
+
 STATIC = Path(__file__).resolve().parent / "static"
+FORMATS_SLOT = "<!-- FORMATS: filled in from app/formats.py when the page is served -->"
+
+
+def render_page() -> str:
+    """index.html with the output-format choices of the registry (``data-ext``: the download's suffix)."""
+    options = "\n".join(
+        f'        <option value="{f.name}" data-ext="{f.suffixes[0][1:]}"{" selected" if f.name == DEFAULT_FORMAT else ""}>'
+        f"{escape(f.label)}</option>" for f in FORMATS.values())
+    return (STATIC / "index.html").read_text(encoding="utf-8").replace(FORMATS_SLOT, options.lstrip())
+
+
+PAGE = render_page()
 
 router = APIRouter()
 
 
 @router.get("/", include_in_schema=False)
-async def index() -> FileResponse:
+async def index() -> HTMLResponse:
     """The page (before/after, strength, download)."""
-    return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8",
-                        headers={"Cache-Control": "no-cache"})
+    return HTMLResponse(PAGE, headers={"Cache-Control": "no-cache"})
 
 
 def install_web(app: FastAPI) -> None:

@@ -3,7 +3,6 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const EXT = { png: "png", jpeg: "jpg", webp: "webp" };
 let photo = null;          // the File being corrected
 let beforeUrl = null;      // object URLs, revoked when replaced
 let afterUrl = null;
@@ -84,7 +83,7 @@ async function correct() {
   const link = $("download");
   link.href = afterUrl;
   const stem = photo.name.replace(/\.[^.]*$/, "") || "photo";
-  link.download = `${stem}-wb.${EXT[fmt]}`;
+  link.download = `${stem}-wb.${$("format").selectedOptions[0].dataset.ext}`;
   link.textContent = `Download ${link.download}`;
   $("result").hidden = false;
   $("result").classList.remove("busy");
