@@ -154,7 +154,7 @@ def _output_exif(im: Image.Image, strip_gps: bool) -> bytes | None:
 
 
 # zlib strategy of PNG output. Z_RLE after PNG's row filters is both faster and smaller than the
-# default strategy at level 1 on photos (12 MP: 0.72 s / 11.2 MB against 1.14 s / 13.0 MB; docs/benchmark.md).
+# default strategy at level 1 on photos (docs/benchmark.md).
 PNG_STRATEGY = 3  # zlib.Z_RLE
 PNG_WRITERS = ("strips", "pillow")
 

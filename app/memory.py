@@ -3,8 +3,7 @@
 Every correction allocates and frees tens of megabytes (a 12 MP photo: Pillow's decoded image,
 its NumPy copy, the encoder's strips). glibc returns such blocks to the kernel on ``free`` (they
 are ``mmap``-ed, or trimmed off the heap top), so the next request page-faults the same amount in
-again, zero-filled: about 30,000 faults and 20-45 ms per 12 MP decode on the development machine,
-more in worker threads (docs/benchmark.md). With one arena, no trimming and no ``mmap`` below
+again, zero-filled, at a cost measured in docs/benchmark.md. With one arena, no trimming and no ``mmap`` below
 ``MMAP_THRESHOLD`` the memory is reused instead: the process's RSS stays at its peak between
 requests (the peak itself is no higher; it was measured lower, one arena instead of one per thread).
 """

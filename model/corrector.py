@@ -125,7 +125,7 @@ def per_sample_linear(layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """``layer(x)`` with each row of a 2-D ``x`` its own product (``baddbmm`` over the batch).
 
     ``F.linear`` on a batch picks its matrix kernel by the batch size, so a photo's result changed in
-    the 7th digit with the number of photos beside it (measured on the CPU); a batched product of
+    the last digits with the number of photos beside it; a batched product of
     one row each does not, and equals ``F.linear`` on one row bit for bit on the CPU (tested). So a
     photo's correction never depends on what else shares its forward pass (micro-batching).
     """
@@ -175,7 +175,7 @@ class Corrector:
 
     def analyse(self, img: np.ndarray) -> Analysis:
         """The model's inputs for a uint8 (H, W, 3) photo (thumbnail and statistics); no model work."""
-        return analyse(img, self.model.config.stats_size)
+        return analyse(img, self.model.config.stats_size, self.model.config.luma_weighted_chroma)
 
     @torch.inference_mode()
     def estimate_batch(self, analyses: list[Analysis]) -> list[Correction]:

@@ -101,11 +101,12 @@ def illuminant_estimates(lin: np.ndarray, valid: np.ndarray, edges: np.ndarray) 
     return np.stack([gray_world, sog, white_patch, gray_edge, bright]).astype(np.float32) + 1e-6
 
 
-def _chroma_histogram(rgb: np.ndarray) -> np.ndarray:
+def _chroma_histogram(rgb: np.ndarray, luma_weighted: bool = False) -> np.ndarray:
     """Normalised (CHROMA_BINS, CHROMA_BINS) histogram of log(G/R), log(G/B) of linear RGB rows (N, 3).
 
     A global colour cast translates this histogram, which is what the
-    illuminant network (``model.vae.ChromaNet``) exploits.
+    illuminant network (``model.vae.ChromaNet``) exploits. ``luma_weighted``: each
+    row counts by its luminance, so bright surfaces (where white is) weigh most.
     """
     hist = np.zeros((CHROMA_BINS, CHROMA_BINS), dtype=np.float32)
     rgb = rgb[(rgb > 1e-4).all(axis=1)]
@@ -115,7 +116,8 @@ def _chroma_histogram(rgb: np.ndarray) -> np.ndarray:
         v = np.clip(logs[:, 1] - logs[:, 2], -CHROMA_RANGE, CHROMA_RANGE - 1e-6)
         scale = CHROMA_BINS / (2 * CHROMA_RANGE)
         idx = ((u + CHROMA_RANGE) * scale).astype(np.int64) * CHROMA_BINS + ((v + CHROMA_RANGE) * scale).astype(np.int64)
-        hist = np.bincount(idx, minlength=CHROMA_BINS ** 2).astype(np.float32).reshape(CHROMA_BINS, CHROMA_BINS)
+        weights = rgb @ _LUMA if luma_weighted else None
+        hist = np.bincount(idx, weights, minlength=CHROMA_BINS ** 2).astype(np.float32).reshape(CHROMA_BINS, CHROMA_BINS)
         hist /= hist.sum()
     return hist
 
@@ -126,8 +128,9 @@ def chroma_bin_centres() -> np.ndarray:
     return (-CHROMA_RANGE + step * (np.arange(CHROMA_BINS) + 0.5)).astype(np.float32)
 
 
-def analyse_small(small: np.ndarray, clipped: np.ndarray) -> Analysis:
-    """Cues from a small uint8 copy and its clip mask (see ``downsample``)."""
+def analyse_small(small: np.ndarray, clipped: np.ndarray, luma_weighted: bool = False) -> Analysis:
+    """Cues from a small uint8 copy and its clip mask (see ``downsample``); ``luma_weighted``: the
+    pixel histogram for ChromaNet counts pixels by luminance."""
     lin = _SRGB_TO_LINEAR_LUT[small]  # (h, w, 3) float32
     luma = lin @ _LUMA
     valid = ~clipped & (luma > DARK_LUMA)
@@ -149,13 +152,13 @@ def analyse_small(small: np.ndarray, clipped: np.ndarray) -> Analysis:
                      dtype=np.float32)
     cues = np.concatenate([est_chroma, hist.reshape(-1), extra]).astype(np.float32)
 
-    chroma = np.stack([_chroma_histogram(lin[valid]), _chroma_histogram(edges)])
+    chroma = np.stack([_chroma_histogram(lin[valid], luma_weighted), _chroma_histogram(edges, luma_weighted)])
 
     thumb = np.asarray(Image.fromarray(small).resize((THUMB_SIZE, THUMB_SIZE), Image.BILINEAR, reducing_gap=2.0))
     thumb = (thumb.astype(np.float32) / 255.0).transpose(2, 0, 1)
     return Analysis(np.ascontiguousarray(thumb), cues, log_gains, chroma)
 
 
-def analyse(img: np.ndarray, stats_size: int = STATS_SIZE) -> Analysis:
+def analyse(img: np.ndarray, stats_size: int = STATS_SIZE, luma_weighted: bool = False) -> Analysis:
     """Cues for a full-size uint8 ``(H, W, 3)`` photo, computed on a copy of long side ``stats_size``."""
-    return analyse_small(*downsample(img, stats_size))
+    return analyse_small(*downsample(img, stats_size), luma_weighted)

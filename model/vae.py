@@ -20,7 +20,9 @@ combination of the estimates ("corrected moments", Finlayson, ICCV 2013),
 the content-independent base; ``a_k`` are per-image weights from the head
 on top of it, ``r`` a
 residual, ``delta`` a bounded 3x3 residual and ``p`` the predicted probability
-that the photo has a cast at all. Every output layer of the head starts at
+that the photo has a cast at all. With ``anchor_white`` the gains of ChromaNet's
+white point are added to that sum as they are (the white point anchored): the
+head then learns corrections to a direct illuminant estimate instead of finding it. Every output layer of the head starts at
 zero, so an untrained head is the identity; ``M`` is scaled so that the
 estimated illuminant keeps its luminance.
 """
@@ -43,6 +45,7 @@ class WBVAEConfig:
 
     image_size: int = 64
     stats_size: int = 256  # long side of the copy the statistical cues are computed on
+    luma_weighted_chroma: bool = False  # ChromaNet's histograms count pixels by luminance
     channels: tuple[int, ...] = (32, 64, 128, 256)
     latent_dim: int = 128
     cue_dim: int = CUE_DIM
@@ -57,6 +60,7 @@ class WBVAEConfig:
     head_dropout: float = 0.5
     use_global_mix: bool = False  # off in checkpoints from before it existed; training turns it on
     gate_base: bool = True        # the cast probability also scales the global combination
+    anchor_white: bool = False    # gains start from ChromaNet's white point; the head corrects it
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -202,6 +206,8 @@ class WBVAE(nn.Module):
         if cfg.use_global_mix:
             base = self.global_mix(log_gains)
             log_g = log_g + (p * base if cfg.gate_base else base)
+        if cfg.anchor_white and self.chroma_net is not None:
+            log_g = log_g + (p * log_gains[:, -1] if cfg.gate_base else log_gains[:, -1])
         log_g = cfg.max_log_gain * torch.tanh(log_g / cfg.max_log_gain)
         delta = cfg.max_delta * torch.tanh(delta.view(-1, 3, 3)) * p[..., None]
         eye = torch.eye(3, dtype=latent.dtype, device=latent.device)

@@ -18,7 +18,7 @@ DEFAULT_CACHE = Path(os.environ.get("WBVAE_SOURCES", Path.home() / ".cache" / "w
 
 def _training_model() -> WBVAEConfig:
     """The architecture training builds unless told otherwise (the global combination of estimates on)."""
-    return WBVAEConfig(use_global_mix=True)
+    return WBVAEConfig(use_global_mix=True, stats_size=64)
 
 
 @dataclass
@@ -66,7 +66,7 @@ class TrainConfig:
 
 
 _MODEL_FLAGS = ("latent_dim", "use_cues", "use_chroma_net", "head_dropout", "use_global_mix", "gate_base",
-                "stats_size")
+                "stats_size", "anchor_white", "chroma_width", "luma_weighted_chroma")
 _OPTIONAL_TYPES = {"max_minutes": float, "resume": str, "folds": str}
 
 

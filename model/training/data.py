@@ -31,6 +31,7 @@ from torch.utils.data import ConcatDataset, Dataset
 from model.colour import linear_to_srgb, srgb_to_linear
 from model.stats import THUMB_SIZE, analyse_small, downsample
 from model.training.emulator import CameraPipelineEmulator, EmulatorConfig
+from model.vae import WBVAEConfig
 
 if TYPE_CHECKING:
     from model.training.config import TrainConfig
@@ -43,11 +44,11 @@ Log = Callable[[str], None]
 
 # ----------------------------------------------------------------- samples
 def make_sample(inp: np.ndarray, gt: np.ndarray, valid: np.ndarray | None, is_cast: bool,
-                cast_matrix: np.ndarray | None, stats_size: int) -> dict:
+                cast_matrix: np.ndarray | None, model: WBVAEConfig) -> dict:
     """Tensors for one training pair: the model's inputs (same code as inference) and targets."""
-    small, clipped = downsample(inp, stats_size)
-    gt_small, _ = downsample(gt, stats_size)
-    a = analyse_small(small, clipped)
+    small, clipped = downsample(inp, model.stats_size)
+    gt_small, _ = downsample(gt, model.stats_size)
+    a = analyse_small(small, clipped, model.luma_weighted_chroma)
     gt_thumb = np.asarray(Image.fromarray(gt_small).resize((THUMB_SIZE, THUMB_SIZE), Image.BILINEAR))
     keep = ~clipped if valid is None else ~clipped & downsample_mask(valid, small.shape[:2])
     mask = np.asarray(Image.fromarray(keep.astype(np.uint8) * 255).resize((THUMB_SIZE, THUMB_SIZE),
@@ -129,12 +130,12 @@ class SyntheticPairs(Dataset):
 
     def __init__(self, photos: list[np.ndarray], length: int, size: int, emulator: CameraPipelineEmulator,
                  seed: int, procedural_rate: float, full_frame: bool = False, recolour_rate: float = 0.0,
-                 view_min_scale: float = 0.35, view_keep_aspect: bool = False, stats_size: int = 256):
+                 view_min_scale: float = 0.35, view_keep_aspect: bool = False, model: WBVAEConfig = WBVAEConfig()):
         self.photos, self.length, self.size = photos, length, size
         self.view_min_scale, self.view_keep_aspect = view_min_scale, view_keep_aspect
         self.emulator, self.seed, self.procedural_rate = emulator, seed, procedural_rate
         self.full_frame, self.recolour_rate, self.epoch = full_frame, recolour_rate, 0
-        self.stats_size = stats_size
+        self.model = model
 
     def __len__(self) -> int:
         return self.length
@@ -157,13 +158,13 @@ class SyntheticPairs(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         inp, gt, info = self.render(i)
-        return make_sample(inp, gt, None, needs_correction(inp, gt, info), info["cast_matrix"], self.stats_size)
+        return make_sample(inp, gt, None, needs_correction(inp, gt, info), info["cast_matrix"], self.model)
 
 
 class RealPairs(Dataset):
     """Pairs from a dataset on disk, kept in memory at the statistics size (long side <= 256)."""
 
-    def __init__(self, pairs: list, size: int, seed: int, train: bool, stats_size: int = 256):
+    def __init__(self, pairs: list, size: int, seed: int, train: bool, model: WBVAEConfig = WBVAEConfig()):
         from model.training.datasets import load_pair
 
         self.items = []
@@ -173,7 +174,7 @@ class RealPairs(Dataset):
             self.items.append((small, downsample(gt)[0], downsample_mask(valid, small.shape[:2]),
                                not np.array_equal(inp, gt)))
         self.size, self.seed, self.train, self.epoch = size, seed, train, 0
-        self.stats_size = stats_size
+        self.model = model
 
     def __len__(self) -> int:
         return len(self.items)
@@ -192,14 +193,14 @@ class RealPairs(Dataset):
             crop = np.ascontiguousarray(crop)
             inp, gt = crop[..., :3], crop[..., 3:6]
             valid = crop[..., 6] > 127
-        return make_sample(inp, gt, valid, is_cast, None, self.stats_size)
+        return make_sample(inp, gt, valid, is_cast, None, self.model)
 
 
 class RawPairs(Dataset):
     """Renders of real raw captures (``model.training.raw``); sample i is a pure function of (seed, epoch, i)."""
 
-    def __init__(self, renderer, length: int, seed: int, stats_size: int):
-        self.renderer, self.length, self.seed, self.stats_size, self.epoch = renderer, length, seed, stats_size, 0
+    def __init__(self, renderer, length: int, seed: int, model: WBVAEConfig):
+        self.renderer, self.length, self.seed, self.model, self.epoch = renderer, length, seed, model, 0
 
     def __len__(self) -> int:
         return self.length
@@ -207,7 +208,7 @@ class RawPairs(Dataset):
     def __getitem__(self, i: int) -> dict:
         rng = np.random.default_rng([self.seed, self.epoch, i])
         inp, gt, info = self.renderer.render(int(rng.integers(len(self.renderer))), rng)
-        return make_sample(inp, gt, None, needs_correction(inp, gt, info), info["cast_matrix"], self.stats_size)
+        return make_sample(inp, gt, None, needs_correction(inp, gt, info), info["cast_matrix"], self.model)
 
 
 def set_epoch(dataset: Dataset, epoch: int) -> None:
@@ -294,7 +295,7 @@ class Synthetic:
         return SyntheticPairs(photos, cfg.steps_per_epoch * cfg.batch_size, cfg.crop_size, self._emulator(cfg),
                               cfg.seed, cfg.procedural_rate, recolour_rate=cfg.recolour_rate,
                               view_min_scale=cfg.view_min_scale, view_keep_aspect=cfg.view_keep_aspect,
-                              stats_size=cfg.model.stats_size)
+                              model=cfg.model)
 
     def eval_frames(self, cfg: TrainConfig, count: int, size: int = 256, gt_style: str | None = None,
                     log: Log = lambda msg: None) -> list[Frame]:
@@ -332,7 +333,7 @@ class Raw:
         renderer = RawRenderer(train, RawRenderConfig(neutral_rate=cfg.neutral_rate,
                                                       small_cast_rate=cfg.small_cast_rate,
                                                       relight_rate=cfg.relight_rate))
-        return RawPairs(renderer, cfg.steps_per_epoch * cfg.batch_size, cfg.seed, cfg.model.stats_size)
+        return RawPairs(renderer, cfg.steps_per_epoch * cfg.batch_size, cfg.seed, cfg.model)
 
     def eval_frames(self, cfg: TrainConfig, count: int, log: Log = lambda msg: None) -> list[Frame]:
         """``count`` whole-frame renders of the held-out cameras' captures, evenly spread, fixed seed."""
@@ -380,7 +381,7 @@ class PairsOnDisk:
     def train_set(self, cfg: TrainConfig, log: Log) -> Dataset:
         train, val = self._split(cfg, log)
         log(f"{self.kind}={self.arg}: {len(train)} training pairs, {len(val)} validation pairs")
-        return RealPairs(train, cfg.crop_size, cfg.seed, train=True, stats_size=cfg.model.stats_size)
+        return RealPairs(train, cfg.crop_size, cfg.seed, train=True, model=cfg.model)
 
     def eval_frames(self, cfg: TrainConfig, count: int, log: Log = lambda msg: None) -> list[Frame]:
         _, val = self._split(cfg, log)

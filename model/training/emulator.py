@@ -2,8 +2,7 @@
 
 Given a well-balanced sRGB photo, the emulator pretends it was shot by a real
 camera under an illuminant of colour temperature ``true_kelvin`` and renders it
-twice through that camera's pipeline (GUIDE.md §1, "Synthetic training data
-can be realistic"):
+twice through that camera's pipeline (docs/emulator.md, "What the emulator does"):
 
 * **ground truth**: white balance set for the true illuminant;
 * **input**: white balance set by a fixed preset (tungsten, fluorescent,

@@ -12,7 +12,7 @@ full-frame pairs (long side 512 px) of the source photos that training holds
 out (same split, same emulator; needs ``python -m model.training.sources prepare``), e.g.
 ``python -m model.training.evaluate pairs=../shared/data/real-pairs/pairs.tsv``.
 
-Every method runs at full resolution on the same pairs in one run (GUIDE §2):
+Every method runs at full resolution on the same pairs in one run (docs/accuracy.md, "Protocol"):
 the model through :class:`model.corrector.Corrector` (method ``wbvae``) and the
 baselines of :mod:`model.training.baselines`. Written to ``--out`` (default
 ``runs/eval-<timestamp>``):

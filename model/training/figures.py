@@ -41,7 +41,7 @@ def save_figures(run: Path, history: list[dict], model: WBVAE, frames: list, dev
     fig, axes = plt.subplots(len(shown), 3, figsize=(9, 2.6 * len(shown)), squeeze=False)
     with torch.no_grad():
         for row, (inp, gt, valid, _) in zip(axes, shown):
-            s = make_sample(inp, gt, valid, True, None, model.config.stats_size)
+            s = make_sample(inp, gt, valid, True, None, model.config)
             out = model(*(s[k][None].to(device) for k in MODEL_INPUTS), sample=False)
             corrected = apply_matrix(inp, out["matrix"][0].float().cpu())
             for ax, img, title in zip(row, (inp, corrected, gt), ("input", "corrected", "ground truth")):

@@ -1,4 +1,4 @@
-"""Per-image error metrics of the Rendered WB evaluation protocol (GUIDE §2).
+"""Per-image error metrics of the Rendered WB evaluation protocol (docs/accuracy.md, "Protocol").
 
 Every metric takes ``(corrected, truth, mask)``: two ``(H, W, 3)`` uint8 sRGB
 images of the same shape and a ``(H, W)`` bool array, True for the pixels to

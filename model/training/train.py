@@ -46,7 +46,7 @@ def validate(model: WBVAE, frames: list[tuple[np.ndarray, np.ndarray, np.ndarray
     model.eval()
     de_cast, de_neutral, losses = [], [], []
     for inp, gt, valid, is_cast in frames:
-        s = make_sample(inp, gt, valid, is_cast, None, model.config.stats_size)
+        s = make_sample(inp, gt, valid, is_cast, None, model.config)
         batch = {k: v[None].to(device) for k, v in s.items()}
         out = model(*(batch[k] for k in MODEL_INPUTS), sample=False)
         _, recon, kl = vae_loss(out["recon"], batch["gt_thumb"], out["mu"], out["logvar"], cfg.beta)
