@@ -31,13 +31,14 @@ WORKDIR /src
 # CUDA torch first: the project's own "torch==2.13.*" requirement is then already met,
 # so the next install keeps this build instead of fetching the CPU wheel.
 RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY app/ app/
 COPY model/ model/
-# Then the project, with the training extras (tqdm, matplotlib: a few tens of MB) so the
-# same image runs the torchrun training Job; the build fails when the default checkpoint
-# did not land in site-packages.
-RUN pip install "./[train]" \
+# Then the project with its serving dependencies only, at the versions constraints.txt pins
+# (torch excepted: pinned above). No training extras (matplotlib, scikit-image, scipy): this
+# image serves, it does not train. The build fails when the default checkpoint did not land
+# in site-packages.
+RUN pip install -c constraints.txt ./ \
     && python -I -c "from model.corrector import DEFAULT_CHECKPOINT as c; assert c.is_file(), c; print(c)"
 
 # ---- runtime: the same base, Python, the virtual environment, nothing else ----------

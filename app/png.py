@@ -21,9 +21,9 @@ import os
 import struct
 import threading
 import zlib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -119,6 +119,7 @@ class _StripCoder:
             px = self.map_rows(px)
         m = stop - first
         if self.alpha is not None:
+            assert self.inter is not None  # allocated whenever there is alpha
             inter = self.inter[:m]
             if self.layout.gray:
                 inter[..., 0] = px
@@ -142,9 +143,9 @@ class _StripCoder:
         else:
             out[:, 1:] = raw
         comp = zlib.compressobj(self.level, zlib.DEFLATED, -15, 9, self.strategy)
-        piece = comp.compress(out) + comp.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
+        piece = comp.compress(out.data) + comp.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
         crc = zlib.crc32(piece, zlib.crc32(b"IDAT" + (ZLIB_HEADER if start == 0 else b"")))
-        return piece, zlib.adler32(out), out.nbytes, crc
+        return piece, zlib.adler32(out.data), out.nbytes, crc
 
     def _paeth(self, raw: np.ndarray, has_above: bool, dst: np.ndarray) -> None:
         """PNG's Paeth filter of ``raw`` (with the row above it first when ``has_above``) into ``dst``."""

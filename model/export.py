@@ -106,9 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="The cues (model.stats.analyse) and the full-resolution apply "
                                        "(model.mapping.apply_matrix) stay outside the graph; see the README.")
-    p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT, help="checkpoint to export (default: %(default)s)")
+    p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
+                   help="checkpoint to export (default: %(default)s)")
     p.add_argument("--onnx", type=Path, metavar="FILE", help="write an ONNX model here")
-    p.add_argument("--torchscript", type=Path, metavar="FILE", help="write a TorchScript module here (deprecated by PyTorch; for LibTorch)")
+    p.add_argument("--torchscript", type=Path, metavar="FILE",
+                   help="write a TorchScript module here (deprecated by PyTorch; for LibTorch)")
     p.add_argument("--opset", type=int, default=OPSET, help="ONNX opset (default: %(default)s)")
     return p
 

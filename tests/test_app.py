@@ -8,8 +8,8 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.main import create_app
-from tests.conftest import wait_client_ready
 from app.settings import Settings
+from tests.conftest import wait_client_ready
 
 
 def _png(width, height, mode="RGB") -> bytes:

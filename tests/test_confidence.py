@@ -1,8 +1,11 @@
 """Latent-sample spread (model.training.confidence) on real pairs with the default checkpoint."""
 import numpy as np
+import pytest
 
 from model.training.confidence import latent_spread, measure
 from model.corrector import Corrector
+
+pytestmark = pytest.mark.slow  # about 8 s on 2 cores
 
 
 def test_spread_is_positive_deterministic_and_measured(real_pairs):

@@ -18,8 +18,7 @@ from model.training.datasets import (
     scene_disjoint_split,
     select_pairs,
 )
-
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from tests.conftest import real_pair_file
 
 
 def save(path: Path, rgb, size=(6, 4)) -> Path:
@@ -28,7 +27,10 @@ def save(path: Path, rgb, size=(6, 4)) -> Path:
     arr = np.asarray(rgb, np.uint8)
     if arr.ndim == 1:
         arr = np.broadcast_to(arr, (*size, 3)).copy()
-    Image.fromarray(arr).save(path, quality=95) if path.suffix.lower() in (".jpg", ".jpeg") else Image.fromarray(arr).save(path)
+    if path.suffix.lower() in (".jpg", ".jpeg"):
+        Image.fromarray(arr).save(path, quality=95)
+    else:
+        Image.fromarray(arr).save(path)
     return path
 
 
@@ -175,7 +177,7 @@ def test_pairs_tsv(tmp_path):
 
 
 def test_real_pairs_tsv():
-    tsv = SHARED_DATA / "real-pairs" / "pairs.tsv"
+    tsv = real_pair_file("pairs.tsv")
     pairs = list_pairs(f"pairs={tsv}")
     assert len(pairs) == 10 and {p.groundtruth_path.name for p in pairs} == {"8D5U5524_G_AS.png"}
 
@@ -234,7 +236,8 @@ def test_read_fold_file_and_select(tmp_path):
     folds = read_fold_file(f)
     assert folds == [["Canon_0001"], ["Nikon_0002_T_AS.png"], ["Nikon_0003_D_CS"]]
     pairs = [PairSpec(n, Path(n), Path("gt.png")) for n in
-             ("Canon_0001_T_AS.png", "Canon_0001_F_CS.png", "Nikon_0002_T_AS.png", "Nikon_0002_S_AS.png", "Nikon_0003_D_CS.png")]
+             ("Canon_0001_T_AS.png", "Canon_0001_F_CS.png", "Nikon_0002_T_AS.png", "Nikon_0002_S_AS.png",
+              "Nikon_0003_D_CS.png")]
     assert [p.name for p in select_pairs(pairs, folds[0])] == ["Canon_0001_T_AS.png", "Canon_0001_F_CS.png"]
     assert [p.name for p in select_pairs(pairs, folds[1])] == ["Nikon_0002_T_AS.png"]
     assert [p.name for p in select_pairs(pairs, folds[2])] == ["Nikon_0003_D_CS.png"]

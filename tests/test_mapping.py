@@ -2,6 +2,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from model.mapping import apply_matrix, fit_matrix
 from model.stats import CUE_DIM, NUM_ESTIMATES, analyse, downsample
@@ -30,6 +31,7 @@ def test_chunking_does_not_change_the_result():
     assert np.array_equal(apply_matrix(img, KNOWN), apply_matrix(img, KNOWN, chunk_pixels=1000))
 
 
+@pytest.mark.slow
 def test_24_megapixel_apply_stays_within_memory_bound():
     """Peak RSS of a fresh process applying a matrix to a 24 MP photo: input + output + < 250 MB."""
     code = (  # the process's own high-water mark: ru_maxrss would carry this (big) test process's over exec

@@ -2,15 +2,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 from skimage.color import deltaE_cie76, deltaE_ciede2000, rgb2lab
 
 import model.training.metrics as M
-
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from tests.conftest import shared_data
 
 # Sharma, Wu & Dalal (2005), "The CIEDE2000 color-difference formula:
 # implementation notes, supplementary test data, and mathematical
@@ -110,11 +108,10 @@ def test_summarise_quartiles():
 
 
 def test_summarise_reproduces_published_deepwb_summary():
-    path = SHARED_DATA / "deepwb_set2_per_image.json"
-    if not path.is_file():
-        pytest.skip(f"{path} absent")
+    path = shared_data("deepwb_set2_per_image.json")  # Deep WB's published per-image results
     data = json.loads(path.read_text())
     s = M.summarise(data["DeltaE2000"])
-    assert (round(s["mean"], 2), round(s["q1"], 2), round(s["median"], 2), round(s["q3"], 2)) == (4.90, 3.13, 4.35, 6.08)
+    quartiles = (round(s["mean"], 2), round(s["q1"], 2), round(s["median"], 2), round(s["q3"], 2))
+    assert quartiles == (4.90, 3.13, 4.35, 6.08)
     s = M.summarise(data["MSE"])
     assert round(s["mean"], 2) == 124.97 and round(s["median"], 2) == 76.32

@@ -95,7 +95,10 @@ def test_chunks_are_those_pillow_writes():
     pixels = photo_like(50, 70)
     ours = encode(pixels, None, "png", exif=raw_exif)
     pillow = encode(pixels, None, "png", exif=raw_exif, png_writer="pillow")
-    squeeze = lambda cs: [c for i, c in enumerate(cs) if not (c[0] == b"IDAT" and cs[i - 1][0] == b"IDAT")]
+
+    def squeeze(cs):
+        return [c for i, c in enumerate(cs) if not (c[0] == b"IDAT" and cs[i - 1][0] == b"IDAT")]
+
     ours_c, pillow_c = squeeze(chunks(ours)), squeeze(chunks(pillow))
     assert [k for k, _ in ours_c] == [k for k, _ in pillow_c] == [b"IHDR", b"iCCP", b"eXIf", b"IDAT", b"IEND"]
     for (k1, d1), (_, d2) in zip(ours_c, pillow_c):
@@ -145,6 +148,7 @@ def test_bad_inputs_raise():
         encode_png(np.zeros((2, 2, 4), np.uint8))
 
 
+@pytest.mark.slow
 def test_24_megapixel_png_of_a_mapped_photo_stays_within_memory_bound():
     """Peak RSS of a fresh process mapping and PNG-encoding a 24 MP photo: input + 2 x output + < 100 MB
     (the compressed pieces and their join, strip buffers per thread; no corrected full-size copy)."""

@@ -9,7 +9,10 @@ import psutil
 import pytest
 from PIL import Image
 
-from tests.conftest import WILD, start_server
+from tests import photos
+from tests.conftest import start_server, wild
+
+pytestmark = pytest.mark.slow  # a server process per module
 
 LIMITS = {"WBVAE_MAX_UPLOAD_BYTES": "3000000", "WBVAE_MAX_PIXELS": "4000000",
           "WBVAE_MAX_CONCURRENT_CORRECTIONS": "1", "WBVAE_MAX_QUEUED_CORRECTIONS": "1", "WBVAE_RETRY_AFTER_S": "3"}
@@ -22,7 +25,7 @@ def server():
 
 
 def _big_photo() -> bytes:
-    return (WILD / "Flickr_Davis_Doherty_CC_BY_2.0.jpg").read_bytes()  # 2048 x 1372
+    return wild("Flickr_Davis_Doherty_CC_BY_2.0.jpg").read_bytes()  # 2048 x 1372
 
 
 def test_real_photo_over_http(server, wild_photo):
@@ -33,6 +36,9 @@ def test_real_photo_over_http(server, wild_photo):
 
 
 def test_server_survives_garbage_and_reports_metrics(server):
+    small = photos.save(Image.new("RGB", (64, 48), (180, 120, 90)), "PNG")  # a 200 of its own to count
+    ok = httpx.post(f"{server.url}/correct", files={"file": ("small.png", small, "image/png")}, timeout=60)
+    assert ok.status_code == 200, ok.text[:300]
     r = httpx.post(f"{server.url}/correct", files={"file": ("x.jpg", b"\xff\xd8\xff\xe0garbage")}, timeout=30)
     assert r.status_code in (415, 422) and "detail" in r.json()
     assert httpx.get(f"{server.url}/livez").status_code == 200
@@ -88,7 +94,7 @@ MEMORY_BOUND_MB = 60
 
 def test_sequential_requests_do_not_grow_memory(server):
     """200 sequential ~0.7 MP photos: resident memory grows by less than 60 MB after a 10-request warm-up."""
-    photo = (WILD / "Flickr_Dave--Out_and_about_CC_BY-NC_2.0.jpg").read_bytes()  # 1020 x 682
+    photo = wild("Flickr_Dave--Out_and_about_CC_BY-NC_2.0.jpg").read_bytes()  # 1020 x 682
     proc = psutil.Process(server.proc.pid)
     with httpx.Client(base_url=server.url, timeout=60) as client:
         for _ in range(10):

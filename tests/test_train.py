@@ -15,6 +15,7 @@ TINY = ["synthetic", "--photo-cache", "/nonexistent", "--epochs", "2", "--steps-
         "--batch-size", "8", "--val-size", "4", "--workers", "0", "--latent-dim", "16"]
 
 
+@pytest.mark.slow
 def test_tiny_training_run_writes_everything(tmp_path):
     run = main(TINY + ["--out", str(tmp_path / "run")])
     rows = list(csv.DictReader((run / "metrics.csv").open()))
@@ -29,6 +30,7 @@ def test_tiny_training_run_writes_everything(tmp_path):
     assert out.shape == (20, 30, 3)
 
 
+@pytest.mark.slow
 def test_resume_continues_from_last_epoch(tmp_path):
     run = tmp_path / "run"
     main(TINY[:3] + ["--epochs", "1"] + TINY[5:] + ["--out", str(run)])
@@ -42,6 +44,7 @@ def test_unknown_source_is_a_clear_error(tmp_path):
         main(["set2=/nowhere", "--out", str(tmp_path / "x")])
 
 
+@pytest.mark.slow
 def test_torchrun_two_cpu_processes(tmp_path):
     run = tmp_path / "ddp"
     proc = subprocess.run(
@@ -55,6 +58,7 @@ def test_torchrun_two_cpu_processes(tmp_path):
     assert state["meta"]["train_config"]["batch_size"] == 8
 
 
+@pytest.mark.slow
 def test_real_pairs_with_published_folds(tmp_path):
     """A Set 1 layout (inputs, ground truth, chart masks) and a fold file drive the split."""
     from PIL import Image

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.main import create_app
 from app.settings import Settings
 from tests import photos
-from tests.conftest import WILD, wait_client_ready
+from tests.conftest import wait_client_ready, wild, wild_photos
 
 SETTINGS = dict(max_upload_bytes=3_000_000, max_pixels=4_000_000)
 
@@ -27,7 +27,7 @@ def client():
 @pytest.fixture(scope="module")
 def photo() -> np.ndarray:
     """A real photo, 600 x 900 (portrait)."""
-    return np.asarray(Image.open(WILD / "Pexels_dot_com_Isadora_Menezes.jpg").convert("RGB"))
+    return np.asarray(Image.open(wild("Pexels_dot_com_Isadora_Menezes.jpg")).convert("RGB"))
 
 
 def _post(client, data: bytes, name="upload.bin", **params):
@@ -41,7 +41,7 @@ def _open(r) -> Image.Image:
 
 
 def _jpeg_header_only() -> bytes:
-    data = sorted(WILD.glob("*.jpg"))[0].read_bytes()
+    data = wild_photos()[0].read_bytes()
     return data[:data.index(b"\xff\xda") + 2]  # everything up to the start-of-scan marker
 
 

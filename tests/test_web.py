@@ -10,7 +10,9 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import start_server
+from tests.conftest import require, start_server
+
+pytestmark = pytest.mark.slow  # a server process
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -35,10 +37,8 @@ def server():
 
 @pytest.fixture(scope="module")
 def browser():
-    if not (CHROMIUM and CHROMEDRIVER):
-        if os.environ.get("CI"):
-            pytest.fail("CI needs Debian's chromium and chromium-driver (.ci/run installs them)")
-        pytest.skip("chromium / chromedriver not installed (apt-get install chromium chromium-driver)")
+    require(CHROMIUM and CHROMEDRIVER, "chromium and chromedriver on PATH",
+            "apt-get install chromium chromium-driver; .ci/run installs them")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -48,7 +48,8 @@ def browser():
     options.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1100,1300", "--hide-scrollbars"):
+                 "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1100,1300",
+                 "--hide-scrollbars"):
         options.add_argument(flag)
     options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
                                               "download.prompt_for_download": False})
@@ -73,6 +74,7 @@ def _wait(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.mark.browser
 def test_upload_see_result_and_download_png(server, browser, wild_photo):
     from selenium.webdriver.common.by import By
 
@@ -100,6 +102,7 @@ def test_upload_see_result_and_download_png(server, browser, wild_photo):
         assert im.format == "PNG" and im.size == (width, height)
 
 
+@pytest.mark.browser
 def test_strength_zero_returns_the_photo_unchanged(server, browser, wild_photo):
     """The strength slider is keyboard-usable and is sent as ?strength=."""
     from selenium.webdriver.common.by import By
