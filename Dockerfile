@@ -41,6 +41,16 @@ COPY model/ model/
 RUN pip install -c constraints.txt ./ \
     && python -I -c "from model.corrector import DEFAULT_CHECKPOINT as c; assert c.is_file(), c; print(c)"
 
+# ---- train: the build environment plus the training extras, for the Kubernetes training
+# Job (deploy/k8s/training): docker build --target train -t wbvae-train:0.1.0 .
+# The serving image (the default target, below) never carries these packages.
+FROM build AS train
+RUN pip install -c constraints.txt "./[train]"
+ENV XDG_CACHE_HOME=/tmp/cache \
+    PYTHONUNBUFFERED=1
+USER 10001:10001
+CMD ["python", "-m", "model.training.train", "--help"]
+
 # ---- runtime: the same base, Python, the virtual environment, nothing else ----------
 FROM ${CUDA_IMAGE} AS runtime
 ARG CUDA_IMAGE

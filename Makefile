@@ -36,9 +36,10 @@ test: install-dev
 test-fast: install-dev
 	$(BIN)/python -m pytest -m "not slow and not browser"
 
-# ruff on everything; mypy on the serving core (app/, model/ without model/training/).
+# ruff (lint and format) on everything; mypy on the serving core (app/, model/ without model/training/).
 lint: install-dev
 	$(BIN)/ruff check app model bench tests
+	$(BIN)/ruff format --check app model bench tests
 	$(BIN)/mypy
 
 # Regenerate constraints.txt, the Docker image's pins: a fresh venv with the serving dependencies only,

@@ -7,13 +7,14 @@ only while other corrections are still decoding (``expect``): a lone request nev
 A photo's correction does not depend on its batch (``Corrector``'s per-sample linear layers), and
 an error in a forward (CUDA out of memory) is raised in every request of that batch.
 """
+
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
-from typing import Iterator
 
 from app.metrics import Metrics
 from model.corrector import Analysis, Correction, Corrector
@@ -44,7 +45,7 @@ class ModelBatcher:
         self._thread.start()
 
     @contextmanager
-    def expect(self) -> Iterator["_Expected"]:
+    def expect(self) -> Iterator[_Expected]:
         """Around a correction's work before the model: the batcher may wait for it (``estimate`` inside)."""
         with self._cond:
             self._expected += 1
@@ -57,7 +58,7 @@ class ModelBatcher:
                     self._expected -= 1
                     self._cond.notify_all()
 
-    def estimate(self, analysis: Analysis, expected: "_Expected | None" = None) -> Correction:
+    def estimate(self, analysis: Analysis, expected: _Expected | None = None) -> Correction:
         """The correction for one analysis, computed in a batch; blocks until it is done."""
         future: Future = Future()
         with self._cond:
@@ -82,7 +83,7 @@ class ModelBatcher:
                 if left <= 0:
                     break
                 self._cond.wait(left)
-            batch, self._waiting = self._waiting[:self.max_size], self._waiting[self.max_size:]
+            batch, self._waiting = self._waiting[: self.max_size], self._waiting[self.max_size :]
             return batch
 
     def _run(self) -> None:

@@ -6,6 +6,7 @@ alpha), same Corrector, same encoding (EXIF kept, sRGB-tagged). ``serve`` runs t
 (``python -m app``). Training, evaluation and export have their own modules
 (``python -m model.training.train``, ``python -m model.training.evaluate``, ``python -m model.export``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,7 +30,7 @@ class Job:
 @dataclass
 class Outcome:
     job: Job
-    status: str       # "done", "skipped" or "failed"
+    status: str  # "done", "skipped" or "failed"
     reason: str = ""
 
 
@@ -38,8 +39,11 @@ def collect(paths: list[Path]) -> list[tuple[Path, Path]]:
     found = []
     for p in paths:
         if p.is_dir():
-            found += [(f, f.relative_to(p)) for f in sorted(p.rglob("*"))
-                      if f.is_file() and f.suffix.lower() in PHOTO_SUFFIXES]
+            found += [
+                (f, f.relative_to(p))
+                for f in sorted(p.rglob("*"))
+                if f.is_file() and f.suffix.lower() in PHOTO_SUFFIXES
+            ]
         else:  # named files are always tried, so a missing or odd one is reported, not silently dropped
             found.append((p, Path(p.name)))
     return found
@@ -65,10 +69,15 @@ def run_correct(args: argparse.Namespace) -> int:
         return 2
     jobs = max(1, args.jobs)
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // jobs))  # jobs x threads = cores (model, encoder)
-    limits = Limits(max_pixels=args.max_pixels, strip_gps=not args.keep_gps,
-                    png_compress_level=args.png_compress_level, encode_threads=max(1, (os.cpu_count() or 1) // jobs))
+    limits = Limits(
+        max_pixels=args.max_pixels,
+        strip_gps=not args.keep_gps,
+        png_compress_level=args.png_compress_level,
+        encode_threads=max(1, (os.cpu_count() or 1) // jobs),
+    )
     if Settings().retain_freed_memory:
         from app.memory import retain_freed_memory
+
         retain_freed_memory()  # before the worker threads start
     try:
         corrector = Corrector.from_checkpoint(args.checkpoint, args.device)
@@ -101,8 +110,10 @@ def run_correct(args: argparse.Namespace) -> int:
             return Outcome(job, "failed", f"{type(exc).__name__}: {exc}")
 
     outcomes: list[Outcome] = []
-    with ThreadPoolExecutor(max_workers=jobs) as pool, \
-            tqdm(total=len(photos), unit="photo", disable=args.quiet or None, file=sys.stderr) as bar:
+    with (
+        ThreadPoolExecutor(max_workers=jobs) as pool,
+        tqdm(total=len(photos), unit="photo", disable=args.quiet or None, file=sys.stderr) as bar,
+    ):
         for future in as_completed([pool.submit(one, s, r) for s, r in photos]):
             outcome = future.result()
             outcomes.append(outcome)
@@ -113,8 +124,10 @@ def run_correct(args: argparse.Namespace) -> int:
     done = sum(o.status == "done" for o in outcomes)
     skipped = sum(o.status == "skipped" for o in outcomes)
     failed = sorted((o for o in outcomes if o.status == "failed"), key=lambda o: str(o.job.source))
-    print(f"{done} corrected, {skipped} skipped (output exists; --overwrite to redo), {len(failed)} failed"
-          f" -> {args.outdir}")
+    print(
+        f"{done} corrected, {skipped} skipped (output exists; --overwrite to redo), {len(failed)} failed"
+        f" -> {args.outdir}"
+    )
     for o in failed:
         print(f"  FAILED {o.job.source}: {o.reason}")
     return 1 if failed else 0
@@ -125,8 +138,11 @@ def run_serve(args: argparse.Namespace) -> int:
     from app.__main__ import serve
     from app.settings import Settings
 
-    overrides = {name: getattr(args, name) for name in ("host", "port", "checkpoint", "device", "log_level")
-                 if getattr(args, name) is not None}
+    overrides = {
+        name: getattr(args, name)
+        for name in ("host", "port", "checkpoint", "device", "log_level")
+        if getattr(args, name) is not None
+    }
     serve(Settings(**overrides))
     return 0
 
@@ -137,22 +153,36 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wbvae", description="White-balance correction: photos, service, model.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    c = sub.add_parser("correct", help="correct photos and folders of photos into an output folder",
-                       description="Correct photos (files, or folders searched recursively) into OUTDIR, keeping "
-                                   "the folder structure, the format (JPEG, PNG, WebP; others become PNG) and the "
-                                   "EXIF. Outputs that exist are skipped unless --overwrite. Exit status 1 if any "
-                                   "photo failed (each reason is printed), 2 on usage errors.")
+    c = sub.add_parser(
+        "correct",
+        help="correct photos and folders of photos into an output folder",
+        description="Correct photos (files, or folders searched recursively) into OUTDIR, keeping "
+        "the folder structure, the format (JPEG, PNG, WebP; others become PNG) and the "
+        "EXIF. Outputs that exist are skipped unless --overwrite. Exit status 1 if any "
+        "photo failed (each reason is printed), 2 on usage errors.",
+    )
     c.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="photos or folders of photos")
     c.add_argument("-o", "--outdir", type=Path, required=True, help="output folder (created if needed)")
     c.add_argument("--overwrite", action="store_true", help="redo photos whose output exists")
     c.add_argument("--strength", type=_unit_float, default=1.0, help="0: unchanged … 1: full correction (default 1)")
-    c.add_argument("--format", type=str.lower, choices=("keep", *FORMATS, *(a for f in FORMATS.values()
-                                                                           for a in f.aliases)), default="keep",
-                   help="output format (default: keep the input's; TIFF, BMP, HEIC become PNG)")
-    c.add_argument("--quality", type=int, choices=range(1, 101), metavar="1-100", default=95,
-                   help="JPEG/WebP quality (default 95)")
-    c.add_argument("--png-compress-level", type=int, choices=range(10), metavar="0-9", default=6,
-                   help="zlib level of PNG output (default 6; 1 is faster, larger)")
+    c.add_argument(
+        "--format",
+        type=str.lower,
+        choices=("keep", *FORMATS, *(a for f in FORMATS.values() for a in f.aliases)),
+        default="keep",
+        help="output format (default: keep the input's; TIFF, BMP, HEIC become PNG)",
+    )
+    c.add_argument(
+        "--quality", type=int, choices=range(1, 101), metavar="1-100", default=95, help="JPEG/WebP quality (default 95)"
+    )
+    c.add_argument(
+        "--png-compress-level",
+        type=int,
+        choices=range(10),
+        metavar="0-9",
+        default=6,
+        help="zlib level of PNG output (default 6; 1 is faster, larger)",
+    )
     c.add_argument("--keep-gps", action="store_true", help="keep GPS tags in the EXIF (the service removes them)")
     c.add_argument("--max-pixels", type=int, default=200_000_000, help="largest width x height (default 200 MP)")
     c.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, help="photos at once (default: cores)")
@@ -161,9 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     c.set_defaults(run=run_correct)
 
-    s = sub.add_parser("serve", help="run the HTTP service and web page (python -m app)",
-                       description="Run the HTTP service (API + web page at /). Flags override the WBVAE_* "
-                                   "environment variables; see the README's Configuration table for the rest.")
+    s = sub.add_parser(
+        "serve",
+        help="run the HTTP service and web page (python -m app)",
+        description="Run the HTTP service (API + web page at /). Flags override the WBVAE_* "
+        "environment variables; see the README's Configuration table for the rest.",
+    )
     s.add_argument("--host", help="interface (default 0.0.0.0)")
     s.add_argument("--port", type=int, help="port (default 8000)")
     s.add_argument("--checkpoint", type=Path, help="checkpoint to serve")

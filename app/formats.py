@@ -3,6 +3,7 @@
 Adding a format is one entry here (plus Pillow support for it): its media type, file suffixes,
 the longest side it can store, the Pillow save options it takes and the names clients may use.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -12,20 +13,23 @@ from dataclasses import dataclass, field
 class OutputFormat:
     """One output format."""
 
-    name: str                     # canonical name, as in ``?format=``
-    label: str                    # what the web page shows
+    name: str  # canonical name, as in ``?format=``
+    label: str  # what the web page shows
     media_type: str
-    suffixes: tuple[str, ...]     # file suffixes, the first one written
-    max_side: int                 # longest side the format can store, px
-    lossy: bool                   # takes a ``quality``
+    suffixes: tuple[str, ...]  # file suffixes, the first one written
+    max_side: int  # longest side the format can store, px
+    lossy: bool  # takes a ``quality``
     aliases: tuple[str, ...] = field(default=())
 
 
-FORMATS: dict[str, OutputFormat] = {f.name: f for f in (
-    OutputFormat("png", "PNG (lossless)", "image/png", (".png",), 2**31 - 1, lossy=False),
-    OutputFormat("jpeg", "JPEG", "image/jpeg", (".jpg", ".jpeg", ".jpe"), 65535, lossy=True, aliases=("jpg",)),
-    OutputFormat("webp", "WebP", "image/webp", (".webp",), 16383, lossy=True),
-)}
+FORMATS: dict[str, OutputFormat] = {
+    f.name: f
+    for f in (
+        OutputFormat("png", "PNG (lossless)", "image/png", (".png",), 2**31 - 1, lossy=False),
+        OutputFormat("jpeg", "JPEG", "image/jpeg", (".jpg", ".jpeg", ".jpe"), 65535, lossy=True, aliases=("jpg",)),
+        OutputFormat("webp", "WebP", "image/webp", (".webp",), 16383, lossy=True),
+    )
+}
 DEFAULT_FORMAT = "png"
 _BY_NAME = {alias: f for f in FORMATS.values() for alias in (f.name, *f.aliases)}
 _BY_MEDIA_TYPE = {f.media_type: f for f in FORMATS.values()} | {"image/jpg": FORMATS["jpeg"]}
@@ -55,8 +59,10 @@ def format_for_suffix(suffix: str) -> OutputFormat:
 def check_output_size(fmt: OutputFormat, width: int, height: int) -> None:
     """``OutputTooLarge`` if a ``width`` x ``height`` photo cannot be written as ``fmt``."""
     if max(width, height) > fmt.max_side:
-        raise OutputTooLarge(f"{fmt.name.upper()} output holds at most {fmt.max_side} px per side and this photo "
-                             f"is {width}x{height}; ask for format=png")
+        raise OutputTooLarge(
+            f"{fmt.name.upper()} output holds at most {fmt.max_side} px per side and this photo "
+            f"is {width}x{height}; ask for format=png"
+        )
 
 
 class OutputTooLarge(ValueError):

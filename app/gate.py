@@ -1,4 +1,5 @@
 """Backpressure: at most N corrections run, at most Q wait; the rest are refused at once."""
+
 from __future__ import annotations
 
 import asyncio

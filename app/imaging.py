@@ -6,6 +6,7 @@ to sRGB and the output is tagged sRGB; grayscale stays grayscale at its own bit
 depth (8 or 16); 16-bit colour is reduced to 8 bits by Pillow's decoders, so it
 comes back as 8-bit; alpha is passed through untouched (dropped for JPEG output).
 """
+
 from __future__ import annotations
 
 import io
@@ -50,10 +51,10 @@ class ImageTooLarge(ValueError):
 
 @dataclass
 class DecodedImage:
-    rgb: np.ndarray                # (H, W, 3) uint8 sRGB, upright: what the model sees
-    alpha: np.ndarray | None       # (H, W) uint8, passed through unchanged
-    gray: np.ndarray | None        # (H, W) uint8 or uint16 when the photo is grayscale; output stays so
-    exif: bytes | None             # EXIF to return: orientation reset to 1, GPS removed if asked
+    rgb: np.ndarray  # (H, W, 3) uint8 sRGB, upright: what the model sees
+    alpha: np.ndarray | None  # (H, W) uint8, passed through unchanged
+    gray: np.ndarray | None  # (H, W) uint8 or uint16 when the photo is grayscale; output stays so
+    exif: bytes | None  # EXIF to return: orientation reset to 1, GPS removed if asked
     source_format: str
     had_profile: bool
 
@@ -67,8 +68,7 @@ def decode(data: bytes, max_pixels: int, strip_gps: bool = True) -> DecodedImage
     try:
         im = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except Image.DecompressionBombError:
-        raise ImageTooLarge(f"image declares too many pixels (decompression bomb); "
-                            f"the limit is {max_pixels}") from None
+        raise ImageTooLarge(f"image declares too many pixels (decompression bomb); the limit is {max_pixels}") from None
     except UnidentifiedImageError:
         if _has_accepted_signature(data):  # right magic bytes, but no decodable header after them
             raise CorruptImage("corrupt or truncated image: its header cannot be read") from None
@@ -101,8 +101,11 @@ _HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b
 
 def _has_accepted_signature(data: bytes) -> bool:
     """Whether ``data`` starts like a file of an accepted format."""
-    return (data.startswith(_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
-            or (data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS))
+    return (
+        data.startswith(_SIGNATURES)
+        or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+        or (data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS)
+    )
 
 
 def _pixels(im: Image.Image, fmt: str, exif: bytes | None) -> DecodedImage:
@@ -159,9 +162,19 @@ PNG_STRATEGY = 3  # zlib.Z_RLE
 PNG_WRITERS = ("strips", "pillow")
 
 
-def encode(pixels: np.ndarray, alpha: np.ndarray | None, fmt: str = "png", *, quality: int = 90,
-           compress_level: int = 1, exif: bytes | None = None, png_strategy: int = PNG_STRATEGY,
-           map_rows: MapRows | None = None, threads: int = 0, png_writer: str = "strips") -> bytes:
+def encode(
+    pixels: np.ndarray,
+    alpha: np.ndarray | None,
+    fmt: str = "png",
+    *,
+    quality: int = 90,
+    compress_level: int = 1,
+    exif: bytes | None = None,
+    png_strategy: int = PNG_STRATEGY,
+    map_rows: MapRows | None = None,
+    threads: int = 0,
+    png_writer: str = "strips",
+) -> bytes:
     """Encode a uint8 (H, W, 3) sRGB image, or a uint8/uint16 (H, W) grayscale one, as png, jpeg or webp.
 
     RGB output is tagged with an sRGB profile; 16-bit grayscale is kept only by PNG; JPEG drops alpha.
@@ -178,8 +191,16 @@ def encode(pixels: np.ndarray, alpha: np.ndarray | None, fmt: str = "png", *, qu
         if to_8bit:
             pixels = _to_8bit(map_rows(pixels) if map_rows else pixels)
             map_rows = None
-        return encode_png(pixels, alpha, compress_level=compress_level, strategy=png_strategy, exif=exif,
-                          icc_profile=SRGB_ICC if pixels.ndim == 3 else None, map_rows=map_rows, threads=threads)
+        return encode_png(
+            pixels,
+            alpha,
+            compress_level=compress_level,
+            strategy=png_strategy,
+            exif=exif,
+            icc_profile=SRGB_ICC if pixels.ndim == 3 else None,
+            map_rows=map_rows,
+            threads=threads,
+        )
     if map_rows is not None:
         pixels = map_strips(pixels, map_rows, threads)
     if to_8bit:

@@ -1,4 +1,5 @@
 """Structured logs: one JSON object per line, with the id of the request being served."""
+
 from __future__ import annotations
 
 import contextvars
@@ -24,9 +25,13 @@ class JsonFormatter(logging.Formatter):
     FIELDS = ("method", "path", "status", "duration_ms", "client")
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {"ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
-                 "level": record.levelname.lower(), "logger": record.name, "msg": record.getMessage(),
-                 "request_id": request_id.get()}
+        entry = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+            "request_id": request_id.get(),
+        }
         entry.update({k: getattr(record, k) for k in self.FIELDS if hasattr(record, k)})
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
@@ -36,8 +41,9 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(level: str, as_json: bool = True) -> None:
     """Root logging to stderr (uvicorn's own loggers included); JSON unless ``as_json`` is False."""
     handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter() if as_json else
-                         logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.setFormatter(
+        JsonFormatter() if as_json else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

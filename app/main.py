@@ -1,4 +1,5 @@
 """App factory, lifespan and routes of the wbvae service."""
+
 from __future__ import annotations
 
 import asyncio
@@ -14,8 +15,8 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.batcher import ModelBatcher, batching_wanted
-from app.gate import Busy, CorrectionGate, DeadlineExceeded
 from app.formats import DEFAULT_FORMAT, FORMATS, OutputFormat, OutputTooLarge, format_for_media_type, output_format
+from app.gate import Busy, CorrectionGate, DeadlineExceeded
 from app.imaging import ACCEPTED_NAMES, CorruptImage, ImageTooLarge, UnsupportedImage
 from app.metrics import Metrics
 from app.middleware import BodySizeLimit, RequestMetrics
@@ -44,22 +45,32 @@ def get_corrector(request: Request) -> Corrector:
     return request.app.state.corrector
 
 
-def require_api_key(settings: Annotated[Settings, Depends(get_settings)],
-                    authorization: Annotated[str | None, Header(include_in_schema=False)] = None) -> None:
+def require_api_key(
+    settings: Annotated[Settings, Depends(get_settings)],
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> None:
     """401 unless ``Authorization: Bearer <key>`` names a configured key (no keys configured: open)."""
     keys = settings.api_key_list
     if not keys:
         return
     scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not any(secrets.compare_digest(token.strip().encode(), k.encode())
-                                             for k in keys):
-        raise HTTPException(401, "missing or invalid API key; send Authorization: Bearer <key>",
-                            headers={"WWW-Authenticate": "Bearer"})
+    if scheme.lower() != "bearer" or not any(secrets.compare_digest(token.strip().encode(), k.encode()) for k in keys):
+        raise HTTPException(
+            401, "missing or invalid API key; send Authorization: Bearer <key>", headers={"WWW-Authenticate": "Bearer"}
+        )
 
 
-def get_output_format(request: Request, fmt: Annotated[str | None, Query(
-        alias="format", description=f"Output format: {', '.join(FORMATS)} (aliases such as jpg accepted, any case); "
-        f"overrides the Accept header. Default {DEFAULT_FORMAT}.")] = None) -> OutputFormat:
+def get_output_format(
+    request: Request,
+    fmt: Annotated[
+        str | None,
+        Query(
+            alias="format",
+            description=f"Output format: {', '.join(FORMATS)} (aliases such as jpg accepted, any case); "
+            f"overrides the Accept header. Default {DEFAULT_FORMAT}.",
+        ),
+    ] = None,
+) -> OutputFormat:
     """The ``format`` query parameter, else the best supported type in Accept, else the default (PNG)."""
     if fmt:
         try:
@@ -105,8 +116,7 @@ async def readyz(request: Request) -> JSONResponse:
     """Readiness: 200 once the model is loaded and warmed up, 503 before."""
     if request.app.state.ready:
         corrector: Corrector = request.app.state.corrector
-        return JSONResponse({"status": "ready", "checkpoint": corrector.checkpoint_id,
-                             "device": str(corrector.device)})
+        return JSONResponse({"status": "ready", "checkpoint": corrector.checkpoint_id, "device": str(corrector.device)})
     return JSONResponse({"status": "loading", "detail": "model is not loaded yet"}, status_code=503)
 
 
@@ -117,23 +127,36 @@ async def metrics_endpoint(metrics: MetricsDep) -> Response:
 
 
 @router.post(
-    "/correct", tags=["correction"], response_class=Response, dependencies=[Depends(require_api_key)],
-    responses={200: {"content": {f.media_type: {} for f in FORMATS.values()},
-                     "description": "The corrected photo, same size and orientation-corrected; PNG by default"},
-               401: {"description": "API keys are configured and the request has no valid Bearer key"},
-               413: {"description": "Upload or image over the configured limits"},
-               415: {"description": "Not a supported image"},
-               422: {"description": "Empty, missing or corrupt upload, a bad parameter, or a photo too wide or "
-                                    "tall for the asked format (JPEG 65,535 px, WebP 16,383 px per side)"},
-               503: {"description": "Model loading, queue full or GPU out of memory; see Retry-After"},
-               504: {"description": "Not done within the request timeout"}},
+    "/correct",
+    tags=["correction"],
+    response_class=Response,
+    dependencies=[Depends(require_api_key)],
+    responses={
+        200: {
+            "content": {f.media_type: {} for f in FORMATS.values()},
+            "description": "The corrected photo, same size and orientation-corrected; PNG by default",
+        },
+        401: {"description": "API keys are configured and the request has no valid Bearer key"},
+        413: {"description": "Upload or image over the configured limits"},
+        415: {"description": "Not a supported image"},
+        422: {
+            "description": "Empty, missing or corrupt upload, a bad parameter, or a photo too wide or "
+            "tall for the asked format (JPEG 65,535 px, WebP 16,383 px per side)"
+        },
+        503: {"description": "Model loading, queue full or GPU out of memory; see Retry-After"},
+        504: {"description": "Not done within the request timeout"},
+    },
 )
-async def correct(corrector: CorrectorDep, settings: SettingsDep, metrics: MetricsDep, fmt: FormatDep,
-                  request: Request,
-                  file: Annotated[UploadFile, File(description=f"The photo ({ACCEPTED_NAMES})")],
-                  quality: Annotated[int | None, Query(ge=1, le=100, description="JPEG/WebP quality")] = None,
-                  strength: Annotated[float, Query(ge=0, le=1, description="0: unchanged, 1: full")] = 1.0,
-                  ) -> Response:
+async def correct(
+    corrector: CorrectorDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    fmt: FormatDep,
+    request: Request,
+    file: Annotated[UploadFile, File(description=f"The photo ({ACCEPTED_NAMES})")],
+    quality: Annotated[int | None, Query(ge=1, le=100, description="JPEG/WebP quality")] = None,
+    strength: Annotated[float, Query(ge=0, le=1, description="0: unchanged, 1: full")] = 1.0,
+) -> Response:
     """Correct the white balance of an uploaded photo; returns it at the same size (PNG unless asked)."""
     deadline = time.monotonic() + settings.request_timeout_s
     data = await file.read(settings.max_upload_bytes + 1)
@@ -144,12 +167,20 @@ async def correct(corrector: CorrectorDep, settings: SettingsDep, metrics: Metri
     options = Options(fmt, quality or settings.default_quality, strength)
     retry = {"Retry-After": str(settings.retry_after_s)}
     try:
-        result = await request.app.state.gate.run(correct_upload, corrector, data, options, request.app.state.limits,
-                                                  request.app.state.batcher, deadline=deadline)
+        result = await request.app.state.gate.run(
+            correct_upload,
+            corrector,
+            data,
+            options,
+            request.app.state.limits,
+            request.app.state.batcher,
+            deadline=deadline,
+        )
     except Busy:
         metrics.rejected.labels("queue_full").inc()
-        raise HTTPException(503, "busy: all correction slots and queue places are taken; retry later",
-                            headers=retry) from None
+        raise HTTPException(
+            503, "busy: all correction slots and queue places are taken; retry later", headers=retry
+        ) from None
     except DeadlineExceeded:
         metrics.rejected.labels("timeout").inc()
         raise HTTPException(504, f"not done within {settings.request_timeout_s:g} s") from None
@@ -173,8 +204,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         device = None if settings.device == "auto" else settings.device
-        corrector = await asyncio.to_thread(Corrector.from_checkpoint, settings.checkpoint, device,
-                                            settings.gpu_mapping)
+        corrector = await asyncio.to_thread(
+            Corrector.from_checkpoint, settings.checkpoint, device, settings.gpu_mapping
+        )
         app.state.corrector = corrector
         corrector.limit_cpu_threads()  # once per process; the CLI sizes its own thread pool
         metrics.model_info.info({"checkpoint": corrector.checkpoint_id, "device": str(corrector.device)})
@@ -187,8 +219,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.info("model warmed up; ready")
 
         if batching_wanted(settings.batch, corrector.device):
-            app.state.batcher = ModelBatcher(corrector, settings.batch_max_size, settings.batch_max_wait_ms / 1000,
-                                             metrics)
+            app.state.batcher = ModelBatcher(
+                corrector, settings.batch_max_size, settings.batch_max_wait_ms / 1000, metrics
+            )
         gate = app.state.gate = CorrectionGate(settings.max_concurrent_corrections, settings.max_queued_corrections)
         metrics.in_flight.set_function(lambda: gate.running)
         metrics.queued.set_function(lambda: gate.waiting)
@@ -205,12 +238,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if app.state.batcher is not None:
                 app.state.batcher.close()
 
-    app = FastAPI(title="wbvae", version="0.1.0", lifespan=lifespan,
-                  description="White-balance correction: upload a photo, get it back with whites white.")
+    app = FastAPI(
+        title="wbvae",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="White-balance correction: upload a photo, get it back with whites white.",
+    )
     app.state.settings = settings
     app.state.metrics = metrics
-    app.state.limits = Limits(max_pixels=settings.max_pixels, strip_gps=settings.strip_gps,
-                              png_compress_level=settings.png_compress_level, encode_threads=settings.encode_threads)
+    app.state.limits = Limits(
+        max_pixels=settings.max_pixels,
+        strip_gps=settings.strip_gps,
+        png_compress_level=settings.png_compress_level,
+        encode_threads=settings.encode_threads,
+    )
     app.state.corrector = None
     app.state.batcher = None
     app.state.ready = False

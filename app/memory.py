@@ -7,6 +7,7 @@ again, zero-filled, at a cost measured in docs/benchmark.md. With one arena, no 
 ``MMAP_THRESHOLD`` the memory is reused instead: the process's RSS stays at its peak between
 requests (the peak itself is no higher; it was measured lower, one arena instead of one per thread).
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
-MMAP_THRESHOLD = 256 << 20      # blocks up to 256 MB come from (and go back to) the heap
+MMAP_THRESHOLD = 256 << 20  # blocks up to 256 MB come from (and go back to) the heap
 TRIM_THRESHOLD = (1 << 31) - 1  # mallopt takes an int: never trim the heap top, in effect
 
 
@@ -33,8 +34,14 @@ def retain_freed_memory() -> bool:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         libc.mallopt.argtypes, libc.mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-        ok = all(libc.mallopt(param, value) == 1 for param, value in (
-            (M_ARENA_MAX, 1), (M_MMAP_THRESHOLD, MMAP_THRESHOLD), (M_TRIM_THRESHOLD, TRIM_THRESHOLD)))
+        ok = all(
+            libc.mallopt(param, value) == 1
+            for param, value in (
+                (M_ARENA_MAX, 1),
+                (M_MMAP_THRESHOLD, MMAP_THRESHOLD),
+                (M_TRIM_THRESHOLD, TRIM_THRESHOLD),
+            )
+        )
     except (OSError, AttributeError) as exc:
         log.warning("could not tune the allocator: %s", exc)
         return False

@@ -1,4 +1,5 @@
 """Prometheus metrics of one app instance (own registry, bounded label values)."""
+
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
@@ -15,27 +16,55 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("wbvae_http_requests", "HTTP requests by route, method and status code.",
-                                ["route", "method", "status"], registry=self.registry)
-        self.request_duration = Histogram("wbvae_http_request_duration_seconds", "Whole-request latency.",
-                                          ["route"], buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.inference_duration = Histogram("wbvae_inference_duration_seconds",
-                                            "Model estimate plus full-resolution mapping, per photo.",
-                                            buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.stage_duration = Histogram("wbvae_stage_duration_seconds",
-                                        "Time per correction stage: decode, model, mapping, encode.",
-                                        ["stage"], buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.input_megapixels = Histogram("wbvae_input_megapixels", "Size of decoded uploads in megapixels.",
-                                          buckets=MEGAPIXEL_BUCKETS, registry=self.registry)
-        self.batch_size = Histogram("wbvae_model_batch_size", "Photos per model forward (micro-batching).",
-                                    buckets=BATCH_BUCKETS, registry=self.registry)
-        self.in_flight = Gauge("wbvae_corrections_in_flight", "Corrections being processed.",
-                               registry=self.registry)
+        self.requests = Counter(
+            "wbvae_http_requests",
+            "HTTP requests by route, method and status code.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.request_duration = Histogram(
+            "wbvae_http_request_duration_seconds",
+            "Whole-request latency.",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.inference_duration = Histogram(
+            "wbvae_inference_duration_seconds",
+            "Model estimate plus full-resolution mapping, per photo.",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.stage_duration = Histogram(
+            "wbvae_stage_duration_seconds",
+            "Time per correction stage: decode, model, mapping, encode.",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.input_megapixels = Histogram(
+            "wbvae_input_megapixels",
+            "Size of decoded uploads in megapixels.",
+            buckets=MEGAPIXEL_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "wbvae_model_batch_size",
+            "Photos per model forward (micro-batching).",
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.in_flight = Gauge("wbvae_corrections_in_flight", "Corrections being processed.", registry=self.registry)
         self.queued = Gauge("wbvae_corrections_queued", "Corrections waiting for a slot.", registry=self.registry)
-        self.rejected = Counter("wbvae_rejected_requests", "Corrections refused: queue full (503), "
-                                "timeout (504) or GPU out of memory (503).", ["reason"], registry=self.registry)
-        self.model_ready = Gauge("wbvae_model_ready", "1 once the model is loaded and warmed up.",
-                                 registry=self.registry)
+        self.rejected = Counter(
+            "wbvae_rejected_requests",
+            "Corrections refused: queue full (503), timeout (504) or GPU out of memory (503).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.model_ready = Gauge(
+            "wbvae_model_ready", "1 once the model is loaded and warmed up.", registry=self.registry
+        )
         self.model_info = Info("wbvae_model", "Served checkpoint and device.", registry=self.registry)
         for stage in STAGES:  # export every series from the start
             self.stage_duration.labels(stage)

@@ -1,4 +1,5 @@
 """Pure ASGI middleware: request id, metrics and access log; the upload size limit enforced while streaming."""
+
 from __future__ import annotations
 
 import json
@@ -17,9 +18,17 @@ MULTIPART_SLACK_BYTES = 64 * 1024
 
 async def _send_json(send, status: int, detail: str) -> None:
     body = json.dumps({"detail": detail}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -102,8 +111,15 @@ class RequestMetrics:
             elapsed = time.perf_counter() - start
             self.metrics.requests.labels(label, scope["method"], str(status)).inc()
             self.metrics.request_duration.labels(label).observe(elapsed)
-            access_log.log(logging.DEBUG if scope["path"] in QUIET_PATHS else logging.INFO, "request",
-                           extra={"method": scope["method"], "path": scope["path"], "status": status,
-                                  "duration_ms": round(elapsed * 1000, 1),
-                                  "client": (scope.get("client") or ("-",))[0]})
+            access_log.log(
+                logging.DEBUG if scope["path"] in QUIET_PATHS else logging.INFO,
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 1),
+                    "client": (scope.get("client") or ("-",))[0],
+                },
+            )
             request_id.reset(token)

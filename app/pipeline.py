@@ -4,6 +4,7 @@ Free of service plumbing: it takes the photo, the client's options and plain lim
 the bytes with their stage times; the route records metrics, the CLI ignores them. Runs in a
 worker thread; raises plain ``ValueError`` subclasses for bad input.
 """
+
 from __future__ import annotations
 
 import threading
@@ -24,8 +25,8 @@ class Options:
     """What the client asked for."""
 
     fmt: OutputFormat
-    quality: int = 90       # JPEG/WebP quality, 1-100
-    strength: float = 1.0   # 0: photo unchanged, 1: full correction
+    quality: int = 90  # JPEG/WebP quality, 1-100
+    strength: float = 1.0  # 0: photo unchanged, 1: full correction
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,9 @@ class Result:
         return self.stages.get("model", 0.0) + self.stages.get("mapping", 0.0)
 
 
-def correct_upload(corrector: Corrector, data: bytes, options: Options, limits: Limits,
-                   batcher: ModelBatcher | None = None) -> Result:
+def correct_upload(
+    corrector: Corrector, data: bytes, options: Options, limits: Limits, batcher: ModelBatcher | None = None
+) -> Result:
     """Upload bytes -> corrected image bytes in ``options.fmt``.
 
     With a ``batcher`` the model forward is shared with concurrent requests (``app.batcher``). When
@@ -79,9 +81,16 @@ def correct_upload(corrector: Corrector, data: bytes, options: Options, limits: 
     stages["mapping"] = time.perf_counter() - start
     clock = StageClock(map_rows) if map_rows is not None else None
     start = time.perf_counter()
-    body = encode(pixels, image.alpha, options.fmt.name, quality=options.quality, exif=image.exif,
-                  compress_level=limits.png_compress_level, map_rows=clock.map_rows if clock else None,
-                  threads=limits.encode_threads)
+    body = encode(
+        pixels,
+        image.alpha,
+        options.fmt.name,
+        quality=options.quality,
+        exif=image.exif,
+        compress_level=limits.png_compress_level,
+        map_rows=clock.map_rows if clock else None,
+        threads=limits.encode_threads,
+    )
     wall = time.perf_counter() - start
     fused = clock.wall_share(wall) if clock is not None else 0.0
     stages["mapping"] += fused

@@ -14,6 +14,7 @@ A strip's Paeth filter needs the raw row above it: a worker maps one extra row (
 strip's last) instead of waiting for its neighbour. Lossless whatever the level and strategy;
 written chunks are Pillow's for the same image and options: IHDR, iCCP, eXIf, IDAT..., IEND.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,11 +29,11 @@ from pathlib import Path
 import numpy as np
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
-STRIP_BYTES = 1 << 19          # filtered bytes per strip (about 41 rows of a 12 MP RGB photo)
+STRIP_BYTES = 1 << 19  # filtered bytes per strip (about 41 rows of a 12 MP RGB photo)
 ADLER_BASE = 65521
 PAETH = 4
 NONE = 0
-ZLIB_HEADER = b"\x78\x01"    # deflate, 32 KB window, no preset dictionary
+ZLIB_HEADER = b"\x78\x01"  # deflate, 32 KB window, no preset dictionary
 
 MapRows = Callable[[np.ndarray], np.ndarray]
 
@@ -87,8 +88,8 @@ class _Layout:
             raise ValueError(f"alpha must be uint8 {(self.height, self.width)}, got {alpha.dtype} {alpha.shape}")
         self.gray = gray
         self.samples = (1 if gray else 3) + (alpha is not None)
-        self.color_type = {1: 0, 2: 4, 3: 2, 4: 6}[self.samples]   # gray, gray+alpha, RGB, RGBA
-        self.bpp = self.samples * self.depth // 8                   # filter distance in bytes
+        self.color_type = {1: 0, 2: 4, 3: 2, 4: 6}[self.samples]  # gray, gray+alpha, RGB, RGBA
+        self.bpp = self.samples * self.depth // 8  # filter distance in bytes
         self.row_bytes = self.width * self.bpp
 
     def ihdr(self) -> bytes:
@@ -98,8 +99,16 @@ class _Layout:
 class _StripCoder:
     """One worker's reusable buffers; ``code(start, stop)`` returns that strip's compressed piece."""
 
-    def __init__(self, layout: _Layout, pixels: np.ndarray, alpha: np.ndarray | None, map_rows: MapRows | None,
-                 rows: int, level: int, strategy: int):
+    def __init__(
+        self,
+        layout: _Layout,
+        pixels: np.ndarray,
+        alpha: np.ndarray | None,
+        map_rows: MapRows | None,
+        rows: int,
+        level: int,
+        strategy: int,
+    ):
         self.layout, self.pixels, self.alpha, self.map_rows = layout, pixels, alpha, map_rows
         self.level, self.strategy = level, strategy
         n, width, bpp = rows, layout.row_bytes, layout.bpp
@@ -150,33 +159,34 @@ class _StripCoder:
     def _paeth(self, raw: np.ndarray, has_above: bool, dst: np.ndarray) -> None:
         """PNG's Paeth filter of ``raw`` (with the row above it first when ``has_above``) into ``dst``."""
         bpp, n = self.layout.bpp, dst.shape[0]
-        wide = self.wide[:n + 1]
+        wide = self.wide[: n + 1]
         if has_above:
             wide[:, bpp:] = raw
         else:
             wide[0, bpp:] = 0
             wide[1:, bpp:] = raw
-        x, a = wide[1:, bpp:], wide[1:, :-bpp]      # the byte, the one bpp to its left,
-        b, c = wide[:-1, bpp:], wide[:-1, :-bpp]    # the one above, above-left (zero outside the image)
+        x, a = wide[1:, bpp:], wide[1:, :-bpp]  # the byte, the one bpp to its left,
+        b, c = wide[:-1, bpp:], wide[:-1, :-bpp]  # the one above, above-left (zero outside the image)
         d1, d2, pc, pred, ma, mb = (t[:n] for t in (self.d1, self.d2, self.pc, self.pred, self.ma, self.mb))
-        np.subtract(b, c, out=d1)                   # p - a, where p = a + b - c
-        np.subtract(a, c, out=d2)                   # p - b
-        np.add(d1, d2, out=pc)                      # p - c
+        np.subtract(b, c, out=d1)  # p - a, where p = a + b - c
+        np.subtract(a, c, out=d2)  # p - b
+        np.add(d1, d2, out=pc)  # p - c
         np.abs(pc, out=pc)
         np.abs(d1, out=d1)
         np.abs(d2, out=d2)
-        np.less_equal(d1, d2, out=ma)               # a if pa <= pb and pa <= pc
+        np.less_equal(d1, d2, out=ma)  # a if pa <= pb and pa <= pc
         np.less_equal(d1, pc, out=mb)
         ma &= mb
-        np.less_equal(d2, pc, out=mb)               # else b if pb <= pc, else c
+        np.less_equal(d2, pc, out=mb)  # else b if pb <= pc, else c
         np.copyto(pred, c)
         np.copyto(pred, b, where=mb)
         np.copyto(pred, a, where=ma)
         np.subtract(x, pred, out=dst, casting="unsafe")  # modulo 256
 
 
-def map_strips(pixels: np.ndarray, map_rows: MapRows, threads: int = 0,
-               strip_bytes: int = 4 * STRIP_BYTES) -> np.ndarray:
+def map_strips(
+    pixels: np.ndarray, map_rows: MapRows, threads: int = 0, strip_bytes: int = 4 * STRIP_BYTES
+) -> np.ndarray:
     """``map_rows(pixels)``, computed in strips of rows on ``threads`` threads (0: one per core)."""
     rows = max(1, strip_bytes // max(1, pixels[0].nbytes))
     starts = range(0, pixels.shape[0], rows)
@@ -186,16 +196,25 @@ def map_strips(pixels: np.ndarray, map_rows: MapRows, threads: int = 0,
     out = np.empty_like(pixels)
 
     def one(start: int) -> None:
-        out[start:start + rows] = map_rows(pixels[start:start + rows])
+        out[start : start + rows] = map_rows(pixels[start : start + rows])
 
     with ThreadPoolExecutor(workers, thread_name_prefix="map") as pool:
         list(pool.map(one, starts))
     return out
 
 
-def encode_png(pixels: np.ndarray, alpha: np.ndarray | None = None, *, compress_level: int = 1,
-               strategy: int = zlib.Z_RLE, icc_profile: bytes | None = None, exif: bytes | None = None,
-               map_rows: MapRows | None = None, threads: int = 0, strip_bytes: int = STRIP_BYTES) -> bytes:
+def encode_png(
+    pixels: np.ndarray,
+    alpha: np.ndarray | None = None,
+    *,
+    compress_level: int = 1,
+    strategy: int = zlib.Z_RLE,
+    icc_profile: bytes | None = None,
+    exif: bytes | None = None,
+    map_rows: MapRows | None = None,
+    threads: int = 0,
+    strip_bytes: int = STRIP_BYTES,
+) -> bytes:
     """PNG bytes of uint8 ``(H, W, 3)`` RGB or uint8/uint16 ``(H, W)`` grayscale pixels, plus optional alpha.
 
     ``map_rows`` (rows -> same-shaped rows) is applied to each strip of ``pixels`` before it is written.

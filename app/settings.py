@@ -1,4 +1,5 @@
 """The service's one settings class (environment variables prefixed ``WBVAE_``)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,11 +25,15 @@ class Settings(BaseSettings):
     max_concurrent_corrections: int = Field(2, ge=1, description="Corrections run at once; others queue.")
     max_queued_corrections: int = Field(8, ge=0, description="Corrections waiting for a slot; 503 beyond.")
     batch: Literal["auto", "on", "off"] = Field(
-        "auto", description="Micro-batch concurrent requests' model forwards: auto (on for CUDA only), on, off.")
+        "auto", description="Micro-batch concurrent requests' model forwards: auto (on for CUDA only), on, off."
+    )
     batch_max_size: int = Field(8, ge=1, description="Most photos in one batched model forward.")
     batch_max_wait_ms: float = Field(5.0, ge=0, description="Longest a forward waits for photos still decoding.")
-    gpu_mapping: bool = Field(True, description="With the model on a GPU, map the pixels there too (False: on "
-                              "the CPU, inside the PNG writer's threads).")
+    gpu_mapping: bool = Field(
+        True,
+        description="With the model on a GPU, map the pixels there too (False: on "
+        "the CPU, inside the PNG writer's threads).",
+    )
     retry_after_s: int = Field(2, ge=1, description="Retry-After sent with 503 (busy, GPU out of memory).")
     request_timeout_s: float = Field(60.0, gt=0, description="Queue wait plus correction time before 504.")
     shutdown_grace_s: float = Field(30.0, ge=0, description="On SIGTERM, time in-flight requests get to finish.")
@@ -36,8 +41,11 @@ class Settings(BaseSettings):
     strip_gps: bool = Field(True, description="Remove GPS tags from the EXIF returned with the photo.")
     png_compress_level: int = Field(1, ge=0, le=9, description="zlib level of PNG output (1: fast, 9: small).")
     encode_threads: int = Field(0, ge=0, description="Threads that map and PNG-encode one photo (0: one per core).")
-    retain_freed_memory: bool = Field(True, description="glibc: keep freed memory for the next photo (one arena, "
-                                      "no trimming): fewer page faults; RSS stays at its peak.")
+    retain_freed_memory: bool = Field(
+        True,
+        description="glibc: keep freed memory for the next photo (one arena, "
+        "no trimming): fewer page faults; RSS stays at its peak.",
+    )
     default_quality: int = Field(90, ge=1, le=100, description="JPEG/WebP quality unless the request sets one.")
     log_level: str = Field("info", description="Log level of the service and uvicorn.")
     log_json: bool = Field(True, description="One JSON object per log line (False: plain text).")

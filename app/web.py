@@ -1,9 +1,9 @@
 """The web page at ``/``: one static HTML + JS + CSS page that posts to ``/correct``; no external resources."""
+
 from __future__ import annotations
 
-from pathlib import Path
-
 from html import escape
+from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import HTMLResponse
@@ -18,8 +18,10 @@ FORMATS_SLOT = "<!-- FORMATS: filled in from app/formats.py when the page is ser
 def render_page() -> str:
     """index.html with the output-format choices of the registry (``data-ext``: the download's suffix)."""
     options = "\n".join(
-        f'        <option value="{f.name}" data-ext="{f.suffixes[0][1:]}"{" selected" if f.name == DEFAULT_FORMAT else ""}>'
-        f"{escape(f.label)}</option>" for f in FORMATS.values())
+        f'        <option value="{f.name}" data-ext="{f.suffixes[0][1:]}"'
+        f"{' selected' if f.name == DEFAULT_FORMAT else ''}>{escape(f.label)}</option>"
+        for f in FORMATS.values()
+    )
     return (STATIC / "index.html").read_text(encoding="utf-8").replace(FORMATS_SLOT, options.lstrip())
 
 

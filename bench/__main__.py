@@ -14,6 +14,7 @@ batch sizes.
     python -m bench [--quick] [--sizes 1 12 24] [--formats png jpeg webp] [--reps 5] [--device cpu|cuda]
                     [--no-cpumap] [--no-rss] [--no-http] [--concurrency 1 2 4] [--out docs/benchmark-run.md]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,11 @@ def in_process(sizes, fmts, reps, device, cpumap) -> tuple[list[str], dict]:
     benches = [Bench(device)]
     if cpumap and benches[0].label != "cpu":  # the model on the GPU, the mapping on the CPU inside the encoder
         benches.append(Bench(device, map_on_device=False))
-    rows = ["| MP | out | map on | median s | p95 s | " + " | ".join(STAGES) + " | floor s | ratio | own floor s | "
-            "own ratio | model+mapping s | out MB |", "|" + " --- |" * (11 + len(STAGES))]
+    rows = [
+        "| MP | out | map on | median s | p95 s | " + " | ".join(STAGES) + " | floor s | ratio | own floor s | "
+        "own ratio | model+mapping s | out MB |",
+        "|" + " --- |" * (11 + len(STAGES)),
+    ]
     floors = {}
     for mp in sizes:
         data = photo_jpeg(mp)
@@ -65,18 +69,21 @@ def in_process(sizes, fmts, reps, device, cpumap) -> tuple[list[str], dict]:
             for b in benches:
                 total = float(np.median(walls[b.label]))
                 m = {s: float(np.median([t[s] for t in stages[b.label]])) for s in STAGES}
-                rows.append(f"| {mp:g} | {fmt} | {b.label} | {total:.3f} | {pct(walls[b.label], 95):.3f} | "
-                            + " | ".join(f"{m[s]:.3f}" for s in STAGES)
-                            + f" | {floor['pillow']:.3f} | {total / floor['pillow']:.2f} | {floor['own']:.3f} | "
-                            f"{total / floor['own']:.2f} | {m['model'] + m['mapping']:.3f} | "
-                            f"{size[b.label] / 2**20:.1f} |")
-            print("\n".join(rows[-len(benches):]), flush=True)
+                rows.append(
+                    f"| {mp:g} | {fmt} | {b.label} | {total:.3f} | {pct(walls[b.label], 95):.3f} | "
+                    + " | ".join(f"{m[s]:.3f}" for s in STAGES)
+                    + f" | {floor['pillow']:.3f} | {total / floor['pillow']:.2f} | {floor['own']:.3f} | "
+                    f"{total / floor['own']:.2f} | {m['model'] + m['mapping']:.3f} | "
+                    f"{size[b.label] / 2**20:.1f} |"
+                )
+            print("\n".join(rows[-len(benches) :]), flush=True)
     return rows, floors
 
 
 def peak_rss(sizes, device) -> list[str]:
     rows = ["| MP | peak RSS MB (one PNG request) | idle MB |", "| --- | --- | --- |"]
     import tempfile
+
     for mp in sizes:
         photo = Path(tempfile.mkdtemp()) / f"{mp:g}mp.jpg"
         photo.write_bytes(photo_jpeg(mp))
@@ -98,6 +105,7 @@ class ServerPeak:
 
     def __init__(self, pid: int):
         import psutil
+
         self.pid, self.proc, self.sampled = pid, psutil.Process(pid), 0
 
     def reset(self) -> None:
@@ -123,8 +131,14 @@ def start_server(device: str, log: Path | None = None):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "WBVAE_HOST": "127.0.0.1", "WBVAE_PORT": str(port), "WBVAE_DEVICE": device,
-           "WBVAE_LOG_LEVEL": "warning", "WBVAE_MAX_QUEUED_CORRECTIONS": "16"}
+    env = {
+        **os.environ,
+        "WBVAE_HOST": "127.0.0.1",
+        "WBVAE_PORT": str(port),
+        "WBVAE_DEVICE": device,
+        "WBVAE_LOG_LEVEL": "warning",
+        "WBVAE_MAX_QUEUED_CORRECTIONS": "16",
+    }
     sink = open(log, "wb") if log else subprocess.DEVNULL
     proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=REPO, env=env, stdout=sink, stderr=sink)
     return proc, f"http://127.0.0.1:{port}"
@@ -133,6 +147,7 @@ def start_server(device: str, log: Path | None = None):
 def batch_counts(text: str) -> tuple[float, float]:
     """(forwards, photos) so far from the server's wbvae_model_batch_size histogram."""
     from prometheus_client.parser import text_string_to_metric_families
+
     for family in text_string_to_metric_families(text):
         if family.name == "wbvae_model_batch_size":
             values = {s.name: s.value for s in family.samples}
@@ -170,22 +185,32 @@ async def http_runs(url, pid, sizes, fmts, reps, tput_mp, tput_requests, concurr
 
         stop = asyncio.Event()
         sampler = asyncio.create_task(sample(stop))
-        rows = ["| MP | out | requests | median s | p95 s | ratio to floor | ratio to own floor | server peak RSS MB |",
-                "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        rows = [
+            "| MP | out | requests | median s | p95 s | ratio to floor | ratio to own floor | server peak RSS MB |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
         for mp in sizes:
             for fmt in fmts:
                 await post(photo_jpeg(mp), fmt)  # first request of a size: allocations, caches
                 peak.reset()
                 lat = [await post(photo_jpeg(mp), fmt) for _ in range(reps)]
                 med = float(np.median(lat))
-                ratios = [f"{med / f:.2f}" if (f := floors.get((mp, fmt), {}).get(k)) else "-" for k in ("pillow", "own")]
-                rows.append(f"| {mp:g} | {fmt} | {reps} | {med:.3f} | {pct(lat, 95):.3f} | {ratios[0]} | "
-                            f"{ratios[1]} | {peak.mb():.0f} |")
+                ratios = [
+                    f"{med / f:.2f}" if (f := floors.get((mp, fmt), {}).get(k)) else "-" for k in ("pillow", "own")
+                ]
+                rows.append(
+                    f"| {mp:g} | {fmt} | {reps} | {med:.3f} | {pct(lat, 95):.3f} | {ratios[0]} | "
+                    f"{ratios[1]} | {peak.mb():.0f} |"
+                )
                 print(rows[-1], flush=True)
-        rows += ["", f"Throughput, {tput_mp:g} MP JPEG in, PNG out, {tput_requests} requests per level "
-                 "(forwards and mean batch: the model's, from the server's batch-size histogram):", "",
-                 "| concurrency | corrections/s | median s | p95 s | server peak RSS MB | forwards | mean batch |",
-                 "| --- | --- | --- | --- | --- | --- | --- |"]
+        rows += [
+            "",
+            f"Throughput, {tput_mp:g} MP JPEG in, PNG out, {tput_requests} requests per level "
+            "(forwards and mean batch: the model's, from the server's batch-size histogram):",
+            "",
+            "| concurrency | corrections/s | median s | p95 s | server peak RSS MB | forwards | mean batch |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
         data = photo_jpeg(tput_mp)
         for conc in concurrency:
             peak.reset()
@@ -193,7 +218,7 @@ async def http_runs(url, pid, sizes, fmts, reps, tput_mp, tput_requests, concurr
             queue = list(range(tput_requests))
             lat: list[float] = []
 
-            async def worker():
+            async def worker(queue: list[int] = queue, lat: list[float] = lat) -> None:
                 while queue:
                     queue.pop()
                     lat.append(await post(data, "png"))
@@ -204,8 +229,10 @@ async def http_runs(url, pid, sizes, fmts, reps, tput_mp, tput_requests, concurr
             forwards, photos = batch_counts((await client.get(f"{url}/metrics")).text)
             forwards, photos = forwards - forwards0, photos - photos0
             batch = f"{forwards:.0f} | {photos / forwards:.2f}" if forwards else "- (batching off) | -"
-            rows.append(f"| {conc} | {len(lat) / wall:.2f} | {np.median(lat):.3f} | {pct(lat, 95):.3f} | "
-                        f"{peak.mb():.0f} | {batch} |")
+            rows.append(
+                f"| {conc} | {len(lat) / wall:.2f} | {np.median(lat):.3f} | {pct(lat, 95):.3f} | "
+                f"{peak.mb():.0f} | {batch} |"
+            )
             print(rows[-1], flush=True)
         stop.set()
         await sampler
@@ -216,8 +243,9 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="1 MP, 2 repetitions: a smoke run (< 60 s)")
     ap.add_argument("--sizes", type=float, nargs="+", default=[1, 12, 24], help="megapixels")
-    ap.add_argument("--formats", nargs="+", default=["png", "jpeg", "webp"], choices=["png", "jpeg", "webp"],
-                    help="output formats")
+    ap.add_argument(
+        "--formats", nargs="+", default=["png", "jpeg", "webp"], choices=["png", "jpeg", "webp"], help="output formats"
+    )
     ap.add_argument("--reps", type=int, default=5, help="in-process repetitions per size and format")
     ap.add_argument("--http-reps", type=int, default=3, help="HTTP requests per size and format")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (model and mapping)")
@@ -235,12 +263,17 @@ def main(argv=None) -> None:
         args.sizes, args.reps, args.http_reps, args.tput_mp, args.tput_requests = [1.0], 2, 1, 1.0, 4
     retain = Settings().retain_freed_memory and retain_freed_memory()  # as the service does at start-up
     import torch
-    header = [f"# wbvae benchmark ({time.strftime('%Y-%m-%d %H:%M')})", "",
-              f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-              f"{torch.get_num_threads()} intra-op threads at start, device {args.device}"
-              + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else "")
-              + f"; photo {source_photo().name} resampled to {', '.join(f'{s:g}' for s in args.sizes)} MP, "
-                f"JPEG q92 in; allocator keeps freed memory: {'yes' if retain else 'no'}.", ""]
+
+    header = [
+        f"# wbvae benchmark ({time.strftime('%Y-%m-%d %H:%M')})",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} intra-op threads at start, device {args.device}"
+        + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else "")
+        + f"; photo {source_photo().name} resampled to {', '.join(f'{s:g}' for s in args.sizes)} MP, "
+        f"JPEG q92 in; allocator keeps freed memory: {'yes' if retain else 'no'}.",
+        "",
+    ]
     if args.note:
         header += [args.note, ""]
     out = list(header)
@@ -251,21 +284,49 @@ def main(argv=None) -> None:
         if args.out:
             args.out.write_text("\n".join(out) + "\n")
 
-    emit([("## In-process: app.pipeline.correct_upload (seconds; median and p95 of its wall time, medians of "
-           "the stages it reports; floor = decode + Pillow's PNG encode (level 1, Z_RLE, one thread), own floor "
-           "= decode + the service's encoder, both of the corrected pixels; ratio = median / floor)"), ""])
+    emit(
+        [
+            (
+                "## In-process: app.pipeline.correct_upload (seconds; median and p95 of its wall time, medians of "
+                "the stages it reports; floor = decode + Pillow's PNG encode (level 1, Z_RLE, one thread), own floor "
+                "= decode + the service's encoder, both of the corrected pixels; ratio = median / floor)"
+            ),
+            "",
+        ]
+    )
     rows, floors = in_process(args.sizes, args.formats, args.reps, args.device, not args.no_cpumap)
     emit(rows)
     if not args.no_rss:
         emit(["", "## Peak RSS (fresh process, one PNG request through correct_upload; VmHWM)", ""])
         emit(peak_rss(args.sizes, args.device))
     if not args.no_http:
-        emit(["", ("## End to end over HTTP (python -m app, default settings but 16 queue places; "
-                   "WBVAE_* from the environment)"), ""])
+        emit(
+            [
+                "",
+                (
+                    "## End to end over HTTP (python -m app, default settings but 16 queue places; "
+                    "WBVAE_* from the environment)"
+                ),
+                "",
+            ]
+        )
         proc, url = start_server(args.device, args.server_log)
         try:
-            emit(asyncio.run(http_runs(url, proc.pid, args.sizes, args.formats, args.http_reps, args.tput_mp,
-                                       args.tput_requests, args.concurrency, floors)))
+            emit(
+                asyncio.run(
+                    http_runs(
+                        url,
+                        proc.pid,
+                        args.sizes,
+                        args.formats,
+                        args.http_reps,
+                        args.tput_mp,
+                        args.tput_requests,
+                        args.concurrency,
+                        floors,
+                    )
+                )
+            )
         finally:
             proc.terminate()
             proc.wait(timeout=60)

@@ -7,6 +7,7 @@
    GPU (largest matrix difference, how many identical), the time of 8 single forwards against
    one batch of 8, and the largest difference between the CPU's and the GPU's matrices.
 """
+
 from __future__ import annotations
 
 import sys
@@ -47,12 +48,14 @@ def main() -> int:
     numpy_s = time.perf_counter() - start
     gpu_s, got = timed(lambda: correction.map_on(rgb, dev), dev)
     diff = np.abs(got.astype(int) - want.astype(int))
-    print(f"mapping 12 MP: CPU map_rows (NumPy) {numpy_s:.3f} s, GPU map_on {gpu_s:.3f} s "
-          f"(upload+map+download); "
-          f"values differing {(diff > 0).mean():.2e}, largest difference {diff.max()} levels")
+    print(
+        f"mapping 12 MP: CPU map_rows (NumPy) {numpy_s:.3f} s, GPU map_on {gpu_s:.3f} s "
+        f"(upload+map+download); "
+        f"values differing {(diff > 0).mean():.2e}, largest difference {diff.max()} levels"
+    )
 
     h, w = rgb.shape[:2]
-    crops = [rgb[y:y + h // 2, x:x + w // 2] for y in (0, h // 4, h // 2) for x in (0, w // 4, w // 2)][:8]
+    crops = [rgb[y : y + h // 2, x : x + w // 2] for y in (0, h // 4, h // 2) for x in (0, w // 4, w // 2)][:8]
     analyses = [gpu.analyse(np.ascontiguousarray(c)) for c in crops]
     alone = [gpu.estimate_batch([a])[0].matrix for a in analyses]
     together = [c.matrix for c in gpu.estimate_batch(analyses)]
@@ -62,9 +65,11 @@ def main() -> int:
     batch_s, _ = timed(lambda: gpu.estimate_batch(analyses), dev)
     on_cpu = [cpu.estimate_batch([a])[0].matrix for a in analyses]
     cpu_gpu = max(float(np.abs(a - c).max()) for a, c in zip(alone, on_cpu))
-    print(f"model on GPU, 8 photos: alone vs batch of 8 identical for {same}/8, largest matrix difference "
-          f"{largest:.2e}; 8 single forwards {single_s * 1e3:.1f} ms, one batch of 8 {batch_s * 1e3:.1f} ms; "
-          f"largest CPU-vs-GPU matrix difference {cpu_gpu:.2e}")
+    print(
+        f"model on GPU, 8 photos: alone vs batch of 8 identical for {same}/8, largest matrix difference "
+        f"{largest:.2e}; 8 single forwards {single_s * 1e3:.1f} ms, one batch of 8 {batch_s * 1e3:.1f} ms; "
+        f"largest CPU-vs-GPU matrix difference {cpu_gpu:.2e}"
+    )
     return 0
 
 

@@ -1,5 +1,6 @@
 """Real photos (``../shared/data/wild``, or the folder ``WBVAE_BENCH_PHOTOS`` names) scaled to a given
 number of megapixels, as JPEG bytes."""
+
 from __future__ import annotations
 
 import io

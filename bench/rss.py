@@ -9,6 +9,7 @@ The peak is the kernel's high-water mark of this process's own memory (``VmHWM``
 ``ru_maxrss``: Linux carries that across ``execve``, so a child of a big parent (the benchmark,
 holding its resampled photos) read the parent's size whatever its own (every size read 637 MB).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,6 +37,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     from app.memory import retain_freed_memory
     from app.settings import Settings
+
     if Settings().retain_freed_memory:
         retain_freed_memory()  # as the service does at start-up
     from bench.stages import Bench

@@ -9,6 +9,7 @@
 mapping. ``map_on_device=False`` (CUDA only) keeps the model on the GPU and maps on the CPU inside the
 encoder, to compare the two placements of the mapping.
 """
+
 from __future__ import annotations
 
 import time
@@ -25,18 +26,29 @@ STAGES = ("decode", "model", "mapping", "encode")
 def service_limits(settings: Settings | None = None) -> Limits:
     """The ``Limits`` the service builds from its settings."""
     s = settings or Settings()
-    return Limits(max_pixels=s.max_pixels, strip_gps=s.strip_gps, png_compress_level=s.png_compress_level,
-                  encode_threads=s.encode_threads)
+    return Limits(
+        max_pixels=s.max_pixels,
+        strip_gps=s.strip_gps,
+        png_compress_level=s.png_compress_level,
+        encode_threads=s.encode_threads,
+    )
 
 
 class Bench:
     """One corrector, set up as the service sets it up, and the pipeline's limits."""
 
-    def __init__(self, device: str = "cpu", map_on_device: bool = True, corrector: Corrector | None = None,
-                 limits: Limits | None = None, quality: int | None = None):
+    def __init__(
+        self,
+        device: str = "cpu",
+        map_on_device: bool = True,
+        corrector: Corrector | None = None,
+        limits: Limits | None = None,
+        quality: int | None = None,
+    ):
         settings = Settings()
-        self.corrector = corrector or Corrector.from_checkpoint(settings.checkpoint, device,
-                                                                map_on_device=map_on_device)
+        self.corrector = corrector or Corrector.from_checkpoint(
+            settings.checkpoint, device, map_on_device=map_on_device
+        )
         self.corrector.limit_cpu_threads()  # once per process, as the service's start-up does
         self.corrector.warm_up()
         self.limits = limits or service_limits(settings)

@@ -3,6 +3,7 @@
 All functions take NumPy arrays or torch tensors (same type out as in) with
 values in [0, 1] unless stated; channels last for arrays ``(..., 3)``.
 """
+
 from __future__ import annotations
 
 import numpy as np

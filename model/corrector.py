@@ -5,6 +5,7 @@ It owns one trained model and its device. ``estimate`` turns a photo (or its ``A
 pixels, on the device or row by row inside an encoder. Callers never touch the maths behind it
 (``model.stats``, ``model.mapping``, ``model.mapping16``).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -22,8 +23,16 @@ from model.mapping16 import apply_gray_gain, gray_gain
 from model.stats import Analysis, analyse
 from model.vae import WBVAE, WBVAEConfig
 
-__all__ = ["DEFAULT_CHECKPOINT", "Analysis", "Correction", "Corrector", "MapRows", "load_model", "resolve_device",
-           "save_checkpoint"]
+__all__ = [
+    "DEFAULT_CHECKPOINT",
+    "Analysis",
+    "Correction",
+    "Corrector",
+    "MapRows",
+    "load_model",
+    "resolve_device",
+    "save_checkpoint",
+]
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "default.pt"
 
@@ -40,7 +49,7 @@ class Correction:
     ``prepare`` (``None``: on the CPU, row by row inside the encoder).
     """
 
-    matrix: np.ndarray       # (3, 3) float32, at full strength
+    matrix: np.ndarray  # (3, 3) float32, at full strength
     cast_probability: float  # the model's belief that the photo had a colour cast
     strength: float = 1.0
     device: torch.device | None = None
@@ -56,8 +65,9 @@ class Correction:
         """``(1 - s) I + s M`` as float32 (exactly the identity at 0, exactly M at 1)."""
         if self.strength == 1.0:
             return np.asarray(self.matrix, dtype=np.float32)
-        return ((1.0 - self.strength) * np.eye(3) + self.strength * np.asarray(self.matrix, dtype=np.float64)
-                ).astype(np.float32)
+        return ((1.0 - self.strength) * np.eye(3) + self.strength * np.asarray(self.matrix, dtype=np.float64)).astype(
+            np.float32
+        )
 
     def map_rows(self, rows: np.ndarray) -> np.ndarray:
         """Corrected copy of uint8 sRGB pixels ``(..., 3)`` on the CPU."""
@@ -131,7 +141,7 @@ def per_sample_linear(layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """
     if x.dim() != 2:
         return torch.nn.functional.linear(x, layer.weight, layer.bias)
-    w = layer.weight.t().expand(x.shape[0], *layer.weight.t().shape)       # (B, in, out), no copy
+    w = layer.weight.t().expand(x.shape[0], *layer.weight.t().shape)  # (B, in, out), no copy
     if layer.bias is None:
         return torch.bmm(x.unsqueeze(1), w).squeeze(1)
     return torch.baddbmm(layer.bias.expand(x.shape[0], 1, -1), x.unsqueeze(1), w).squeeze(1)
@@ -149,8 +159,14 @@ class Corrector:
     #: torch's own pool oversubscribes busy cores (docs/benchmark.md)
     CPU_INTRA_OP_THREADS = 1
 
-    def __init__(self, model: WBVAE, device: torch.device, checkpoint_id: str = "unsaved", meta: dict | None = None,
-                 map_on_device: bool = True):
+    def __init__(
+        self,
+        model: WBVAE,
+        device: torch.device,
+        checkpoint_id: str = "unsaved",
+        meta: dict | None = None,
+        map_on_device: bool = True,
+    ):
         self.model = model.to(device).eval()
         for layer in self.model.modules():
             if type(layer) is torch.nn.Linear:
@@ -161,8 +177,9 @@ class Corrector:
         self.mapping_device = device if map_on_device and device.type != "cpu" else None
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path = DEFAULT_CHECKPOINT, device: str | torch.device | None = None,
-                        map_on_device: bool = True) -> Corrector:
+    def from_checkpoint(
+        cls, path: str | Path = DEFAULT_CHECKPOINT, device: str | torch.device | None = None, map_on_device: bool = True
+    ) -> Corrector:
         dev = resolve_device(device)
         model, meta = load_model(path, dev)
         digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
@@ -186,8 +203,10 @@ class Corrector:
         chroma = torch.from_numpy(np.stack([a.chroma for a in analyses])).to(self.device)
         mu, _ = self.model.encode(thumbs)
         # The head's small matrix products pick their kernels by the batch size: one photo at a time.
-        heads = [self.model.correction(mu[i:i + 1], cues[i:i + 1], gains[i:i + 1], chroma[i:i + 1])
-                 for i in range(len(analyses))]
+        heads = [
+            self.model.correction(mu[i : i + 1], cues[i : i + 1], gains[i : i + 1], chroma[i : i + 1])
+            for i in range(len(analyses))
+        ]
         matrices = torch.cat([m for m, _, _ in heads]).float().cpu().numpy()
         probs = torch.sigmoid(torch.cat([logit for _, logit, _ in heads])).float().cpu().numpy()
         return [Correction(m, float(p), device=self.mapping_device) for m, p in zip(matrices, probs)]

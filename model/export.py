@@ -30,6 +30,7 @@ In another language: ``matrix`` acts on column vectors of linear RGB
 Tested: the ONNX matrix matches PyTorch within ``MATRIX_ATOL`` on real photos,
 and the corrected images differ by at most one level.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,7 +48,7 @@ from model.vae import WBVAE
 
 INPUT_NAMES = ["thumb", "cues", "log_gains", "chroma"]
 OUTPUT_NAMES = ["matrix", "cast_probability"]
-MATRIX_ATOL = 1e-5    # onnxruntime vs PyTorch, per matrix entry (tested)
+MATRIX_ATOL = 1e-5  # onnxruntime vs PyTorch, per matrix entry (tested)
 OPSET = 18
 
 
@@ -58,9 +59,10 @@ class CorrectionGraph(nn.Module):
         super().__init__()
         self.model = model.eval()
 
-    def forward(self, thumb: torch.Tensor, cues: torch.Tensor, log_gains: torch.Tensor,
-                chroma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mu, _ = self.model.encode(thumb)                                           # (B, latent)
+    def forward(
+        self, thumb: torch.Tensor, cues: torch.Tensor, log_gains: torch.Tensor, chroma: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, _ = self.model.encode(thumb)  # (B, latent)
         matrix, cast_logit, _ = self.model.correction(mu, cues, log_gains, chroma)  # (B, 3, 3), (B,)
         return matrix, torch.sigmoid(cast_logit)
 
@@ -68,10 +70,12 @@ class CorrectionGraph(nn.Module):
 def example_inputs(batch: int = 1) -> tuple[torch.Tensor, ...]:
     """Inputs of the right shapes and ranges, for tracing."""
     g = torch.Generator().manual_seed(0)
-    return (torch.rand(batch, 3, THUMB_SIZE, THUMB_SIZE, generator=g),
-            torch.rand(batch, CUE_DIM, generator=g),
-            0.1 * torch.randn(batch, NUM_ESTIMATES, 3, generator=g),
-            torch.rand(batch, 2, CHROMA_BINS, CHROMA_BINS, generator=g) / CHROMA_BINS ** 2)
+    return (
+        torch.rand(batch, 3, THUMB_SIZE, THUMB_SIZE, generator=g),
+        torch.rand(batch, CUE_DIM, generator=g),
+        0.1 * torch.randn(batch, NUM_ESTIMATES, 3, generator=g),
+        torch.rand(batch, 2, CHROMA_BINS, CHROMA_BINS, generator=g) / CHROMA_BINS**2,
+    )
 
 
 def export_onnx(model: WBVAE, path: str | Path, opset: int = OPSET) -> Path:
@@ -83,9 +87,18 @@ def export_onnx(model: WBVAE, path: str | Path, opset: int = OPSET) -> Path:
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # exporter notes on axis naming, not problems
         warnings.simplefilter("ignore", FutureWarning)
-        torch.onnx.export(graph, example_inputs(2), str(path), input_names=INPUT_NAMES,
-                          output_names=OUTPUT_NAMES, opset_version=opset, dynamo=True, external_data=False,
-                          dynamic_shapes={n: {0: batch} for n in INPUT_NAMES}, verbose=False)
+        torch.onnx.export(
+            graph,
+            example_inputs(2),
+            str(path),
+            input_names=INPUT_NAMES,
+            output_names=OUTPUT_NAMES,
+            opset_version=opset,
+            dynamo=True,
+            external_data=False,
+            dynamic_shapes={n: {0: batch} for n in INPUT_NAMES},
+            verbose=False,
+        )
     return path
 
 
@@ -102,15 +115,23 @@ def export_torchscript(model: WBVAE, path: str | Path) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="wbvae export", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="The cues (model.stats.analyse) and the full-resolution apply "
-                                       "(model.mapping.apply_matrix) stay outside the graph; see the README.")
-    p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
-                   help="checkpoint to export (default: %(default)s)")
+    p = argparse.ArgumentParser(
+        prog="wbvae export",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="The cues (model.stats.analyse) and the full-resolution apply "
+        "(model.mapping.apply_matrix) stay outside the graph; see the README.",
+    )
+    p.add_argument(
+        "--checkpoint", type=Path, default=DEFAULT_CHECKPOINT, help="checkpoint to export (default: %(default)s)"
+    )
     p.add_argument("--onnx", type=Path, metavar="FILE", help="write an ONNX model here")
-    p.add_argument("--torchscript", type=Path, metavar="FILE",
-                   help="write a TorchScript module here (deprecated by PyTorch; for LibTorch)")
+    p.add_argument(
+        "--torchscript",
+        type=Path,
+        metavar="FILE",
+        help="write a TorchScript module here (deprecated by PyTorch; for LibTorch)",
+    )
     p.add_argument("--opset", type=int, default=OPSET, help="ONNX opset (default: %(default)s)")
     return p
 

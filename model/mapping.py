@@ -29,6 +29,7 @@ so there is no seam, neutral highlights stay neutral, and the identity matrix st
 ``apply_matrix_torch`` is the same maths on a torch tensor on any device (the
 GPU path); it agrees with ``apply_matrix`` bit for bit on the CPU.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -41,12 +42,11 @@ OUT_LEVELS = 65535
 
 _DECODE64 = srgb_to_linear(np.arange(256, dtype=np.float32) / 255.0).astype(np.float64)
 _DECODE = torch.from_numpy(_DECODE64.astype(np.float32))
-_ENCODE_NP = np.round(linear_to_srgb(np.arange(OUT_LEVELS + 1, dtype=np.float64) / OUT_LEVELS) * 255.0
-                      ).astype(np.uint8)
+_ENCODE_NP = np.round(linear_to_srgb(np.arange(OUT_LEVELS + 1, dtype=np.float64) / OUT_LEVELS) * 255.0).astype(np.uint8)
 _ENCODE = torch.from_numpy(_ENCODE_NP)
 
-HIGHLIGHT_START = 225   # uint8 value of a pixel's darkest channel where highlight protection begins ...
-HIGHLIGHT_FULL = 250    # ... and where it is complete
+HIGHLIGHT_START = 225  # uint8 value of a pixel's darkest channel where highlight protection begins ...
+HIGHLIGHT_FULL = 250  # ... and where it is complete
 
 
 def _highlight_weights() -> np.ndarray:
@@ -81,8 +81,12 @@ def neutral_table(matrix: np.ndarray | torch.Tensor) -> np.ndarray:
     return (gain * _DECODE64 * OUT_LEVELS).astype(np.float32)
 
 
-def apply_matrix(img: np.ndarray, matrix: np.ndarray | torch.Tensor, chunk_pixels: int = CHUNK_PIXELS,
-                 protect_highlights: bool = True) -> np.ndarray:
+def apply_matrix(
+    img: np.ndarray,
+    matrix: np.ndarray | torch.Tensor,
+    chunk_pixels: int = CHUNK_PIXELS,
+    protect_highlights: bool = True,
+) -> np.ndarray:
     """Apply a 3x3 linear-RGB matrix to a uint8 ``(..., 3)`` sRGB image; returns a new uint8 array.
 
     ``protect_highlights``: near-white pixels get the exposure change only (module docstring).
@@ -98,7 +102,7 @@ def apply_matrix(img: np.ndarray, matrix: np.ndarray | torch.Tensor, chunk_pixel
     tmp = np.empty((n, 3), np.float32)
     idx = np.empty((n, 3), np.int32)
     for start in range(0, src.shape[0], chunk_pixels):
-        block = src[start:start + chunk_pixels]
+        block = src[start : start + chunk_pixels]
         k = block.shape[0]
         a, t, i = acc[:k], tmp[:k], idx[:k]
         np.take(t0, block[:, 0], axis=0, out=a, mode="clip")  # (k, 3) contributions of R
@@ -115,13 +119,14 @@ def apply_matrix(img: np.ndarray, matrix: np.ndarray | torch.Tensor, chunk_pixel
                 a[hot] = ah + h * (neutral[block[hot]] - ah)
         np.clip(a, 0.0, OUT_LEVELS, out=a)
         np.rint(a, out=a)
-        i[...] = a                                # exact: integral values in [0, 65535]
-        np.take(_ENCODE_NP, i, out=out[start:start + k], mode="clip")  # indices in range: no checks
+        i[...] = a  # exact: integral values in [0, 65535]
+        np.take(_ENCODE_NP, i, out=out[start : start + k], mode="clip")  # indices in range: no checks
     return out.reshape(img.shape)
 
 
-def apply_matrix_torch(img: torch.Tensor, matrix: np.ndarray | torch.Tensor,
-                       chunk_pixels: int = 1 << 22, protect_highlights: bool = True) -> torch.Tensor:
+def apply_matrix_torch(
+    img: torch.Tensor, matrix: np.ndarray | torch.Tensor, chunk_pixels: int = 1 << 22, protect_highlights: bool = True
+) -> torch.Tensor:
     """``apply_matrix`` on a uint8 ``(H, W, 3)`` tensor on any device (CUDA: the GPU path); same values."""
     if img.ndim < 2 or img.shape[-1] != 3 or img.dtype != torch.uint8:
         raise ValueError(f"expected a uint8 (H, W, 3) tensor, got {img.dtype} {tuple(img.shape)}")
@@ -134,16 +139,16 @@ def apply_matrix_torch(img: torch.Tensor, matrix: np.ndarray | torch.Tensor,
     src = img.reshape(-1, 3)
     out = torch.empty_like(src)
     for start in range(0, src.shape[0], chunk_pixels):
-        rows = (src[start:start + chunk_pixels].to(torch.int32) + offsets).long()   # (k, 3)
-        parts = tables[rows]                                                        # (k, 3 in, 3 out)
-        a = parts[:, 0] + parts[:, 1] + parts[:, 2]                                 # same order as NumPy
+        rows = (src[start : start + chunk_pixels].to(torch.int32) + offsets).long()  # (k, 3)
+        parts = tables[rows]  # (k, 3 in, 3 out)
+        a = parts[:, 0] + parts[:, 1] + parts[:, 2]  # same order as NumPy
         if neutral is not None:
-            block = src[start:start + chunk_pixels]
+            block = src[start : start + chunk_pixels]
             darkest = block.amin(dim=1).long()
             hot = torch.nonzero(darkest >= HIGHLIGHT_START).squeeze(1)
             ah = a[hot]
             a[hot] = ah + weights[darkest[hot]][:, None] * (neutral[block[hot].long()] - ah)
-        out[start:start + chunk_pixels] = encode[a.clamp_(0.0, OUT_LEVELS).round_().long()]
+        out[start : start + chunk_pixels] = encode[a.clamp_(0.0, OUT_LEVELS).round_().long()]
     return out.reshape(img.shape)
 
 

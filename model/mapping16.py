@@ -6,6 +6,7 @@ matrix ``M`` maps it to ``y * (M @ 1)``, whose Rec. 709 luminance is
 grayscale and gets the exposure change the correction implies, at its own
 bit depth, with no colour invented.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -36,6 +37,6 @@ def apply_gray_gain(gray: np.ndarray, gain: float, chunk_pixels: int = CHUNK_PIX
     flat = gray.reshape(-1)
     out = np.empty_like(flat)
     for start in range(0, flat.size, chunk_pixels):
-        block = srgb_to_linear(flat[start:start + chunk_pixels].astype(np.float32) / top)
-        out[start:start + chunk_pixels] = np.round(linear_to_srgb(block * np.float32(gain)) * top).astype(gray.dtype)
+        block = srgb_to_linear(flat[start : start + chunk_pixels].astype(np.float32) / top)
+        out[start : start + chunk_pixels] = np.round(linear_to_srgb(block * np.float32(gain)) * top).astype(gray.dtype)
     return out.reshape(gray.shape)

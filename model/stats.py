@@ -6,6 +6,7 @@ with a mask of pixels that were clipped in the original (block maximum), so a
 Everything here is NumPy on ``(H, W, 3)`` arrays; the same function serves
 training and inference.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,14 +16,14 @@ from PIL import Image
 
 from model.colour import LUMA_709, srgb_to_linear
 
-STATS_SIZE = 256          # long side of the statistics copy
-THUMB_SIZE = 64           # the VAE's input
-CLIP_LEVEL = 250          # uint8 value from which a channel counts as clipped
-DARK_LUMA = 0.01          # linear luminance under which a pixel is too noisy to trust
+STATS_SIZE = 256  # long side of the statistics copy
+THUMB_SIZE = 64  # the VAE's input
+CLIP_LEVEL = 250  # uint8 value from which a channel counts as clipped
+DARK_LUMA = 0.01  # linear luminance under which a pixel is too noisy to trust
 HIST_BINS = 16
-HIST_RANGE = 1.5          # log-chroma histogram covers [-1.5, 1.5]
-CHROMA_BINS = 32          # the illuminant network's histograms: 32 x 32 bins ...
-CHROMA_RANGE = 1.6        # ... of 0.1 over log(G/R), log(G/B) in [-1.6, 1.6]
+HIST_RANGE = 1.5  # log-chroma histogram covers [-1.5, 1.5]
+CHROMA_BINS = 32  # the illuminant network's histograms: 32 x 32 bins ...
+CHROMA_RANGE = 1.6  # ... of 0.1 over log(G/R), log(G/B) in [-1.6, 1.6]
 ESTIMATORS = ("gray_world", "shades_of_gray", "white_patch", "gray_edge", "bright_pixels")
 NUM_ESTIMATES = len(ESTIMATORS)
 CUE_DIM = 2 * NUM_ESTIMATES + HIST_BINS * HIST_BINS + 3
@@ -35,10 +36,10 @@ _SRGB_TO_LINEAR_LUT = srgb_to_linear(np.arange(256, dtype=np.float32) / 255.0)
 class Analysis:
     """What the model needs from one photo."""
 
-    thumb: np.ndarray      # (3, THUMB_SIZE, THUMB_SIZE) float32 sRGB in [0, 1]
-    cues: np.ndarray       # (CUE_DIM,) float32
+    thumb: np.ndarray  # (3, THUMB_SIZE, THUMB_SIZE) float32 sRGB in [0, 1]
+    cues: np.ndarray  # (CUE_DIM,) float32
     log_gains: np.ndarray  # (NUM_ESTIMATES, 3) float32, log of luminance-preserving gains
-    chroma: np.ndarray     # (2, CHROMA_BINS, CHROMA_BINS) float32: pixel and edge log-chroma histograms
+    chroma: np.ndarray  # (2, CHROMA_BINS, CHROMA_BINS) float32: pixel and edge log-chroma histograms
 
 
 def downsample(img: np.ndarray, max_side: int = STATS_SIZE) -> tuple[np.ndarray, np.ndarray]:
@@ -57,19 +58,19 @@ def downsample(img: np.ndarray, max_side: int = STATS_SIZE) -> tuple[np.ndarray,
     f = max(1, -(-max(h, w) // max_side))
     hs, ws = max(1, h // f), max(1, w // f)
     if f == 1:
-        return img, (img >= CLIP_LEVEL).any(axis=2)
+        return img, np.asarray((img >= CLIP_LEVEL).any(axis=2))
     if min(h, w) < f:  # a sliver (e.g. 100000 x 1): plain resize, clip mask from the result
-        small = np.asarray(Image.fromarray(img).resize((ws, hs), Image.BOX))
-        return small, (small >= CLIP_LEVEL).any(axis=2)
+        small = np.asarray(Image.fromarray(img).resize((ws, hs), Image.Resampling.BOX))
+        return small, np.asarray((small >= CLIP_LEVEL).any(axis=2))
     small = np.asarray(Image.fromarray(np.ascontiguousarray(img)).reduce(f, box=(0, 0, ws * f, hs * f)))
-    crop = img[:hs * f, :ws * f]
+    crop = img[: hs * f, : ws * f]
     clipped = np.empty((hs, ws), dtype=bool)
     step = max(1, (1 << 22) // (ws * f * f * 3))  # block rows per strip: ~4 MB of pixels
     for r0 in range(0, hs, step):  # strips: bounded temporaries
-        strip = crop[r0 * f:(r0 + step) * f]
+        strip = crop[r0 * f : (r0 + step) * f]
         peak = np.maximum(np.maximum(strip[..., 0], strip[..., 1]), strip[..., 2])  # (rows, cols) uint8
         hot = peak >= CLIP_LEVEL
-        clipped[r0:r0 + step] = hot.reshape(hot.shape[0] // f, f, ws, f).any(axis=(1, 3))
+        clipped[r0 : r0 + step] = hot.reshape(hot.shape[0] // f, f, ws, f).any(axis=(1, 3))
     return small, clipped
 
 
@@ -115,9 +116,11 @@ def _chroma_histogram(rgb: np.ndarray, luma_weighted: bool = False) -> np.ndarra
         u = np.clip(logs[:, 1] - logs[:, 0], -CHROMA_RANGE, CHROMA_RANGE - 1e-6)
         v = np.clip(logs[:, 1] - logs[:, 2], -CHROMA_RANGE, CHROMA_RANGE - 1e-6)
         scale = CHROMA_BINS / (2 * CHROMA_RANGE)
-        idx = ((u + CHROMA_RANGE) * scale).astype(np.int64) * CHROMA_BINS + ((v + CHROMA_RANGE) * scale).astype(np.int64)
+        idx = ((u + CHROMA_RANGE) * scale).astype(np.int64) * CHROMA_BINS + ((v + CHROMA_RANGE) * scale).astype(
+            np.int64
+        )
         weights = rgb @ _LUMA if luma_weighted else None
-        hist = np.bincount(idx, weights, minlength=CHROMA_BINS ** 2).astype(np.float32).reshape(CHROMA_BINS, CHROMA_BINS)
+        hist = np.bincount(idx, weights, minlength=CHROMA_BINS**2).astype(np.float32).reshape(CHROMA_BINS, CHROMA_BINS)
         hist /= hist.sum()
     return hist
 
@@ -144,17 +147,22 @@ def analyse_small(small: np.ndarray, clipped: np.ndarray, luma_weighted: bool = 
     if len(px):
         u = np.log(px[:, 1] / px[:, 0])
         v = np.log(px[:, 1] / px[:, 2])
-        hist, _, _ = np.histogram2d(np.clip(u, -HIST_RANGE, HIST_RANGE), np.clip(v, -HIST_RANGE, HIST_RANGE),
-                                    bins=HIST_BINS, range=[[-HIST_RANGE, HIST_RANGE]] * 2)
+        hist, _, _ = np.histogram2d(
+            np.clip(u, -HIST_RANGE, HIST_RANGE),
+            np.clip(v, -HIST_RANGE, HIST_RANGE),
+            bins=HIST_BINS,
+            range=[[-HIST_RANGE, HIST_RANGE]] * 2,
+        )
         hist = np.sqrt(hist / len(px)).astype(np.float32)
     n = luma.size
-    extra = np.array([np.log(luma.mean() + 1e-4), clipped.sum() / n, (luma <= DARK_LUMA).sum() / n],
-                     dtype=np.float32)
+    extra = np.array([np.log(luma.mean() + 1e-4), clipped.sum() / n, (luma <= DARK_LUMA).sum() / n], dtype=np.float32)
     cues = np.concatenate([est_chroma, hist.reshape(-1), extra]).astype(np.float32)
 
     chroma = np.stack([_chroma_histogram(lin[valid], luma_weighted), _chroma_histogram(edges, luma_weighted)])
 
-    thumb = np.asarray(Image.fromarray(small).resize((THUMB_SIZE, THUMB_SIZE), Image.BILINEAR, reducing_gap=2.0))
+    thumb = np.asarray(
+        Image.fromarray(small).resize((THUMB_SIZE, THUMB_SIZE), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    )
     thumb = (thumb.astype(np.float32) / 255.0).transpose(2, 0, 1)
     return Analysis(np.ascontiguousarray(thumb), cues, log_gains, chroma)
 

@@ -22,10 +22,12 @@ on top of it, ``r`` a
 residual, ``delta`` a bounded 3x3 residual and ``p`` the predicted probability
 that the photo has a cast at all. With ``anchor_white`` the gains of ChromaNet's
 white point are added to that sum as they are (the white point anchored): the
-head then learns corrections to a direct illuminant estimate instead of finding it. Every output layer of the head starts at
+head then learns corrections to a direct illuminant estimate instead of finding it.
+Every output layer of the head starts at
 zero, so an untrained head is the identity; ``M`` is scaled so that the
 estimated illuminant keeps its luminance.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -59,8 +61,8 @@ class WBVAEConfig:
     chroma_width: int = 16
     head_dropout: float = 0.5
     use_global_mix: bool = False  # off in checkpoints from before it existed; training turns it on
-    gate_base: bool = True        # the cast probability also scales the global combination
-    anchor_white: bool = False    # gains start from ChromaNet's white point; the head corrects it
+    gate_base: bool = True  # the cast probability also scales the global combination
+    anchor_white: bool = False  # gains start from ChromaNet's white point; the head corrects it
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -69,7 +71,7 @@ class WBVAEConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "WBVAEConfig":
+    def from_dict(cls, d: dict) -> WBVAEConfig:
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         unknown = sorted(set(d) - set(known))
         if unknown:
@@ -79,8 +81,9 @@ class WBVAEConfig:
         return cls(**known)
 
 
-def vae_loss(recon: torch.Tensor, target: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
-             beta: float = 0.00025) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def vae_loss(
+    recon: torch.Tensor, target: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, beta: float = 0.00025
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Seed loss: reconstruction + beta * KL (Kingma & Welling 2014, Appendix B).
 
     recon: mean squared error over all elements; KL: closed-form divergence of
@@ -104,9 +107,12 @@ class ChromaNet(nn.Module):
     def __init__(self, width: int = 16, bins: int = CHROMA_BINS):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(2, width, 5, padding=2), nn.ReLU(inplace=True),
-            nn.Conv2d(width, width, 5, padding=4, dilation=2), nn.ReLU(inplace=True),
-            nn.Conv2d(width, width, 5, padding=4, dilation=2), nn.ReLU(inplace=True),
+            nn.Conv2d(2, width, 5, padding=2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 5, padding=4, dilation=2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 5, padding=4, dilation=2),
+            nn.ReLU(inplace=True),
             nn.Conv2d(width, 1, 5, padding=2),
         )
         self.prior = nn.Parameter(torch.zeros(bins, bins))
@@ -114,10 +120,11 @@ class ChromaNet(nn.Module):
 
     def forward(self, hist: torch.Tensor) -> torch.Tensor:
         """hist: (B, 2, bins, bins) -> (B, 2) white point (u, v) = (log G/R, log G/B)."""
+        centres: torch.Tensor = self.centres  # type: ignore[assignment]  # a buffer
         logits = self.net(hist)[:, 0] + self.prior  # (B, bins, bins)
         prob = torch.softmax(logits.flatten(1), dim=1).view_as(logits)
-        u = (prob.sum(2) * self.centres).sum(1)
-        v = (prob.sum(1) * self.centres).sum(1)
+        u = (prob.sum(2) * centres).sum(1)
+        v = (prob.sum(1) * centres).sum(1)
         return torch.stack([u, v], dim=1)
 
 
@@ -128,10 +135,10 @@ class WBVAE(nn.Module):
         super().__init__()
         self.config = cfg = config or WBVAEConfig()
         n = len(cfg.channels)
-        if cfg.image_size % (2 ** n):
+        if cfg.image_size % (2**n):
             raise ValueError(f"image_size {cfg.image_size} must be divisible by 2**{n}")
-        self.feature_size = cfg.image_size // 2 ** n
-        flat = cfg.channels[-1] * self.feature_size ** 2
+        self.feature_size = cfg.image_size // 2**n
+        flat = cfg.channels[-1] * self.feature_size**2
 
         enc, c_in = [], 3
         for c in cfg.channels:  # each halves H and W
@@ -157,12 +164,15 @@ class WBVAE(nn.Module):
             self.mix_bias = nn.Parameter(torch.zeros(3))
         self.head_dropout = nn.Dropout(cfg.head_dropout)  # the head must not lean on a few memorised features
         self.head = nn.Sequential(
-            nn.Linear(head_in, cfg.head_hidden), nn.ReLU(inplace=True),
-            nn.Linear(cfg.head_hidden, cfg.head_hidden), nn.ReLU(inplace=True),
+            nn.Linear(head_in, cfg.head_hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(cfg.head_hidden, cfg.head_hidden),
+            nn.ReLU(inplace=True),
             nn.Linear(cfg.head_hidden, self.head_out_dim),
         )
-        nn.init.zeros_(self.head[-1].weight)
-        nn.init.zeros_(self.head[-1].bias)
+        out_layer: nn.Linear = self.head[-1]  # type: ignore[assignment]
+        nn.init.zeros_(out_layer.weight)
+        nn.init.zeros_(out_layer.bias)
 
     # --- the textbook VAE ---
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -180,8 +190,9 @@ class WBVAE(nn.Module):
         return self.decoder(h)  # (B, 3, S, S), in (0, 1)
 
     # --- the correction head ---
-    def correction(self, latent: torch.Tensor, cues: torch.Tensor, log_gains: torch.Tensor,
-                   chroma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def correction(
+        self, latent: torch.Tensor, cues: torch.Tensor, log_gains: torch.Tensor, chroma: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Linear-RGB 3x3 correction matrices (B, 3, 3), cast logits (B,) and ChromaNet's white point (B, 2).
 
         latent: (B, latent); cues: (B, cue_dim); log_gains: (B, K, 3) and
@@ -199,8 +210,8 @@ class WBVAE(nn.Module):
         out = self.head(self.head_dropout(torch.cat(parts, dim=1)))
         k = self.num_candidates
         cast_logit = out[:, 0]
-        weights, residual = out[:, 1:1 + k], out[:, 1 + k:4 + k]
-        exposure, delta = out[:, 4 + k], out[:, 5 + k:]
+        weights, residual = out[:, 1 : 1 + k], out[:, 1 + k : 4 + k]
+        exposure, delta = out[:, 4 + k], out[:, 5 + k :]
         p = torch.sigmoid(cast_logit)[:, None]  # (B, 1)
         log_g = p * ((weights.unsqueeze(-1) * log_gains).sum(1) + residual)  # (B, 3) per-image part
         if cfg.use_global_mix:
@@ -223,11 +234,23 @@ class WBVAE(nn.Module):
         """(B, K, 3) log-gains of the estimates -> (B, 3) their learned linear combination."""
         return torch.einsum("kij,bkj->bi", self.mix, log_gains) + self.mix_bias
 
-    def forward(self, thumb: torch.Tensor, cues: torch.Tensor, log_gains: torch.Tensor, chroma: torch.Tensor,
-                sample: bool = True) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        thumb: torch.Tensor,
+        cues: torch.Tensor,
+        log_gains: torch.Tensor,
+        chroma: torch.Tensor,
+        sample: bool = True,
+    ) -> dict[str, torch.Tensor]:
         """thumb: (B, 3, S, S) sRGB in [0, 1]. Returns recon, mu, logvar, matrix, cast_logit, white."""
         mu, logvar = self.encode(thumb)
         z = self.reparameterize(mu, logvar) if sample else mu
         matrix, cast_logit, white = self.correction(z, cues, log_gains, chroma)
-        return {"recon": self.decode(z), "mu": mu, "logvar": logvar,
-                "matrix": matrix, "cast_logit": cast_logit, "white": white}
+        return {
+            "recon": self.decode(z),
+            "mu": mu,
+            "logvar": logvar,
+            "matrix": matrix,
+            "cast_logit": cast_logit,
+            "white": white,
+        }

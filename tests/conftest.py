@@ -4,6 +4,7 @@ Tests that need something a bare clone lacks (the reference data in ``../shared/
 promtool...) call :func:`require`: it skips with one line saying what is missing and how to get it,
 and fails instead when ``WBVAE_REQUIRE_DATA=1`` (``.ci/run`` sets it, so CI never passes by skipping).
 """
+
 from __future__ import annotations
 
 import os
@@ -29,8 +30,10 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 REAL_PAIRS = SHARED_DATA / "real-pairs"
 WILD = SHARED_DATA / "wild"
 # The reference data is not in the repository but beside it: how to get it.
-GET_SHARED_DATA = ("the reference data beside the checkout: copy the project's shared/data folder there, "
-                   "with wild/, real-pairs/, raw-thumbs/")
+GET_SHARED_DATA = (
+    "the reference data beside the checkout: copy the project's shared/data folder there, "
+    "with wild/, real-pairs/, raw-thumbs/"
+)
 REQUIRE_ALL = os.environ.get("WBVAE_REQUIRE_DATA", "").strip().lower() not in ("", "0", "false", "no")
 
 T = TypeVar("T")
@@ -176,8 +179,14 @@ def start_server(*extra_args: str, **env: str):
     """Start ``python -m app`` (or ``python *extra_args``) on a free 127.0.0.1 port (CPU, settings from ``env``);
     wait until ready."""
     port = free_port()
-    full_env = {**os.environ, "WBVAE_HOST": "127.0.0.1", "WBVAE_PORT": str(port), "WBVAE_DEVICE": "cpu",
-                "WBVAE_LOG_LEVEL": "warning", **env}
+    full_env = {
+        **os.environ,
+        "WBVAE_HOST": "127.0.0.1",
+        "WBVAE_PORT": str(port),
+        "WBVAE_DEVICE": "cpu",
+        "WBVAE_LOG_LEVEL": "warning",
+        **env,
+    }
     log = tempfile.TemporaryFile()  # not a pipe: a chatty server must never block on a full pipe
     args = extra_args or ("-m", "app")  # e.g. ("-m", "app.cli", "serve", "--port", ...) for the wbvae front door
     proc = subprocess.Popen([sys.executable, *args], cwd=REPO, env=full_env, stdout=log, stderr=log)

@@ -1,4 +1,5 @@
 """The service in-process (TestClient with the lifespan running), on the default checkpoint."""
+
 import io
 
 import numpy as np
@@ -71,14 +72,17 @@ def test_alpha_is_passed_through(client):
     assert out.mode == "RGBA" and out.getpixel((3, 3))[3] == 0 and out.getpixel((4, 4))[3] == 255
 
 
-@pytest.mark.parametrize("payload, status, detail", [
-    (b"just some text", 415, "not a supported image"),
-    (b"<svg xmlns='http://www.w3.org/2000/svg'/>", 415, "not a supported image"),
-    (b"", 422, "empty"),
-    (_png(64, 64)[:60], 422, "corrupt or truncated"),
-    (_png(2001, 2000, mode="L"), 413, "pixels; the limit is 4000000"),
-    (b"\x00" * 2_100_000, 413, "upload too large"),
-])
+@pytest.mark.parametrize(
+    "payload, status, detail",
+    [
+        (b"just some text", 415, "not a supported image"),
+        (b"<svg xmlns='http://www.w3.org/2000/svg'/>", 415, "not a supported image"),
+        (b"", 422, "empty"),
+        (_png(64, 64)[:60], 422, "corrupt or truncated"),
+        (_png(2001, 2000, mode="L"), 413, "pixels; the limit is 4000000"),
+        (b"\x00" * 2_100_000, 413, "upload too large"),
+    ],
+)
 def test_bad_uploads_get_clear_errors(client, payload, status, detail):
     r = client.post("/correct", files={"file": ("upload.bin", payload, "application/octet-stream")})
     assert r.status_code == status
@@ -96,11 +100,15 @@ def test_metrics_count_requests_and_inference(client, wild_photo):
     client.post("/correct", files={"file": (wild_photo.name, wild_photo.read_bytes())})
     client.post("/correct", files={"file": ("t.txt", b"text")})
     families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
-    requests = {(s.labels["route"], s.labels["status"]): s.value
-                for s in families["wbvae_http_requests"].samples if s.name.endswith("_total")}
+    requests = {
+        (s.labels["route"], s.labels["status"]): s.value
+        for s in families["wbvae_http_requests"].samples
+        if s.name.endswith("_total")
+    }
     assert requests[("/correct", "200")] >= 1 and requests[("/correct", "415")] >= 1
-    inference_count = [s.value for s in families["wbvae_inference_duration_seconds"].samples
-                       if s.name.endswith("_count")][0]
+    inference_count = [
+        s.value for s in families["wbvae_inference_duration_seconds"].samples if s.name.endswith("_count")
+    ][0]
     assert inference_count >= 1
     assert "wbvae_http_request_duration_seconds" in families
     info = [s for f in families.values() for s in f.samples if s.name == "wbvae_model_info"][0]

@@ -1,4 +1,5 @@
 """Micro-batching of the model forward (app/batcher.py): batches form, results do not change."""
+
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,15 +18,13 @@ from app.settings import Settings
 from model.corrector import Corrector
 from model.stats import analyse
 from tests import photos
-from tests.conftest import WILD, start_server, wait_client_ready
-
-PHOTOS = sorted(WILD.glob("*.jpg"))
+from tests.conftest import start_server, wait_client_ready, wild_photos
 
 
 def small_jpegs() -> list[bytes]:
     """The wild photos at about 0.3 MP: different photos, so a mix-up between batch members would show."""
     out = []
-    for path in PHOTOS:
+    for path in wild_photos():
         im = Image.open(path).convert("RGB")
         im.thumbnail((700, 700))
         out.append(photos.save(im, "JPEG"))
@@ -92,7 +91,7 @@ def test_batching_is_on_for_cuda_only_by_default():
 
 def test_a_photos_correction_does_not_depend_on_its_batch():
     corrector = Corrector.from_checkpoint(device="cpu")
-    analyses = [analyse(np.asarray(Image.open(p).convert("RGB").reduce(2))) for p in PHOTOS]
+    analyses = [analyse(np.asarray(Image.open(p).convert("RGB").reduce(2))) for p in wild_photos()]
     alone = [corrector.estimate_batch([a])[0].matrix for a in analyses]
     together = corrector.estimate_batch(analyses[::-1])[::-1]
     assert all(np.array_equal(a, t.matrix) for a, t in zip(alone, together))
@@ -106,14 +105,20 @@ def batch_sizes(metrics_text: str) -> tuple[float, float]:
     return count, count - samples[("wbvae_model_batch_size_bucket", "1.0")]
 
 
+@pytest.mark.slow
 def test_concurrent_requests_over_http_share_forwards_and_get_the_unbatched_results():
     uploads = small_jpegs()
     with TestClient(create_app(Settings(batch="off"))) as plain:  # the reference: no batcher at all
         wait_client_ready(plain)
         want = [plain.post("/correct", files={"file": ("p.jpg", data)}).content for data in uploads]
         assert batch_sizes(plain.get("/metrics").text) == (0, 0)
-    with start_server(WBVAE_BATCH="on", WBVAE_MAX_CONCURRENT_CORRECTIONS=str(len(uploads)),
-                      WBVAE_BATCH_MAX_WAIT_MS="1000") as server, httpx.Client(timeout=60) as client:
+    with (
+        start_server(
+            WBVAE_BATCH="on", WBVAE_MAX_CONCURRENT_CORRECTIONS=str(len(uploads)), WBVAE_BATCH_MAX_WAIT_MS="1000"
+        ) as server,
+        httpx.Client(timeout=60) as client,
+    ):
+
         def post(data):
             r = client.post(f"{server.url}/correct", files={"file": ("p.jpg", data)})
             assert r.status_code == 200

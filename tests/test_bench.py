@@ -1,5 +1,6 @@
 """``python -m bench --quick`` runs end to end and prints its tables (timings are not asserted); the
 mapping a GPU runs equals the CPU's."""
+
 import os
 import subprocess
 import sys
@@ -16,13 +17,20 @@ from tests.conftest import REPO, wild_photos
 def test_quick_benchmark_prints_tables():
     if not os.environ.get("WBVAE_BENCH_PHOTOS"):
         wild_photos()  # the benchmark's default photos: skip (fail under WBVAE_REQUIRE_DATA=1) without them
-    done = subprocess.run([sys.executable, "-m", "bench", "--quick"], cwd=REPO, capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick"], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr[-2000:]
-    for heading in ("## In-process: app.pipeline.correct_upload", "| MP | out | map on | median s | p95 s | decode "
-                    "| model | mapping | encode | floor s |", "| 1 | png | cpu |", "| 1 | jpeg | cpu |",
-                    "| 1 | webp | cpu |", "peak RSS MB", "| MP | out | requests | median s |",
-                    "| concurrency | corrections/s |"):
+    for heading in (
+        "## In-process: app.pipeline.correct_upload",
+        "| MP | out | map on | median s | p95 s | decode | model | mapping | encode | floor s |",
+        "| 1 | png | cpu |",
+        "| 1 | jpeg | cpu |",
+        "| 1 | webp | cpu |",
+        "peak RSS MB",
+        "| MP | out | requests | median s |",
+        "| concurrency | corrections/s |",
+    ):
         assert heading in done.stdout
 
 
@@ -43,13 +51,16 @@ def test_peak_rss_probe_counts_its_own_process_only():
     """The fresh-process probe must not read its parent's size (Linux keeps ru_maxrss across exec)."""
     ballast = np.ones(400 << 20, np.uint8)  # 400 MB resident in this, the parent, process
     code = "from bench.rss import peak_rss_mb; print(peak_rss_mb())"
-    child_mb = float(subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                                    check=True).stdout)
+    child_mb = float(
+        subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    )
     assert ballast.sum() and child_mb < 200
 
 
 def test_retaining_freed_memory_is_set_on_glibc():
-    code = "import platform; from app.memory import retain_freed_memory; " \
-           "print(retain_freed_memory() == (platform.libc_ver()[0] == 'glibc'))"
+    code = (
+        "import platform; from app.memory import retain_freed_memory; "
+        "print(retain_freed_memory() == (platform.libc_ver()[0] == 'glibc'))"
+    )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "True"

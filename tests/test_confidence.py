@@ -1,9 +1,10 @@
 """Latent-sample spread (model.training.confidence) on real pairs with the default checkpoint."""
+
 import numpy as np
 import pytest
 
-from model.training.confidence import latent_spread, measure
 from model.corrector import Corrector
+from model.training.confidence import latent_spread, measure
 
 pytestmark = pytest.mark.slow  # about 8 s on 2 cores
 

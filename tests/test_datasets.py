@@ -1,4 +1,5 @@
 """Data sources: parsing, folder layouts, masks, splits, folds (on tiny temporary files)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -36,6 +37,7 @@ def save(path: Path, rgb, size=(6, 4)) -> Path:
 
 # ---- parse_source --------------------------------------------------------
 
+
 def test_parse_source_kinds():
     assert parse_source("set2=/data/Set2") == SourceSpec("set2", Path("/data/Set2"))
     assert parse_source("SET1=dir") == SourceSpec("set1", Path("dir"))
@@ -57,6 +59,7 @@ def test_synthetic_has_no_files():
 
 
 # ---- Set 2 ---------------------------------------------------------------
+
 
 def test_set2_layout(tmp_path):
     for n in ("Mobile_00002.png", "DSLR_00001.png"):
@@ -82,6 +85,7 @@ def test_set2_missing_folders_and_files(tmp_path):
 
 
 # ---- Set 1 ---------------------------------------------------------------
+
 
 def make_set1(root: Path, flat: bool) -> None:
     inp = root if flat else root / "input"
@@ -130,6 +134,7 @@ def test_set1_missing_mask_or_groundtruth(tmp_path):
 
 # ---- Rendered Cube+ ------------------------------------------------------
 
+
 @pytest.mark.parametrize("flat", [False, True])
 def test_cube_layouts(tmp_path, flat):
     inp = tmp_path if flat else tmp_path / "input"
@@ -158,6 +163,7 @@ def test_cube_missing(tmp_path):
 
 # ---- pairs.tsv -----------------------------------------------------------
 
+
 def test_pairs_tsv(tmp_path):
     save(tmp_path / "imgs" / "a.png", (10, 20, 30))
     save(tmp_path / "imgs" / "gt.png", (30, 20, 10))
@@ -184,6 +190,7 @@ def test_real_pairs_tsv():
 
 # ---- load_pair -----------------------------------------------------------
 
+
 def test_load_pair_mask_exif_and_size_check(tmp_path):
     a = np.full((4, 6, 3), 100, np.uint8)
     a[0, 0] = 0
@@ -206,6 +213,7 @@ def test_load_pair_mask_exif_and_size_check(tmp_path):
 
 # ---- split and folds -----------------------------------------------------
 
+
 def test_scene_disjoint_split(tmp_path):
     rng = np.random.default_rng(1)
     pairs = []
@@ -213,8 +221,10 @@ def test_scene_disjoint_split(tmp_path):
         content = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
         gt_a = save(tmp_path / f"gt{s}.png", content)
         gt_b = save(tmp_path / f"gt{s}_copy.png", content)  # same pixels, another file
-        pairs += [PairSpec(f"s{s}_{k}.png", save(tmp_path / f"s{s}_{k}.png", (k, s, 9)), gt_a if k < 2 else gt_b)
-                  for k in range(3)]
+        pairs += [
+            PairSpec(f"s{s}_{k}.png", save(tmp_path / f"s{s}_{k}.png", (k, s, 9)), gt_a if k < 2 else gt_b)
+            for k in range(3)
+        ]
     train, val = scene_disjoint_split(pairs, 0.25, seed=3)
     assert len(train) + len(val) == len(pairs) and len(val) in (9, 12)
     scene = lambda p: p.name.split("_")[0]  # noqa: E731
@@ -235,9 +245,16 @@ def test_read_fold_file_and_select(tmp_path):
     f.write_text("# Set 1 folds\n[fold 1]\nCanon_0001\n\n[fold 2]\nNikon_0002_T_AS.png\n[Fold 3]\nNikon_0003_D_CS\n")
     folds = read_fold_file(f)
     assert folds == [["Canon_0001"], ["Nikon_0002_T_AS.png"], ["Nikon_0003_D_CS"]]
-    pairs = [PairSpec(n, Path(n), Path("gt.png")) for n in
-             ("Canon_0001_T_AS.png", "Canon_0001_F_CS.png", "Nikon_0002_T_AS.png", "Nikon_0002_S_AS.png",
-              "Nikon_0003_D_CS.png")]
+    pairs = [
+        PairSpec(n, Path(n), Path("gt.png"))
+        for n in (
+            "Canon_0001_T_AS.png",
+            "Canon_0001_F_CS.png",
+            "Nikon_0002_T_AS.png",
+            "Nikon_0002_S_AS.png",
+            "Nikon_0003_D_CS.png",
+        )
+    ]
     assert [p.name for p in select_pairs(pairs, folds[0])] == ["Canon_0001_T_AS.png", "Canon_0001_F_CS.png"]
     assert [p.name for p in select_pairs(pairs, folds[1])] == ["Nikon_0002_T_AS.png"]
     assert [p.name for p in select_pairs(pairs, folds[2])] == ["Nikon_0003_D_CS.png"]

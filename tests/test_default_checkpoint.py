@@ -1,4 +1,5 @@
 """The committed default checkpoint on real camera photos (Rendered WB protocol, chart excluded)."""
+
 import numpy as np
 import pytest
 from skimage.color import deltaE_ciede2000, rgb2lab

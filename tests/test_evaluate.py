@@ -1,4 +1,5 @@
 """Evaluation core and CLI: baselines on the real pairs, Deep WB side by side, do no harm."""
+
 from __future__ import annotations
 
 import csv
@@ -53,8 +54,19 @@ def test_identity_mode_scores_ground_truth_once(tmp_path):
 @pytest.mark.slow
 def test_cli_real_pairs_baselines(tmp_path, capsys):
     out = tmp_path / "eval"
-    rc = main([f"pairs={real_tsv()}", "--no-model", "--baselines", "none,shades of gray", "--out", str(out), "--quiet",
-               "--deepwb", str(tmp_path / "absent.json")])
+    rc = main(
+        [
+            f"pairs={real_tsv()}",
+            "--no-model",
+            "--baselines",
+            "none,shades of gray",
+            "--out",
+            str(out),
+            "--quiet",
+            "--deepwb",
+            str(tmp_path / "absent.json"),
+        ]
+    )
     assert rc == 0
     assert (out / "per_image.csv").is_file() and (out / "summary.md").is_file()
     assert not (out / "deepwb_side_by_side.csv").exists()
@@ -79,13 +91,26 @@ def test_cli_deepwb_side_by_side(tmp_path):
         Image.fromarray(gt).save(tmp_path / "set2" / "groundtruth" / n)
         cast = (gt * np.array([1.1, 1.0, 0.7])).clip(0, 255).astype(np.uint8)
         Image.fromarray(cast).save(tmp_path / "set2" / "input" / n)
-    published = {"names": ["DSLR_00001.png", "Mobile_00202.png", "Mobile_00203.png"],
-                 "MSE": [100.0, 50.0, 1.0], "MAE": [3.0, 2.0, 1.0], "DeltaE2000": [5.0, 4.0, 1.0],
-                 "DeltaE76": [6.0, 5.0, 1.0]}
+    published = {
+        "names": ["DSLR_00001.png", "Mobile_00202.png", "Mobile_00203.png"],
+        "MSE": [100.0, 50.0, 1.0],
+        "MAE": [3.0, 2.0, 1.0],
+        "DeltaE2000": [5.0, 4.0, 1.0],
+        "DeltaE76": [6.0, 5.0, 1.0],
+    }
     (tmp_path / "deepwb.json").write_text(json.dumps(published))
     out = tmp_path / "eval"
-    main([f"set2={tmp_path / 'set2'}", "--no-model", "--out", str(out), "--quiet",
-          "--deepwb", str(tmp_path / "deepwb.json")])
+    main(
+        [
+            f"set2={tmp_path / 'set2'}",
+            "--no-model",
+            "--out",
+            str(out),
+            "--quiet",
+            "--deepwb",
+            str(tmp_path / "deepwb.json"),
+        ]
+    )
     side = read_csv(out / "deepwb_side_by_side.csv")
     assert sorted(r["name"] for r in side) == ["DSLR_00001.png", "Mobile_00202.png"]
     by_name = {r["name"]: r for r in side}
@@ -116,8 +141,22 @@ def test_model_through_corrector(tmp_path):
         ckpt = tmp_path / "untrained.pt"
         corrector.save_checkpoint(ckpt, WBVAE(WBVAEConfig()))
     out = tmp_path / "eval"
-    main([f"pairs={real_tsv()}", "--checkpoint", str(ckpt), "--device", "cpu", "--limit", "2",
-          "--baselines", "none", "--out", str(out), "--quiet"])
+    main(
+        [
+            f"pairs={real_tsv()}",
+            "--checkpoint",
+            str(ckpt),
+            "--device",
+            "cpu",
+            "--limit",
+            "2",
+            "--baselines",
+            "none",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     rows = read_csv(out / "per_image.csv")
     assert [r["method"] for r in rows] == ["wbvae", "none", "wbvae", "none"]
     assert all(np.isfinite(float(r["de2000"])) for r in rows)

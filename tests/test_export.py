@@ -1,4 +1,5 @@
 """ONNX / TorchScript export: onnxruntime and TorchScript give PyTorch's corrections on real photos."""
+
 import subprocess
 import sys
 
@@ -19,8 +20,19 @@ pytestmark = pytest.mark.slow  # exports (ONNX, TorchScript) and runs them: abou
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     out = tmp_path_factory.mktemp("export")
-    assert main(["--checkpoint", str(DEFAULT_CHECKPOINT), "--onnx", str(out / "wbvae.onnx"),
-                 "--torchscript", str(out / "wbvae.ts")]) == 0
+    assert (
+        main(
+            [
+                "--checkpoint",
+                str(DEFAULT_CHECKPOINT),
+                "--onnx",
+                str(out / "wbvae.onnx"),
+                "--torchscript",
+                str(out / "wbvae.ts"),
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -34,10 +46,15 @@ def test_onnx_matches_pytorch_on_real_photos(exported, photos):
     session = ort.InferenceSession(str(exported / "wbvae.onnx"), providers=["CPUExecutionProvider"])
     analyses = [analyse(img) for img in photos]
     # the whole set as one batch: the batch axis is dynamic
-    matrices, probs = session.run(None, {"thumb": np.stack([a.thumb for a in analyses]),
-                                         "cues": np.stack([a.cues for a in analyses]),
-                                         "log_gains": np.stack([a.log_gains for a in analyses]),
-                                         "chroma": np.stack([a.chroma for a in analyses])})
+    matrices, probs = session.run(
+        None,
+        {
+            "thumb": np.stack([a.thumb for a in analyses]),
+            "cues": np.stack([a.cues for a in analyses]),
+            "log_gains": np.stack([a.log_gains for a in analyses]),
+            "chroma": np.stack([a.chroma for a in analyses]),
+        },
+    )
     assert matrices.shape == (len(photos), 3, 3) and probs.shape == (len(photos),)
     for img, m, p in zip(photos, matrices, probs):
         ref = corrector.estimate(img)
@@ -52,14 +69,30 @@ def test_torchscript_matches_pytorch(exported, photos):
     module = torch.jit.load(str(exported / "wbvae.ts"))
     a = analyse(photos[0])
     with torch.no_grad():
-        matrix, _ = module(torch.from_numpy(a.thumb[None]), torch.from_numpy(a.cues[None]),
-                           torch.from_numpy(a.log_gains[None]), torch.from_numpy(a.chroma[None]))
+        matrix, _ = module(
+            torch.from_numpy(a.thumb[None]),
+            torch.from_numpy(a.cues[None]),
+            torch.from_numpy(a.log_gains[None]),
+            torch.from_numpy(a.chroma[None]),
+        )
     np.testing.assert_allclose(matrix[0].numpy(), corrector.estimate(photos[0]).matrix, atol=MATRIX_ATOL, rtol=0)
 
 
 def test_export_cli_errors_are_plain(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "model.export", "--checkpoint", str(tmp_path / "missing.pt"),
-                        "--onnx", str(tmp_path / "x.onnx")], cwd=REPO, capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "model.export",
+            "--checkpoint",
+            str(tmp_path / "missing.pt"),
+            "--onnx",
+            str(tmp_path / "x.onnx"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and "checkpoint not found" in r.stderr
     r = subprocess.run([sys.executable, "-m", "model.export"], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 2 and "--onnx" in r.stderr

@@ -1,9 +1,9 @@
 """The fast mapping and downsample paths agree with plain reference implementations."""
+
 import numpy as np
 import torch
 
-from model.colour import linear_to_srgb, srgb_to_linear
-from model.colour import LUMA_709
+from model.colour import LUMA_709, linear_to_srgb, srgb_to_linear
 from model.mapping import HIGHLIGHT_FULL, HIGHLIGHT_START, apply_matrix, apply_matrix_torch
 from model.stats import CLIP_LEVEL, downsample
 
@@ -51,7 +51,7 @@ def reference_downsample(img: np.ndarray, max_side: int = 256):
     h, w = img.shape[:2]
     f = max(1, -(-max(h, w) // max_side))
     hs, ws = h // f, w // f
-    blocks = img[:hs * f, :ws * f].reshape(hs, f, ws, f, 3)
+    blocks = img[: hs * f, : ws * f].reshape(hs, f, ws, f, 3)
     return blocks, (blocks.max(axis=(1, 3)) >= CLIP_LEVEL).any(axis=-1)
 
 

@@ -1,4 +1,5 @@
 """Property-based fuzzing of the decode path: mutated real images never get a 5xx."""
+
 import time
 
 import pytest
@@ -21,10 +22,16 @@ def seeds() -> dict[str, bytes]:
     so a clone without the reference photos skips instead of failing to collect)."""
     rgb = load_rgb(wild_photos()[0])[:48, :64]
     im = Image.fromarray(rgb)
-    return {"jpeg": photos.save(im, "JPEG", quality=80), "png": photos.save(im, "PNG"),
-            "webp": photos.save(im, "WEBP"), "tiff": photos.save(im, "TIFF"), "bmp": photos.save(im, "BMP"),
-            "heic": photos.heic(rgb), "rgba-png": photos.save(im.convert("RGBA"), "PNG"),
-            "rotated-jpeg": photos.rotated_jpeg(rgb)}
+    return {
+        "jpeg": photos.save(im, "JPEG", quality=80),
+        "png": photos.save(im, "PNG"),
+        "webp": photos.save(im, "WEBP"),
+        "tiff": photos.save(im, "TIFF"),
+        "bmp": photos.save(im, "BMP"),
+        "heic": photos.heic(rgb),
+        "rgba-png": photos.save(im.convert("RGBA"), "PNG"),
+        "rotated-jpeg": photos.rotated_jpeg(rgb),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +45,7 @@ def client():
 
 
 mutation = st.one_of(
-    st.tuples(st.just("flip"), st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1,
-                                        max_size=8)),
+    st.tuples(st.just("flip"), st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=8)),
     st.tuples(st.just("truncate"), st.integers(0, 10**6)),
     st.tuples(st.just("insert"), st.tuples(st.integers(0, 10**6), st.binary(min_size=1, max_size=64))),
     st.tuples(st.just("delete"), st.tuples(st.integers(0, 10**6), st.integers(1, 256))),
@@ -54,13 +60,13 @@ def _mutate(data: bytes, kind: str, arg) -> bytes:
         for pos, value in arg:
             buf[pos % len(buf)] = value
     elif kind == "truncate":
-        del buf[arg % len(buf):]
+        del buf[arg % len(buf) :]
     elif kind == "insert":
         pos, extra = arg
-        buf[pos % len(buf):pos % len(buf)] = extra
+        buf[pos % len(buf) : pos % len(buf)] = extra
     else:
         pos, n = arg
-        del buf[pos % len(buf):pos % len(buf) + n]
+        del buf[pos % len(buf) : pos % len(buf) + n]
     return bytes(buf)
 
 

@@ -1,4 +1,5 @@
 """The README's figures: the before/after gallery and the loss curves, from real photos and real run files."""
+
 import csv
 
 import pytest
@@ -9,9 +10,20 @@ from model.training.gallery import main, read_history
 from model.vae import WBVAE
 from tests.conftest import wild_photos
 
-ROWS = [{"epoch": e, "train_loss": 1.0 / e, "train_recon": 0.5 / e, "train_kl": 10.0 + e, "val_recon": 0.6 / e,
-         "val_kl": 9.0 + e, "val_de2000": 8.0 - e, "val_de2000_cast": 9.0 - e, "val_de2000_neutral": 1.0}
-        for e in (1, 2, 3)]
+ROWS = [
+    {
+        "epoch": e,
+        "train_loss": 1.0 / e,
+        "train_recon": 0.5 / e,
+        "train_kl": 10.0 + e,
+        "val_recon": 0.6 / e,
+        "val_kl": 9.0 + e,
+        "val_de2000": 8.0 - e,
+        "val_de2000_cast": 9.0 - e,
+        "val_de2000_neutral": 1.0,
+    }
+    for e in (1, 2, 3)
+]
 
 
 def test_gallery_and_loss_curves_from_metrics_csv(tmp_path):
@@ -23,8 +35,22 @@ def test_gallery_and_loss_curves_from_metrics_csv(tmp_path):
         writer.writerows(ROWS)
     photos = wild_photos()[:2]
     out = tmp_path / "docs"
-    assert main([*map(str, photos), "--checkpoint", str(DEFAULT_CHECKPOINT), "--metrics", str(metrics),
-                 "--out", str(out), "--tile-height", "64"]) == 0
+    assert (
+        main(
+            [
+                *map(str, photos),
+                "--checkpoint",
+                str(DEFAULT_CHECKPOINT),
+                "--metrics",
+                str(metrics),
+                "--out",
+                str(out),
+                "--tile-height",
+                "64",
+            ]
+        )
+        == 0
+    )
     with Image.open(out / "gallery.png") as g:
         assert g.format == "PNG"
         assert g.height >= 2 * 64 and g.width > sum(Image.open(p).width * 64 // Image.open(p).height for p in photos)

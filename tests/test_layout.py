@@ -1,7 +1,10 @@
 """The layout's rules: serving never loads training code; ``Corrector`` is the HTTP edge's only door into the model."""
+
 import ast
 import subprocess
 import sys
+
+import pytest
 
 from tests.conftest import REPO
 
@@ -20,6 +23,7 @@ def imported_modules(path) -> set[str]:
     return names
 
 
+@pytest.mark.slow
 def test_the_serving_path_never_loads_training_code_or_its_libraries():
     code = (
         "import sys, numpy as np\n"

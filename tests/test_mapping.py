@@ -46,8 +46,11 @@ def test_24_megapixel_apply_stays_within_memory_bound():
         "assert out.shape == img.shape and out.dtype == np.uint8\n"
         "print(int(peak_rss_mb() - base))\n"
     )
-    extra_mb = int(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, cwd=REPO,
-                                  text=True).stdout.strip())
+    extra_mb = int(
+        subprocess.run(
+            [sys.executable, "-c", code], check=True, capture_output=True, cwd=REPO, text=True
+        ).stdout.strip()
+    )
     output_mb = 4000 * 6000 * 3 // 2**20  # 68 MB
     assert extra_mb < output_mb + 250, f"applying to 24 MP took {extra_mb} MB beyond the input"
 

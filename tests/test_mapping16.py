@@ -1,4 +1,5 @@
 """Grayscale corrections: luminance gain of a matrix on neutral pixels, applied at 8 or 16 bits."""
+
 import numpy as np
 import pytest
 

@@ -1,4 +1,5 @@
 """Metrics of the evaluation protocol against reference values."""
+
 from __future__ import annotations
 
 import json

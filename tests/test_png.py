@@ -1,4 +1,5 @@
 """The strip-parallel PNG writer (app/png.py): valid, lossless and Pillow-compatible PNG files."""
+
 import io
 import struct
 import subprocess
@@ -25,9 +26,9 @@ def chunks(png: bytes) -> list[tuple[bytes, bytes]]:
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     out, pos = [], 8
     while pos < len(png):
-        (size,), kind = struct.unpack(">I", png[pos:pos + 4]), png[pos + 4:pos + 8]
-        data = png[pos + 8:pos + 8 + size]
-        (crc,) = struct.unpack(">I", png[pos + 8 + size:pos + 12 + size])
+        (size,), kind = struct.unpack(">I", png[pos : pos + 4]), png[pos + 4 : pos + 8]
+        data = png[pos + 8 : pos + 8 + size]
+        (crc,) = struct.unpack(">I", png[pos + 8 + size : pos + 12 + size])
         assert crc == zlib.crc32(data, zlib.crc32(kind)), kind
         out.append((kind, data))
         pos += 12 + size
@@ -126,8 +127,9 @@ def test_mapping_inside_the_writer_equals_mapping_first():
     gray16 = photo_like(40, 30, None, np.uint16)
     png = encode_png(gray16, map_rows=partial(apply_gray_gain, gain=1.3), threads=2, strip_bytes=100)
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), apply_gray_gain(gray16, 1.3))
-    assert np.array_equal(map_strips(pixels, partial(apply_matrix, matrix=M), threads=3, strip_bytes=500),
-                          apply_matrix(pixels, M))
+    assert np.array_equal(
+        map_strips(pixels, partial(apply_matrix, matrix=M), threads=3, strip_bytes=500), apply_matrix(pixels, M)
+    )
 
 
 def test_adler32_combine_matches_zlib():

@@ -1,7 +1,6 @@
 """Raw renders from real captures (model/training/raw.py): fast, CPU only, needs shared/data/raw-thumbs."""
-from __future__ import annotations
 
-import os
+from __future__ import annotations
 
 import numpy as np
 import pytest
@@ -19,12 +18,9 @@ from model.training.raw import (
     raw_baseline_estimates,
     split_cameras,
 )
+from tests.conftest import GET_SHARED_DATA, require
 
-if not (DEFAULT_RAW_DIR / "camera_matrices.json").is_file():
-    _msg = f"raw thumbnails missing: expected {DEFAULT_RAW_DIR} (set WBVAE_RAW_THUMBS)"
-    if os.environ.get("WBVAE_REQUIRE_DATA") == "1":
-        pytest.fail(_msg, pytrace=False)
-    pytest.skip(_msg, allow_module_level=True)
+require(DEFAULT_RAW_DIR / "camera_matrices.json", str(DEFAULT_RAW_DIR), GET_SHARED_DATA + " (or set WBVAE_RAW_THUMBS)")
 
 # Small packs, one of them shared by two cameras, plus the phone module (estimated matrix).
 CAMERAS = ("Canon EOS 600D", "Nikon D40", "Sony IMX135")
@@ -52,7 +48,7 @@ def test_load_cameras(cameras):
         assert c.images.dtype == np.float16 and c.images.shape[1:] == (64, 64, 3)
         assert c.labels.shape == (len(c), 3) and len(c.names) == len(c)
         np.testing.assert_allclose(c.labels.sum(1), 1.0, atol=1e-3)
-        np.testing.assert_allclose(c.ccm.sum(1), 1.0, atol=1e-6)   # white stays white
+        np.testing.assert_allclose(c.ccm.sum(1), 1.0, atol=1e-6)  # white stays white
         assert c.matrix_estimated == (c.name == "Sony IMX135")
     d40 = next(c for c in cameras if c.name == "Nikon D40")
     assert len(d40) == 117 and all(str(n).startswith("NikonD40_") for n in d40.names)
@@ -147,8 +143,9 @@ def test_locus_fits_the_labels_and_presets_order(cameras):
 
 
 def test_cast_matrix_maps_ground_truth_to_input(cameras):
-    r = _renderer(cameras, neutral_rate=0.0, style_probs={"AS": 1.0}, exposure_range=(0.04, 0.04),
-                  overexposure_rate=0.0, **PLAIN)
+    r = _renderer(
+        cameras, neutral_rate=0.0, style_probs={"AS": 1.0}, exposure_range=(0.04, 0.04), overexposure_rate=0.0, **PLAIN
+    )
     contrast, lift = r._gt_params[1:]
     lut = _output_lut(contrast, lift)
     x = np.arange(lut.size) / (lut.size - 1)
@@ -204,6 +201,6 @@ def test_gray_world_error_on_a_pack(cameras):
         for k, v in raw_baseline_estimates(img.astype(np.float32)).items():
             est[k].append(v)
     errors = {k: np.median(angular_error(np.array(v), cam.labels)) for k, v in est.items()}
-    assert 1.0 <= errors["gray_world"] <= 6.0      # README: medians 2.5-4.3 degrees per set
+    assert 1.0 <= errors["gray_world"] <= 6.0  # README: medians 2.5-4.3 degrees per set
     for k, e in errors.items():
         assert e < 10.0, (k, e)

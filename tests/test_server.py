@@ -1,4 +1,5 @@
 """A real server process (``python -m app``) answering over HTTP: limits, backpressure, drain, memory."""
+
 import asyncio
 import io
 import signal
@@ -14,8 +15,13 @@ from tests.conftest import start_server, wild
 
 pytestmark = pytest.mark.slow  # a server process per module
 
-LIMITS = {"WBVAE_MAX_UPLOAD_BYTES": "3000000", "WBVAE_MAX_PIXELS": "4000000",
-          "WBVAE_MAX_CONCURRENT_CORRECTIONS": "1", "WBVAE_MAX_QUEUED_CORRECTIONS": "1", "WBVAE_RETRY_AFTER_S": "3"}
+LIMITS = {
+    "WBVAE_MAX_UPLOAD_BYTES": "3000000",
+    "WBVAE_MAX_PIXELS": "4000000",
+    "WBVAE_MAX_CONCURRENT_CORRECTIONS": "1",
+    "WBVAE_MAX_QUEUED_CORRECTIONS": "1",
+    "WBVAE_RETRY_AFTER_S": "3",
+}
 
 
 @pytest.fixture(scope="module")
@@ -53,15 +59,23 @@ def test_limits_over_http(server):
 
     # Streamed without a Content-Length (chunked): refused while streaming.
     def chunks():
-        yield (b'--x\r\nContent-Disposition: form-data; name="file"; filename="a.bin"\r\n'
-               b"Content-Type: application/octet-stream\r\n\r\n")
+        yield (
+            b'--x\r\nContent-Disposition: form-data; name="file"; filename="a.bin"\r\n'
+            b"Content-Type: application/octet-stream\r\n\r\n"
+        )
         for _ in range(100):
             yield b"\0" * 100_000
-    r = httpx.post(f"{server.url}/correct", content=chunks(), timeout=30,
-                   headers={"content-type": "multipart/form-data; boundary=x"})
+
+    r = httpx.post(
+        f"{server.url}/correct",
+        content=chunks(),
+        timeout=30,
+        headers={"content-type": "multipart/form-data; boundary=x"},
+    )
     assert r.status_code == 413 and "upload too large" in r.json()["detail"]
 
     from tests.photos import png_declaring
+
     r = httpx.post(f"{server.url}/correct", files={"file": ("huge.png", png_declaring(30000, 30000))}, timeout=30)
     assert r.status_code == 413 and "the limit is 4000000" in r.json()["detail"]
     assert httpx.get(f"{server.url}/livez").status_code == 200
@@ -72,12 +86,13 @@ def test_overload_gets_503_with_retry_after_and_no_request_is_lost(server):
 
     async def burst(n: int):
         async with httpx.AsyncClient(timeout=120) as client:
-            return await asyncio.gather(*[client.post(f"{server.url}/correct", files={"file": ("p.jpg", photo)})
-                                          for _ in range(n)])
+            return await asyncio.gather(
+                *[client.post(f"{server.url}/correct", files={"file": ("p.jpg", photo)}) for _ in range(n)]
+            )
 
     responses = asyncio.run(burst(8))
     codes = sorted(r.status_code for r in responses)
-    assert len(codes) == 8 and set(codes) <= {200, 503}, codes   # every request got a definite answer
+    assert len(codes) == 8 and set(codes) <= {200, 503}, codes  # every request got a definite answer
     assert codes.count(200) >= 2 and codes.count(503) >= 1, codes  # 1 running + 1 queued at least
     for r in responses:
         if r.status_code == 503:
@@ -109,10 +124,13 @@ def test_sequential_requests_do_not_grow_memory(server):
 def test_sigterm_lets_in_flight_requests_finish():
     photo = _big_photo()
     with start_server(WBVAE_MAX_CONCURRENT_CORRECTIONS="1", WBVAE_SHUTDOWN_GRACE_S="30") as s:
+
         async def scenario():
             async with httpx.AsyncClient(timeout=120) as client:
-                tasks = [asyncio.create_task(client.post(f"{s.url}/correct", files={"file": ("p.jpg", photo)}))
-                         for _ in range(3)]
+                tasks = [
+                    asyncio.create_task(client.post(f"{s.url}/correct", files={"file": ("p.jpg", photo)}))
+                    for _ in range(3)
+                ]
                 await asyncio.sleep(0.3)
                 while "wbvae_corrections_in_flight 1.0" not in (await client.get(f"{s.url}/metrics")).text:
                     await asyncio.sleep(0.05)

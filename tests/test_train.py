@@ -1,4 +1,5 @@
 """Training module end to end on tiny jobs (procedural scenes, no photo cache needed)."""
+
 import csv
 import subprocess
 import sys
@@ -11,8 +12,23 @@ from model.corrector import Corrector, load_model
 from model.training.train import main
 from tests.conftest import REPO
 
-TINY = ["synthetic", "--photo-cache", "/nonexistent", "--epochs", "2", "--steps-per-epoch", "2",
-        "--batch-size", "8", "--val-size", "4", "--workers", "0", "--latent-dim", "16"]
+TINY = [
+    "synthetic",
+    "--photo-cache",
+    "/nonexistent",
+    "--epochs",
+    "2",
+    "--steps-per-epoch",
+    "2",
+    "--batch-size",
+    "8",
+    "--val-size",
+    "4",
+    "--workers",
+    "0",
+    "--latent-dim",
+    "16",
+]
 
 
 @pytest.mark.slow
@@ -48,9 +64,23 @@ def test_unknown_source_is_a_clear_error(tmp_path):
 def test_torchrun_two_cpu_processes(tmp_path):
     run = tmp_path / "ddp"
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "model.training.train", *TINY, "--out", str(run)],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "model.training.train",
+            *TINY,
+            "--out",
+            str(run),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     assert len(rows) == 2
@@ -76,8 +106,25 @@ def test_real_pairs_with_published_folds(tmp_path):
         (root / "metadata" / f"{name}_mask.txt").write_text("10,10,20,15\n")
     folds = tmp_path / "folds.txt"
     folds.write_text("[fold 1]\n8D5U5524_T_AS\n[fold 2]\n8D5U5524_S_AS\n8D5U5524_F_CS\n8D5U5524_C_CS\n")
-    run = main([f"set1={root}", "--folds", str(folds), "--fold", "1", "--epochs", "1", "--batch-size", "2",
-                "--workers", "0", "--latent-dim", "16", "--out", str(tmp_path / "run")])
+    run = main(
+        [
+            f"set1={root}",
+            "--folds",
+            str(folds),
+            "--fold",
+            "1",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "2",
+            "--workers",
+            "0",
+            "--latent-dim",
+            "16",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     assert len(rows) == 1 and np.isfinite(float(rows[0]["val_de2000"]))
     with pytest.raises(ValueError, match="--fold 3"):
@@ -99,8 +146,8 @@ def test_views_keep_the_photo_shape_when_asked():
 
 def test_ground_truth_in_adobe_standard_marks_style_changes_as_corrections():
     """With gt_style="AS" a neutral pair rendered in CS still needs a correction (its style); AS ones do not."""
-    from model.training.emulator import CameraPipelineEmulator, EmulatorConfig
     from model.training.data import needs_correction
+    from model.training.emulator import CameraPipelineEmulator, EmulatorConfig
 
     emulator = CameraPipelineEmulator(EmulatorConfig(neutral_rate=1.0, gt_style="AS"))
     scene = np.random.default_rng(1).uniform(0.05, 0.9, (16, 16, 3)).astype(np.float32)

@@ -1,4 +1,5 @@
 """Training and evaluation on the raw captures, through the data-source registry."""
+
 import csv
 
 import numpy as np
@@ -27,8 +28,26 @@ def test_a_tiny_raw_training_run_chooses_on_held_out_cameras(tmp_path):
     from model.training.train import main
 
     raw = shared_data("raw-thumbs")
-    run = main([f"raw={raw}", "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "8", "--val-size", "6",
-                "--workers", "0", "--latent-dim", "16", "--anchor-white", "--out", str(tmp_path / "run")])
+    run = main(
+        [
+            f"raw={raw}",
+            "--epochs",
+            "1",
+            "--steps-per-epoch",
+            "2",
+            "--batch-size",
+            "8",
+            "--val-size",
+            "6",
+            "--workers",
+            "0",
+            "--latent-dim",
+            "16",
+            "--anchor-white",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     row = next(csv.DictReader((run / "metrics.csv").open()))
     assert np.isfinite(float(row["val_de2000"])) and np.isfinite(float(row["val_sog_de2000"]))
     corrector = Corrector.from_checkpoint(run / "best.pt", "cpu")

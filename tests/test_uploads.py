@@ -1,4 +1,5 @@
 """The HTTP edge in-process: bad uploads, real-photo round trips, output options, auth, overload paths."""
+
 import io
 import time
 
@@ -32,8 +33,9 @@ def photo() -> np.ndarray:
 
 def _post(client, data: bytes, name="upload.bin", **params):
     headers = params.pop("headers", {})
-    return client.post("/correct", files={"file": (name, data, "application/octet-stream")},
-                       params=params, headers=headers)
+    return client.post(
+        "/correct", files={"file": (name, data, "application/octet-stream")}, params=params, headers=headers
+    )
 
 
 def _open(r) -> Image.Image:
@@ -42,12 +44,12 @@ def _open(r) -> Image.Image:
 
 def _jpeg_header_only() -> bytes:
     data = wild_photos()[0].read_bytes()
-    return data[:data.index(b"\xff\xda") + 2]  # everything up to the start-of-scan marker
+    return data[: data.index(b"\xff\xda") + 2]  # everything up to the start-of-scan marker
 
 
 def _corrupted_heic(photo) -> bytes:
     data = bytearray(photos.heic(photo[:64, :64]))
-    return bytes(data[:len(data) // 2])
+    return bytes(data[: len(data) // 2])
 
 
 BAD_UPLOADS = {
@@ -62,8 +64,11 @@ BAD_UPLOADS = {
     "PNG declaring 3000x3000": (lambda p: photos.png_declaring(3000, 3000), 413, "the limit is 4000000"),
     "HTML": (lambda p: b"<!doctype html><html><body><img src=x></body></html>", 415, "not a supported image"),
     "ZIP": (lambda p: photos.zip_bytes(), 415, "not a supported image"),
-    "SVG": (lambda p: b"<svg xmlns='http://www.w3.org/2000/svg' width='10' height='10'/>", 415,
-            "not a supported image"),
+    "SVG": (
+        lambda p: b"<svg xmlns='http://www.w3.org/2000/svg' width='10' height='10'/>",
+        415,
+        "not a supported image",
+    ),
     "animated GIF": (lambda p: photos.animated_gif(), 415, "not a supported image"),
     "corrupted HEIC": (_corrupted_heic, 422, "corrupt or truncated"),
     "over the upload limit": (lambda p: b"\0" * 3_100_000, 413, "upload too large"),
@@ -85,11 +90,15 @@ def test_extreme_but_valid_shapes_are_corrected(client, size):
     assert r.status_code == 200 and _open(r).size == size
 
 
-@pytest.mark.parametrize("fmt, size, ok", [("webp", (16384, 1), False), ("webp", (1, 16383), True),
-                                          ("jpeg", (1, 65536), False), ("png", (1, 65536), True)])
+@pytest.mark.parametrize(
+    "fmt, size, ok",
+    [("webp", (16384, 1), False), ("webp", (1, 16383), True), ("jpeg", (1, 65536), False), ("png", (1, 65536), True)],
+)
 def test_a_photo_too_long_for_the_asked_format_is_a_422_not_a_crash(client, fmt, size, ok):
-    r = client.post(f"/correct?format={fmt}",
-                    files={"file": ("x.png", photos.save(Image.new("RGB", size, (180, 120, 90)), "PNG"), "image/png")})
+    r = client.post(
+        f"/correct?format={fmt}",
+        files={"file": ("x.png", photos.save(Image.new("RGB", size, (180, 120, 90)), "PNG"), "image/png")},
+    )
     if ok:
         assert r.status_code == 200 and _open(r).size == size
     else:
@@ -195,7 +204,8 @@ def test_output_format_from_query_or_accept(client, photo):
     assert small.headers["content-type"] == "image/jpeg" and _open(small).format == "JPEG"
     assert len(small.content) < len(large.content)
     assert "sRGB" in ImageCms.getProfileDescription(
-        ImageCms.ImageCmsProfile(io.BytesIO(_open(large).info["icc_profile"])))
+        ImageCms.ImageCmsProfile(io.BytesIO(_open(large).info["icc_profile"]))
+    )
     assert _post(client, png, format="gif").status_code == 422
     assert _post(client, png, format="jpeg", quality=0).status_code == 422
 
@@ -212,8 +222,11 @@ def test_request_id_is_accepted_and_echoed(client):
 def test_stage_and_size_metrics(client, photo):
     _post(client, photos.save(Image.fromarray(photo), "JPEG"))
     families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
-    counts = {s.labels["stage"]: s.value for s in families["wbvae_stage_duration_seconds"].samples
-              if s.name.endswith("_count")}
+    counts = {
+        s.labels["stage"]: s.value
+        for s in families["wbvae_stage_duration_seconds"].samples
+        if s.name.endswith("_count")
+    }
     assert set(counts) == {"decode", "model", "mapping", "encode"} and min(counts.values()) >= 1
     mp = [s for s in families["wbvae_input_megapixels"].samples if s.name.endswith("_sum")][0]
     assert mp.value >= 0.54
@@ -230,8 +243,10 @@ def test_api_keys_guard_correct_but_not_health_or_metrics(photo):
             r = c.post("/correct", files={"file": ("a.png", png)}, headers=headers)
             assert r.status_code == 401 and "API key" in r.json()["detail"]
             assert r.headers["www-authenticate"] == "Bearer"
-        assert c.post("/correct", files={"file": ("a.png", png)},
-                      headers={"Authorization": "Bearer k2"}).status_code == 200
+        assert (
+            c.post("/correct", files={"file": ("a.png", png)}, headers={"Authorization": "Bearer k2"}).status_code
+            == 200
+        )
         assert c.get("/livez").status_code == 200 and c.get("/metrics").status_code == 200
 
 

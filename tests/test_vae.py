@@ -11,8 +11,12 @@ from model.vae import WBVAE, WBVAEConfig, vae_loss
 def _inputs(batch=4, size=64):
     g = torch.Generator().manual_seed(0)
     chroma = torch.rand(batch, 2, CHROMA_BINS, CHROMA_BINS, generator=g)
-    return (torch.rand(batch, 3, size, size, generator=g), torch.randn(batch, CUE_DIM, generator=g),
-            0.3 * torch.randn(batch, NUM_ESTIMATES, 3, generator=g), chroma / chroma.sum((2, 3), keepdim=True))
+    return (
+        torch.rand(batch, 3, size, size, generator=g),
+        torch.randn(batch, CUE_DIM, generator=g),
+        0.3 * torch.randn(batch, NUM_ESTIMATES, 3, generator=g),
+        chroma / chroma.sum((2, 3), keepdim=True),
+    )
 
 
 def test_output_shapes():

@@ -1,4 +1,5 @@
 """The web page at / in a real headless Chromium against a real ``python -m app``: upload, result, download."""
+
 import io
 import os
 import shutil
@@ -24,8 +25,11 @@ def test_page_and_assets_are_served_without_external_resources(server):
     for asset in ("/static/page.js", "/static/page.css"):
         assert httpx.get(f"{server.url}{asset}").status_code == 200
         assert asset in page.text
-    for text in (page.text, httpx.get(f"{server.url}/static/page.js").text,
-                 httpx.get(f"{server.url}/static/page.css").text):
+    for text in (
+        page.text,
+        httpx.get(f"{server.url}/static/page.js").text,
+        httpx.get(f"{server.url}/static/page.css").text,
+    ):
         assert "http://" not in text and "https://" not in text and "//cdn" not in text
 
 
@@ -37,8 +41,11 @@ def server():
 
 @pytest.fixture(scope="module")
 def browser():
-    require(CHROMIUM and CHROMEDRIVER, "chromium and chromedriver on PATH",
-            "apt-get install chromium chromium-driver; .ci/run installs them")
+    require(
+        CHROMIUM and CHROMEDRIVER,
+        "chromium and chromedriver on PATH",
+        "apt-get install chromium chromium-driver; .ci/run installs them",
+    )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -46,13 +53,24 @@ def browser():
     downloads = Path(tempfile.mkdtemp(prefix="wbvae-downloads-"))
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1100,1300",
-                 "--hide-scrollbars"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+        "--window-size=1100,1300",
+        "--hide-scrollbars",
+    ):
         options.add_argument(flag)
-    options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
-                                              "download.prompt_for_download": False})
+    options.add_experimental_option(
+        "prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False}
+    )
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     driver.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
     driver.downloads = downloads
@@ -81,8 +99,11 @@ def test_upload_see_result_and_download_png(server, browser, wild_photo):
     browser.get(f"{server.url}/")
     assert browser.find_element(By.CSS_SELECTOR, "label[for=file]").text  # the picker has a visible label
     browser.find_element(By.ID, "file").send_keys(str(wild_photo))
-    _wait(lambda: browser.find_element(By.ID, "result").is_displayed()
-          or browser.find_element(By.ID, "error").text, 90, "the corrected photo")
+    _wait(
+        lambda: browser.find_element(By.ID, "result").is_displayed() or browser.find_element(By.ID, "error").text,
+        90,
+        "the corrected photo",
+    )
     assert browser.find_element(By.ID, "error").text == ""
     assert "Done" in browser.find_element(By.ID, "status").text
     width, height = Image.open(wild_photo).size
@@ -92,7 +113,8 @@ def test_upload_see_result_and_download_png(server, browser, wild_photo):
     if os.environ.get("WBVAE_PAGE_SCREENSHOT"):  # how the README's docs/web-page.jpg is made
         shot = Image.open(io.BytesIO(browser.get_screenshot_as_png())).convert("RGB")
         shot.resize((shot.width * 3 // 4, shot.height * 3 // 4), Image.Resampling.LANCZOS).save(
-            os.environ["WBVAE_PAGE_SCREENSHOT"], quality=82, optimize=True)
+            os.environ["WBVAE_PAGE_SCREENSHOT"], quality=82, optimize=True
+        )
 
     link = browser.find_element(By.ID, "download")
     assert link.get_attribute("download").endswith(".png")

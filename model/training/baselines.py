@@ -29,9 +29,10 @@ shades of gray):
 - shades of gray: Minkowski p-norm, p = 6;
 - white patch: the 99th percentile of each channel (robust max-RGB).
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -95,7 +96,7 @@ def estimate_shades_of_gray(img: np.ndarray, p: float = 6.0) -> np.ndarray:
     """Illuminant (linear RGB, shape (3,)) as the Minkowski p-norm mean of each channel."""
     h = channel_histograms(img)
     n = h.sum(axis=1)
-    return (h @ (_LUT_LINEAR ** p) / n) ** (1.0 / p)
+    return (h @ (_LUT_LINEAR**p) / n) ** (1.0 / p)
 
 
 def estimate_gray_world(img: np.ndarray) -> np.ndarray:

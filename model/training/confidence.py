@@ -6,6 +6,7 @@ log-chroma from the deterministic one). A confidence worth showing users must
 rank frames like their real error does: reported as the Spearman correlation
 between spread and dE2000, on emulated held-out frames and on the real pairs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,8 +17,8 @@ from scipy.stats import spearmanr
 
 from model.corrector import DEFAULT_CHECKPOINT, Corrector
 from model.mapping import apply_matrix
-from model.training.metrics import delta_e2000
 from model.stats import analyse
+from model.training.metrics import delta_e2000
 
 
 @torch.no_grad()
@@ -46,8 +47,12 @@ def measure(corrector: Corrector, frames: list[tuple[np.ndarray, np.ndarray, np.
         spread.append(latent_spread(corrector, inp))
         error.append(delta_e2000(apply_matrix(inp, corrector.estimate(inp).matrix), gt, valid))
     spread, error = np.array(spread), np.array(error)
-    return {"n": len(frames), "spearman": float(spearmanr(spread, error).statistic), "spread_mean": float(spread.mean()),
-            "error_mean": float(error.mean())}
+    return {
+        "n": len(frames),
+        "spearman": float(spearmanr(spread, error).statistic),
+        "spread_mean": float(spread.mean()),
+        "error_mean": float(error.mean()),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

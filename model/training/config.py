@@ -4,6 +4,7 @@ Every field is a command-line flag of ``python -m model.training.train``: traini
 (``--steps-per-epoch``), model fields by name too (``--latent-dim``, ``--stats-size``); the two sets
 of names do not overlap.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,8 +66,18 @@ class TrainConfig:
         return d
 
 
-_MODEL_FLAGS = ("latent_dim", "use_cues", "use_chroma_net", "head_dropout", "use_global_mix", "gate_base",
-                "stats_size", "anchor_white", "chroma_width", "luma_weighted_chroma")
+_MODEL_FLAGS = (
+    "latent_dim",
+    "use_cues",
+    "use_chroma_net",
+    "head_dropout",
+    "use_global_mix",
+    "gate_base",
+    "stats_size",
+    "anchor_white",
+    "chroma_width",
+    "luma_weighted_chroma",
+)
 _OPTIONAL_TYPES = {"max_minutes": float, "resume": str, "folds": str}
 
 
@@ -75,23 +86,30 @@ def _add_flag(p: argparse.ArgumentParser, name: str, value, dest: str) -> None:
     if isinstance(value, bool):
         p.add_argument(flag, action=argparse.BooleanOptionalAction, default=value, dest=dest)
     else:
-        p.add_argument(flag, type=type(value) if value is not None else _OPTIONAL_TYPES[name], default=value,
-                       dest=dest)
+        p.add_argument(flag, type=type(value) if value is not None else _OPTIONAL_TYPES[name], default=value, dest=dest)
 
 
 def parse_args(argv: list[str] | None = None, description: str = "") -> TrainConfig:
     """``TrainConfig`` from command-line flags (see the module docstring)."""
     defaults = TrainConfig()
-    p = argparse.ArgumentParser(prog="python -m model.training.train", description=description,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("sources", nargs="*", default=defaults.sources,
-                   help="synthetic | raw[=DIR] | set2=DIR | set1=DIR | cube=DIR | pairs=FILE.tsv (default: synthetic)")
+    p = argparse.ArgumentParser(
+        prog="python -m model.training.train",
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "sources",
+        nargs="*",
+        default=defaults.sources,
+        help="synthetic | raw[=DIR] | set2=DIR | set1=DIR | cube=DIR | pairs=FILE.tsv (default: synthetic)",
+    )
     for f in fields(TrainConfig):
         if f.name not in ("sources", "model"):
             _add_flag(p, f.name, getattr(defaults, f.name), f.name)
     for name in _MODEL_FLAGS:
         _add_flag(p, name, getattr(defaults.model, name), "model." + name)
     args = vars(p.parse_args(argv))
-    model_args = {k[len("model."):]: args.pop(k) for k in list(args) if k.startswith("model.")}
-    return TrainConfig(**args, model=WBVAEConfig(**{**defaults.model.to_dict(), **model_args,
-                                                     "channels": defaults.model.channels}))
+    model_args = {k[len("model.") :]: args.pop(k) for k in list(args) if k.startswith("model.")}
+    return TrainConfig(
+        **args, model=WBVAEConfig(**{**defaults.model.to_dict(), **model_args, "channels": defaults.model.channels})
+    )

@@ -14,6 +14,7 @@ training pairs and evaluation frames (input, ground truth, valid mask, is_cast) 
 
 Adding a source is one class with ``train_set`` and ``eval_frames`` and one ``SOURCES`` entry.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -43,24 +44,32 @@ Log = Callable[[str], None]
 
 
 # ----------------------------------------------------------------- samples
-def make_sample(inp: np.ndarray, gt: np.ndarray, valid: np.ndarray | None, is_cast: bool,
-                cast_matrix: np.ndarray | None, model: WBVAEConfig) -> dict:
+def make_sample(
+    inp: np.ndarray,
+    gt: np.ndarray,
+    valid: np.ndarray | None,
+    is_cast: bool,
+    cast_matrix: np.ndarray | None,
+    model: WBVAEConfig,
+) -> dict:
     """Tensors for one training pair: the model's inputs (same code as inference) and targets."""
     small, clipped = downsample(inp, model.stats_size)
     gt_small, _ = downsample(gt, model.stats_size)
     a = analyse_small(small, clipped, model.luma_weighted_chroma)
     gt_thumb = np.asarray(Image.fromarray(gt_small).resize((THUMB_SIZE, THUMB_SIZE), Image.BILINEAR))
     keep = ~clipped if valid is None else ~clipped & downsample_mask(valid, small.shape[:2])
-    mask = np.asarray(Image.fromarray(keep.astype(np.uint8) * 255).resize((THUMB_SIZE, THUMB_SIZE),
-                                                                            Image.NEAREST)) > 0
+    mask = np.asarray(Image.fromarray(keep.astype(np.uint8) * 255).resize((THUMB_SIZE, THUMB_SIZE), Image.NEAREST)) > 0
     return {
-        "thumb": torch.from_numpy(a.thumb), "cues": torch.from_numpy(a.cues),
-        "log_gains": torch.from_numpy(a.log_gains), "chroma": torch.from_numpy(a.chroma),
+        "thumb": torch.from_numpy(a.thumb),
+        "cues": torch.from_numpy(a.cues),
+        "log_gains": torch.from_numpy(a.log_gains),
+        "chroma": torch.from_numpy(a.chroma),
         "gt_thumb": torch.from_numpy((gt_thumb.astype(np.float32) / 255.0).transpose(2, 0, 1).copy()),
         "mask": torch.from_numpy(mask[None].astype(np.float32)),
         "is_cast": torch.tensor(float(is_cast)),
-        "cast_matrix": torch.from_numpy(np.asarray(cast_matrix if cast_matrix is not None else np.eye(3),
-                                                   dtype=np.float32)),
+        "cast_matrix": torch.from_numpy(
+            np.asarray(cast_matrix if cast_matrix is not None else np.eye(3), dtype=np.float32)
+        ),
         "has_matrix": torch.tensor(float(cast_matrix is not None)),
     }
 
@@ -72,8 +81,9 @@ def downsample_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(shape[::-1], Image.NEAREST)) > 0
 
 
-def random_view(img: np.ndarray, rng: np.random.Generator, size: int, min_scale: float = 0.35,
-                keep_aspect: bool = False) -> np.ndarray:
+def random_view(
+    img: np.ndarray, rng: np.random.Generator, size: int, min_scale: float = 0.35, keep_aspect: bool = False
+) -> np.ndarray:
     """A random crop covering ``min_scale``..1 of the short side (square), or of both sides (``keep_aspect``:
     the photo's own shape, squashed to a square as inference squashes a whole photo), flipped at random,
     resized to ``size``."""
@@ -84,13 +94,14 @@ def random_view(img: np.ndarray, rng: np.random.Generator, size: int, min_scale:
     else:
         ch = cw = max(int(min(h, w) * scale), min(h, w, 8))
     y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-    crop = img[y:y + ch, x:x + cw]
+    crop = img[y : y + ch, x : x + cw]
     if rng.random() < 0.5:
         crop = crop[:, ::-1]
     if rng.random() < 0.2:
         crop = crop[::-1]
-    return np.asarray(Image.fromarray(np.ascontiguousarray(crop)).resize((size, size), Image.BILINEAR,
-                                                                          reducing_gap=2.0))
+    return np.asarray(
+        Image.fromarray(np.ascontiguousarray(crop)).resize((size, size), Image.BILINEAR, reducing_gap=2.0)
+    )
 
 
 def recolour(img: np.ndarray, rng: np.random.Generator, max_degrees: float = 40.0) -> np.ndarray:
@@ -114,8 +125,9 @@ def fit_long_side(img: np.ndarray, size: int) -> np.ndarray:
     """Whole frame, long side resized to ``size`` (for full-frame validation)."""
     h, w = img.shape[:2]
     s = size / max(h, w)
-    return np.asarray(Image.fromarray(img).resize((max(1, round(w * s)), max(1, round(h * s))), Image.BILINEAR,
-                                                  reducing_gap=2.0))
+    return np.asarray(
+        Image.fromarray(img).resize((max(1, round(w * s)), max(1, round(h * s))), Image.BILINEAR, reducing_gap=2.0)
+    )
 
 
 def needs_correction(inp: np.ndarray, gt: np.ndarray, info: dict) -> bool:
@@ -123,19 +135,31 @@ def needs_correction(inp: np.ndarray, gt: np.ndarray, info: dict) -> bool:
     return bool(info["is_cast"]) or not np.array_equal(inp, gt)
 
 
-
 # ------------------------------------------------------------- datasets
 class SyntheticPairs(Dataset):
-    """Emulator pairs from well-balanced photos (and procedural scenes); sample i is a pure function of (seed, epoch, i)."""
+    """Emulator pairs from well-balanced photos (and procedural scenes).
 
-    def __init__(self, photos: list[np.ndarray], length: int, size: int, emulator: CameraPipelineEmulator,
-                 seed: int, procedural_rate: float, full_frame: bool = False, recolour_rate: float = 0.0,
-                 view_min_scale: float = 0.35, view_keep_aspect: bool = False, model: WBVAEConfig = WBVAEConfig()):
+    Sample i is a pure function of (seed, epoch, i)."""
+
+    def __init__(
+        self,
+        photos: list[np.ndarray],
+        length: int,
+        size: int,
+        emulator: CameraPipelineEmulator,
+        seed: int,
+        procedural_rate: float,
+        full_frame: bool = False,
+        recolour_rate: float = 0.0,
+        view_min_scale: float = 0.35,
+        view_keep_aspect: bool = False,
+        model: WBVAEConfig | None = None,
+    ):
         self.photos, self.length, self.size = photos, length, size
         self.view_min_scale, self.view_keep_aspect = view_min_scale, view_keep_aspect
         self.emulator, self.seed, self.procedural_rate = emulator, seed, procedural_rate
         self.full_frame, self.recolour_rate, self.epoch = full_frame, recolour_rate, 0
-        self.model = model
+        self.model = model or WBVAEConfig()
 
     def __len__(self) -> int:
         return self.length
@@ -147,10 +171,16 @@ class SyntheticPairs(Dataset):
         if not self.photos or rng.random() < self.procedural_rate:
             scene = procedural_scene(rng, self.size)
         else:
-            photo = self.photos[int(rng.integers(len(self.photos)))] if not self.full_frame \
+            photo = (
+                self.photos[int(rng.integers(len(self.photos)))]
+                if not self.full_frame
                 else self.photos[i % len(self.photos)]
-            view = fit_long_side(photo, self.size) if self.full_frame else random_view(
-                photo, rng, self.size, self.view_min_scale, self.view_keep_aspect)
+            )
+            view = (
+                fit_long_side(photo, self.size)
+                if self.full_frame
+                else random_view(photo, rng, self.size, self.view_min_scale, self.view_keep_aspect)
+            )
             if not self.full_frame and rng.random() < self.recolour_rate:
                 view = recolour(view, rng)
             scene = view.astype(np.float32) / 255.0
@@ -164,17 +194,18 @@ class SyntheticPairs(Dataset):
 class RealPairs(Dataset):
     """Pairs from a dataset on disk, kept in memory at the statistics size (long side <= 256)."""
 
-    def __init__(self, pairs: list, size: int, seed: int, train: bool, model: WBVAEConfig = WBVAEConfig()):
+    def __init__(self, pairs: list, size: int, seed: int, train: bool, model: WBVAEConfig | None = None):
         from model.training.datasets import load_pair
 
         self.items = []
         for p in pairs:
             inp, gt, valid = load_pair(p)
             small, _ = downsample(inp)
-            self.items.append((small, downsample(gt)[0], downsample_mask(valid, small.shape[:2]),
-                               not np.array_equal(inp, gt)))
+            self.items.append(
+                (small, downsample(gt)[0], downsample_mask(valid, small.shape[:2]), not np.array_equal(inp, gt))
+            )
         self.size, self.seed, self.train, self.epoch = size, seed, train, 0
-        self.model = model
+        self.model = model or WBVAEConfig()
 
     def __len__(self) -> int:
         return len(self.items)
@@ -187,7 +218,7 @@ class RealPairs(Dataset):
             h, w = inp.shape[:2]
             side = max(8, int(min(h, w) * rng.uniform(0.6, 1.0)))
             y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
-            crop = stacked[y:y + side, x:x + side]
+            crop = stacked[y : y + side, x : x + side]
             if rng.random() < 0.5:
                 crop = crop[:, ::-1]
             crop = np.ascontiguousarray(crop)
@@ -225,8 +256,10 @@ def scene_name(path: Path) -> str:
 
 def photo_split(paths: list[Path], val_fraction: float, seed: int) -> tuple[list[Path], list[Path]]:
     """Deterministic split of source photos by scene (held-out scenes never train)."""
+
     def key(p: Path) -> float:
         return int(hashlib.sha256(f"{seed}:{scene_name(p)}".encode()).hexdigest()[:8], 16) / 2**32
+
     val = [p for p in paths if key(p) < val_fraction]
     return [p for p in paths if key(p) >= val_fraction], val
 
@@ -256,8 +289,9 @@ def balanced_photos(paths: list[Path], max_cast: float, log=lambda msg: None) ->
     return kept
 
 
-def heldout_frames(photos: list[np.ndarray], count: int, size: int, emulator: CameraPipelineEmulator,
-                   seed: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, bool]]:
+def heldout_frames(
+    photos: list[np.ndarray], count: int, size: int, emulator: CameraPipelineEmulator, seed: int
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, bool]]:
     """``count`` full-frame emulated pairs (long side ``size``) of held-out photos: (input, gt, valid, is_cast)."""
     pairs = SyntheticPairs(photos, count, size, emulator, seed + 1, 0.0 if photos else 1.0, full_frame=True)
     frames = []
@@ -265,7 +299,6 @@ def heldout_frames(photos: list[np.ndarray], count: int, size: int, emulator: Ca
         inp, gt, info = pairs.render(i)
         frames.append((inp, gt, np.ones(inp.shape[:2], bool), needs_correction(inp, gt, info)))
     return frames
-
 
 
 # ----------------------------------------------------------- the registry
@@ -276,8 +309,11 @@ class Synthetic:
     arg: str | None = None
 
     def _emulator(self, cfg: TrainConfig, gt_style: str | None = None) -> CameraPipelineEmulator:
-        return CameraPipelineEmulator(EmulatorConfig(neutral_rate=cfg.neutral_rate, small_cast_rate=cfg.small_cast_rate,
-                                                     gt_style=gt_style or cfg.gt_style))
+        return CameraPipelineEmulator(
+            EmulatorConfig(
+                neutral_rate=cfg.neutral_rate, small_cast_rate=cfg.small_cast_rate, gt_style=gt_style or cfg.gt_style
+            )
+        )
 
     def _paths(self, cfg: TrainConfig, log: Log) -> tuple[list[Path], list[Path]]:
         from model.training.sources import list_source_photos
@@ -292,16 +328,26 @@ class Synthetic:
         train_p, val_p = self._paths(cfg, log)
         photos = balanced_photos(train_p, cfg.max_source_cast, log)
         log(f"synthetic: {len(photos)} training photos, {len(val_p)} held out")
-        return SyntheticPairs(photos, cfg.steps_per_epoch * cfg.batch_size, cfg.crop_size, self._emulator(cfg),
-                              cfg.seed, cfg.procedural_rate, recolour_rate=cfg.recolour_rate,
-                              view_min_scale=cfg.view_min_scale, view_keep_aspect=cfg.view_keep_aspect,
-                              model=cfg.model)
+        return SyntheticPairs(
+            photos,
+            cfg.steps_per_epoch * cfg.batch_size,
+            cfg.crop_size,
+            self._emulator(cfg),
+            cfg.seed,
+            cfg.procedural_rate,
+            recolour_rate=cfg.recolour_rate,
+            view_min_scale=cfg.view_min_scale,
+            view_keep_aspect=cfg.view_keep_aspect,
+            model=cfg.model,
+        )
 
-    def eval_frames(self, cfg: TrainConfig, count: int, size: int = 256, gt_style: str | None = None,
-                    log: Log = lambda msg: None) -> list[Frame]:
+    def eval_frames(
+        self, cfg: TrainConfig, count: int, size: int = 256, gt_style: str | None = None, log: Log = lambda msg: None
+    ) -> list[Frame]:
         _, val_p = self._paths(cfg, log)
-        return heldout_frames(balanced_photos(val_p, cfg.max_source_cast, log), count, size,
-                              self._emulator(cfg, gt_style), cfg.seed)
+        return heldout_frames(
+            balanced_photos(val_p, cfg.max_source_cast, log), count, size, self._emulator(cfg, gt_style), cfg.seed
+        )
 
     def evaluation(self, cfg: TrainConfig, limit: int | None, gt_style: str = "same") -> Iterator[NamedFrame]:
         """Held-out photos through the emulator, full frame, long side 512 px (default 96 frames)."""
@@ -322,17 +368,22 @@ class Raw:
         from model.training.raw import DEFAULT_RAW_DIR, load_raw_cameras, split_cameras
 
         train, held = split_cameras(load_raw_cameras(self.arg or DEFAULT_RAW_DIR))
-        log(f"raw: {sum(len(c) for c in train)} captures of {len(train)} cameras train; "
-            f"{', '.join(c.name for c in held)} held out")
+        log(
+            f"raw: {sum(len(c) for c in train)} captures of {len(train)} cameras train; "
+            f"{', '.join(c.name for c in held)} held out"
+        )
         return train, held
 
     def train_set(self, cfg: TrainConfig, log: Log) -> Dataset:
         from model.training.raw import RawRenderConfig, RawRenderer
 
         train, _ = self._cameras(log)
-        renderer = RawRenderer(train, RawRenderConfig(neutral_rate=cfg.neutral_rate,
-                                                      small_cast_rate=cfg.small_cast_rate,
-                                                      relight_rate=cfg.relight_rate))
+        renderer = RawRenderer(
+            train,
+            RawRenderConfig(
+                neutral_rate=cfg.neutral_rate, small_cast_rate=cfg.small_cast_rate, relight_rate=cfg.relight_rate
+            ),
+        )
         return RawPairs(renderer, cfg.steps_per_epoch * cfg.batch_size, cfg.seed, cfg.model)
 
     def eval_frames(self, cfg: TrainConfig, count: int, log: Log = lambda msg: None) -> list[Frame]:

@@ -48,13 +48,14 @@ Set 1 folds (:func:`read_fold_file`) use a plain text format::
 Each entry is a scene name (matches every input of that scene) or an image
 file name / stem; :func:`select_pairs` picks the pairs a list of entries names.
 """
+
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -113,7 +114,9 @@ def parse_source(spec: str) -> SourceSpec:
     Only the syntax is checked here; :func:`list_pairs` checks the files.
     """
     if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"empty data source {spec!r}; expected KIND=PATH with KIND in set1, set2, cube, pairs, or 'synthetic'")
+        raise ValueError(
+            f"empty data source {spec!r}; expected KIND=PATH with KIND in set1, set2, cube, pairs, or 'synthetic'"
+        )
     spec = spec.strip()
     if spec == "synthetic":
         return SourceSpec("synthetic", None)
@@ -151,7 +154,9 @@ def _sub(root: Path, name: str) -> Path:
 def _missing_error(kind: str, root: Path, missing: list[tuple[Path, Path]], expected: str) -> ValueError:
     shown = "; ".join(f"{i.name} -> {g}" for i, g in missing[:3])
     more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
-    return ValueError(f"{kind} source {root}: {len(missing)} input(s) without ground truth: {shown}{more}; expected {expected}")
+    return ValueError(
+        f"{kind} source {root}: {len(missing)} input(s) without ground truth: {shown}{more}; expected {expected}"
+    )
 
 
 def _pair_by_name(kind: str, root: Path, inp: Path, truth_of, expected: str, what: str) -> list[PairSpec]:
@@ -196,8 +201,10 @@ def _read_mask_rect(path: Path) -> tuple[int, int, int, int]:
 
 
 def _list_set1(root: Path) -> list[PairSpec]:
-    expected = (f"Rendered WB Set 1 in {root}: input/SCENE_WB_PS.png, groundtruth/SCENE_G_AS.png and "
-                "metadata/SCENE_WB_PS_mask.txt (sub-folders optional)")
+    expected = (
+        f"Rendered WB Set 1 in {root}: input/SCENE_WB_PS.png, groundtruth/SCENE_G_AS.png and "
+        "metadata/SCENE_WB_PS_mask.txt (sub-folders optional)"
+    )
     _require_dir(root, expected)
     inp, gt, meta = _sub(root, "input"), _sub(root, "groundtruth"), _sub(root, "metadata")
     pairs, missing, no_mask = [], [], []
@@ -209,7 +216,11 @@ def _list_set1(root: Path) -> list[PairSpec]:
         if not g.is_file():
             missing.append((p, g))
             continue
-        candidates = [meta / f"{p.stem}_mask.txt", meta / f"{m['scene']}_G_AS_mask.txt", meta / f"{m['scene']}_mask.txt"]
+        candidates = [
+            meta / f"{p.stem}_mask.txt",
+            meta / f"{m['scene']}_G_AS_mask.txt",
+            meta / f"{m['scene']}_mask.txt",
+        ]
         mask_file = next((c for c in candidates if c.is_file()), None)
         if mask_file is None:
             no_mask.append(candidates[0])
@@ -229,6 +240,7 @@ def _list_cube(root: Path) -> list[PairSpec]:
     expected = f"Rendered Cube+ in {root}: input/N_WB.JPG and groundtruth/N.JPG (sub-folders optional)"
     _require_dir(root, expected)
     inp, gt = _sub(root, "input"), _sub(root, "groundtruth")
+
     def truth(p: Path) -> Path | None:
         m = _CUBE_INPUT.match(p.stem)
         return None if m is None else gt / f"{m['scene']}{p.suffix}"  # None: a ground truth or unrelated file
@@ -285,8 +297,10 @@ def load_pair(pair: PairSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     inp = load_image(pair.input_path)
     gt = load_image(pair.groundtruth_path)
     if inp.shape != gt.shape:
-        raise ValueError(f"{pair.name}: input {pair.input_path} is {inp.shape[1]}x{inp.shape[0]} but ground truth "
-                         f"{pair.groundtruth_path} is {gt.shape[1]}x{gt.shape[0]}; expected the same size")
+        raise ValueError(
+            f"{pair.name}: input {pair.input_path} is {inp.shape[1]}x{inp.shape[0]} but ground truth "
+            f"{pair.groundtruth_path} is {gt.shape[1]}x{gt.shape[0]}; expected the same size"
+        )
     h, w = gt.shape[:2]
     mask = np.ones((h, w), dtype=bool)
     if pair.exclude_rect is not None:
@@ -295,7 +309,7 @@ def load_pair(pair: PairSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         mask[ys, xs] = False
     if pair.exclude_bottom_right is not None:
         bw, bh = pair.exclude_bottom_right
-        mask[max(h - bh, 0):, max(w - bw, 0):] = False
+        mask[max(h - bh, 0) :, max(w - bw, 0) :] = False
     if not mask.all():
         inp[~mask] = 0
         gt[~mask] = 0
@@ -353,7 +367,9 @@ def read_fold_file(path: Path | str) -> list[list[str]]:
     """Read a fold file (format in the module docstring); returns the entries of each fold in order."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"fold file {path} not found; expected '[fold K]' headers each followed by names, one per line")
+        raise ValueError(
+            f"fold file {path} not found; expected '[fold K]' headers each followed by names, one per line"
+        )
     folds: dict[int, list[str]] = {}
     current: int | None = None
     for n, raw in enumerate(path.read_text().splitlines(), start=1):

@@ -26,10 +26,11 @@ docs/emulator.md).
 Everything is vectorised float32 NumPy with look-up tables; a 256x256 crop
 renders in about 3 ms on one CPU core.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import numpy as np
 
@@ -79,7 +80,7 @@ CAMERAS: dict[str, tuple[int, ...]] = {
 # (cool-white tube) light, so it removes green: on other light it leaves a
 # magenta tint, as in the real F pairs.
 PRESETS: dict[str, tuple[float, tuple[float, float], tuple[float, float]]] = {
-    "T": (2850.0, (3000.0, 3300.0), (0.0, 0.0)),      # tungsten
+    "T": (2850.0, (3000.0, 3300.0), (0.0, 0.0)),  # tungsten
     "F": (3800.0, (3800.0, 4200.0), (0.003, 0.006)),  # fluorescent
     "D": (5500.0, (5200.0, 5500.0), (0.003, 0.003)),  # daylight
     "C": (6500.0, (6000.0, 6500.0), (0.003, 0.003)),  # cloudy
@@ -88,13 +89,14 @@ PRESETS: dict[str, tuple[float, tuple[float, float], tuple[float, float]]] = {
 
 # sRGB (linear, D65) -> XYZ.
 _XYZ_FROM_SRGB = np.array(
-    [[0.4124564, 0.3575761, 0.1804375],
-     [0.2126729, 0.7151522, 0.0721750],
-     [0.0193339, 0.1191920, 0.9503041]], dtype=np.float64)
+    [[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750], [0.0193339, 0.1191920, 0.9503041]],
+    dtype=np.float64,
+)
 
 
 # --------------------------------------------------------------------------
 # Illuminants.
+
 
 def planckian_xy(kelvin: float) -> tuple[float, float]:
     """CIE 1931 xy of a black body (Kim et al. 2002 cubic fit, 1667-25000 K)."""
@@ -142,7 +144,7 @@ def illuminant_xyz(kelvin: float, duv: float = 0.0) -> np.ndarray:
     return np.array([x / y, 1.0, (1.0 - x - y) / y])
 
 
-@lru_cache(maxsize=None)
+@cache
 def camera_matrices(camera: str) -> tuple[np.ndarray, np.ndarray]:
     """(cam_from_xyz, ccm) for a camera, normalised as dcraw does.
 
@@ -169,6 +171,7 @@ def wb_gains(camera: str, kelvin: float, duv: float = 0.0) -> np.ndarray:
 # --------------------------------------------------------------------------
 # Picture styles.
 
+
 @dataclass(frozen=True)
 class Style:
     """A picture style: saturation in linear RGB, then a tone curve.
@@ -176,9 +179,10 @@ class Style:
     The tone curve is sRGB encoding followed by a contrast S-curve around
     ``pivot`` and a brightness lift (a gamma on the encoded value).
     """
-    saturation: tuple[float, float] = (1.0, 1.0)     # uniform range
-    contrast: tuple[float, float] = (0.0, 0.0)       # S-curve strength
-    lift: tuple[float, float] = (0.0, 0.0)           # mid-tone brightening
+
+    saturation: tuple[float, float] = (1.0, 1.0)  # uniform range
+    contrast: tuple[float, float] = (0.0, 0.0)  # S-curve strength
+    lift: tuple[float, float] = (0.0, 0.0)  # mid-tone brightening
 
 
 STYLES: dict[str, Style] = {
@@ -191,13 +195,13 @@ STYLES: dict[str, Style] = {
     "CS": Style(saturation=(1.05, 1.2), contrast=(0.1, 0.3), lift=(0.05, 0.15)),
 }
 
-_LIN_BITS = 12      # input sRGB -> linear LUT size 4096
-_OUT_SIZE = 65536   # linear -> uint8 LUT size
+_LIN_BITS = 12  # input sRGB -> linear LUT size 4096
+_OUT_SIZE = 65536  # linear -> uint8 LUT size
 
 
 @lru_cache(maxsize=1)
 def _srgb_to_linear_lut() -> np.ndarray:
-    x = np.arange(2 ** _LIN_BITS, dtype=np.float32) / (2 ** _LIN_BITS - 1)
+    x = np.arange(2**_LIN_BITS, dtype=np.float32) / (2**_LIN_BITS - 1)
     return srgb_to_linear(x).astype(np.float32)
 
 
@@ -232,6 +236,7 @@ def _saturation_matrix(s: float) -> np.ndarray:
 
 # --------------------------------------------------------------------------
 
+
 @dataclass
 class EmulatorConfig:
     """Knobs of the emulator (defaults tuned against the real pairs, see
@@ -244,8 +249,7 @@ class EmulatorConfig:
     #: probabilities of the picture styles (keys of ``STYLES``)
     style_probs: dict[str, float] = field(default_factory=lambda: {"AS": 0.5, "CS": 0.5})
     #: probabilities of the presets for cast pairs (keys of ``PRESETS``)
-    preset_probs: dict[str, float] = field(
-        default_factory=lambda: {"T": 0.2, "F": 0.2, "D": 0.2, "C": 0.2, "S": 0.2})
+    preset_probs: dict[str, float] = field(default_factory=lambda: {"T": 0.2, "F": 0.2, "D": 0.2, "C": 0.2, "S": 0.2})
     #: true illuminant range; drawn uniformly in mired (1e6 / K) from a
     #: daylight part (``daylight_kelvin``, with probability ``daylight_rate``)
     #: and an artificial-light part (``kelvin_range[0]`` to the daylight part)
@@ -272,8 +276,8 @@ class EmulatorConfig:
 class CameraPipelineEmulator:
     """Renders (input, ground truth) pairs from a well-balanced sRGB photo."""
 
-    def __init__(self, config: EmulatorConfig = EmulatorConfig()):
-        self.config = config
+    def __init__(self, config: EmulatorConfig | None = None):
+        self.config = config = config or EmulatorConfig()
         cams = config.cameras or tuple(CAMERAS)
         for c in cams:
             if c not in CAMERAS:
@@ -297,12 +301,12 @@ class CameraPipelineEmulator:
         cfg = self.config
         lo, hi = cfg.kelvin_range
         dlo, dhi = max(lo, cfg.daylight_kelvin[0]), min(hi, cfg.daylight_kelvin[1])
-        if dlo >= dhi or dlo <= lo:       # no split possible: one range
+        if dlo >= dhi or dlo <= lo:  # no split possible: one range
             a, b = lo, hi
         elif rng.random() < cfg.daylight_rate:
-            a, b = dlo, dhi               # daylight, shade, overcast
+            a, b = dlo, dhi  # daylight, shade, overcast
         else:
-            a, b = lo, dlo                # artificial light, golden hour
+            a, b = lo, dlo  # artificial light, golden hour
         if a >= b:
             return float(a)
         return float(1e6 / rng.uniform(1e6 / b, 1e6 / a))
@@ -339,16 +343,26 @@ class CameraPipelineEmulator:
             round(round(float(rng.uniform(*st.contrast)) / 0.05) * 0.05, 3),
             round(round(float(rng.uniform(*st.lift)) / 0.025) * 0.025, 3),
         )
-        return dict(camera=camera, style=style, neutral=neutral, small=small,
-                    preset=preset, preset_kelvin=float(p_kelvin), preset_duv=p_duv,
-                    preset_nominal_kelvin=p_nominal,
-                    true_kelvin=float(true_kelvin), true_duv=true_duv,
-                    headroom=headroom, style_params=style_params)
+        return dict(
+            camera=camera,
+            style=style,
+            neutral=neutral,
+            small=small,
+            preset=preset,
+            preset_kelvin=float(p_kelvin),
+            preset_duv=p_duv,
+            preset_nominal_kelvin=p_nominal,
+            true_kelvin=float(true_kelvin),
+            true_duv=true_duv,
+            headroom=headroom,
+            style_params=style_params,
+        )
 
     # -------------------------------------------------------------- render
     @staticmethod
-    def _render(lin: np.ndarray, to_raw: np.ndarray, sat_level: float,
-                from_raw: np.ndarray, lut: np.ndarray, chunk: int = 8192) -> np.ndarray:
+    def _render(
+        lin: np.ndarray, to_raw: np.ndarray, sat_level: float, from_raw: np.ndarray, lut: np.ndarray, chunk: int = 8192
+    ) -> np.ndarray:
         """lin (N,3) -> raw (clip at sensor saturation) -> styled uint8 (N,3).
 
         Works in chunks of ``chunk`` pixels so temporaries stay in cache.
@@ -359,17 +373,16 @@ class CameraPipelineEmulator:
         scale, half = np.float32(_OUT_SIZE - 1), np.float32(0.5)
         res = np.empty(lin.shape, dtype=np.uint8)
         for i in range(0, lin.shape[0], chunk):
-            raw = lin[i:i + chunk] @ a
+            raw = lin[i : i + chunk] @ a
             np.clip(raw, np.float32(0.0), sat, out=raw)
             out = raw @ b
             np.clip(out, np.float32(0.0), np.float32(1.0), out=out)
             out *= scale
             out += half
-            res[i:i + chunk] = lut[out.astype(np.int32)]
+            res[i : i + chunk] = lut[out.astype(np.int32)]
         return res
 
-    def render_pair(self, gt: np.ndarray, rng: np.random.Generator
-                    ) -> tuple[np.ndarray, np.ndarray, dict]:
+    def render_pair(self, gt: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict]:
         """Render one (input uint8, ground truth uint8, info) pair.
 
         ``gt``: (H, W, 3) float sRGB in [0, 1], a well-balanced photo.
@@ -405,7 +418,7 @@ class CameraPipelineEmulator:
         sat_m = _saturation_matrix(sat_s)
         lut = _output_lut(contrast, lift)
 
-        idx = (np.clip(gt, 0.0, 1.0) * np.float32(2 ** _LIN_BITS - 1) + np.float32(0.5)).astype(np.int32)
+        idx = (np.clip(gt, 0.0, 1.0) * np.float32(2**_LIN_BITS - 1) + np.float32(0.5)).astype(np.int32)
         lin = _srgb_to_linear_lut()[idx.reshape(-1, 3)]
 
         gt_from_raw = sat_m @ ccm @ np.diag(g_true)
@@ -420,11 +433,13 @@ class CameraPipelineEmulator:
         if gt_style != "same" and gt_style != s["style"]:
             # Ground truth in another style (Rendered WB protocol).
             st = STYLES[gt_style]
-            gs = (float(np.mean(st.saturation)), round(float(np.mean(st.contrast)), 3),
-                  round(float(np.mean(st.lift)), 3))
+            gs = (
+                float(np.mean(st.saturation)),
+                round(float(np.mean(st.contrast)), 3),
+                round(float(np.mean(st.lift)), 3),
+            )
             gt_from_raw = _saturation_matrix(gs[0]) @ ccm @ np.diag(g_true)
-            gt_out = self._render(lin, to_raw, sat_level, gt_from_raw,
-                                  _output_lut(gs[1], gs[2])).reshape(h, w, 3)
+            gt_out = self._render(lin, to_raw, sat_level, gt_from_raw, _output_lut(gs[1], gs[2])).reshape(h, w, 3)
 
         info = dict(
             preset=s["preset"] if not s["neutral"] else "G",

@@ -17,6 +17,7 @@ each with the emulator's default (ground truth in the input's style) and with
 ``gt_style="AS"`` (ground truth always in the neutral style, the dataset's
 protocol). Pure NumPy + scikit-image; about two minutes on 2 cores.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,7 +57,7 @@ def fit_lin3x3_cubic(inp: np.ndarray, gt: np.ndarray) -> np.ndarray:
     pred = np.empty_like(gt)
     for c in range(3):
         x = mid[:, c].astype(np.float64)
-        v = np.stack([x ** 3, x ** 2, x, np.ones_like(x)], axis=1)
+        v = np.stack([x**3, x**2, x, np.ones_like(x)], axis=1)
         coef, *_ = np.linalg.lstsq(v, gt[:, c].astype(np.float64), rcond=None)
         pred[:, c] = v @ coef
     return np.clip(pred, 0.0, 1.0)
@@ -101,8 +102,14 @@ def summarise(vals: list[float]) -> str:
     return f"mean {v.mean():5.2f}  Q1 {q1:5.2f}  median {q2:5.2f}  Q3 {q3:5.2f}  (n={len(v)})"
 
 
-def emulated(photos: list[np.ndarray], n: int, config: EmulatorConfig, seed: int,
-             masks: list[np.ndarray | None] | None = None, casts_only: bool = True) -> dict:
+def emulated(
+    photos: list[np.ndarray],
+    n: int,
+    config: EmulatorConfig,
+    seed: int,
+    masks: list[np.ndarray | None] | None = None,
+    casts_only: bool = True,
+) -> dict:
     """Render ``n`` pairs cycling over ``photos``; collect the numbers."""
     emu = CameraPipelineEmulator(config)
     rng = np.random.default_rng(seed)
@@ -148,8 +155,13 @@ def report(name: str, r: dict) -> None:
     print(line)
 
 
-def matched_light(gt: np.ndarray, mask: np.ndarray, real: dict[str, np.ndarray],
-                  kelvin: float = 4100.0, camera: str = "Canon EOS 5D Mark III") -> None:
+def matched_light(
+    gt: np.ndarray,
+    mask: np.ndarray,
+    real: dict[str, np.ndarray],
+    kelvin: float = 4100.0,
+    camera: str = "Canon EOS 5D Mark III",
+) -> None:
     """Per real pair, the emulated pair under one fixed true light.
 
     4100 K / Canon EOS 5D Mark III is the least-squares match of the
@@ -160,10 +172,17 @@ def matched_light(gt: np.ndarray, mask: np.ndarray, real: dict[str, np.ndarray],
     print("  pair  uncorrected real / emulated   fit residual real / emulated")
     for key in sorted(real, key=lambda k: ("TFDCS".index(k[0]), k[2:])):
         p, ps = key.split("_")
-        cfg = EmulatorConfig(neutral_rate=0.0, small_cast_rate=0.0, style_probs={ps: 1.0},
-                             preset_probs={p: 1.0}, kelvin_range=(kelvin, kelvin),
-                             tint_sigma=0.0, cameras=(camera,), min_large_mired=0.0,
-                             gt_style="AS")
+        cfg = EmulatorConfig(
+            neutral_rate=0.0,
+            small_cast_rate=0.0,
+            style_probs={ps: 1.0},
+            preset_probs={p: 1.0},
+            kelvin_range=(kelvin, kelvin),
+            tint_sigma=0.0,
+            cameras=(camera,),
+            min_large_mired=0.0,
+            gt_style="AS",
+        )
         inp, g, _ = CameraPipelineEmulator(cfg).render_pair(gt, np.random.default_rng(0))
         ue, fe = pair_numbers(_u8(inp), _u8(g), mask)
         ur, fr = pair_numbers(real[key], gt, mask)
@@ -201,16 +220,17 @@ def main(argv: list[str] | None = None) -> int:
     # Emulated pairs from the real scene's ground truth (chart excluded).
     g = _resize(gt_full, a.side)
     gmask = g.sum(-1) > 0
-    for label, cfg in [("default (gt in the input's style)", EmulatorConfig()),
-                       ("gt_style='AS' (dataset protocol)", EmulatorConfig(gt_style="AS"))]:
+    for label, cfg in [
+        ("default (gt in the input's style)", EmulatorConfig()),
+        ("gt_style='AS' (dataset protocol)", EmulatorConfig(gt_style="AS")),
+    ]:
         res = emulated([g], a.pairs, cfg, a.seed, masks=[gmask])
         report(f"emulated from the real scene's ground truth, {label}", res)
 
     photos = list_source_photos(a.cache)
     if photos:
         imgs = [_resize(load_photo(p), a.side) for p in photos]
-        for label, cfg in [("default", EmulatorConfig()),
-                           ("gt_style='AS'", EmulatorConfig(gt_style="AS"))]:
+        for label, cfg in [("default", EmulatorConfig()), ("gt_style='AS'", EmulatorConfig(gt_style="AS"))]:
             res = emulated(imgs, a.pairs, cfg, a.seed + 1)
             report(f"emulated from {len(photos)} source photos, {label}", res)
     else:

@@ -32,6 +32,7 @@ the input and scored against itself (0 is perfect).
 :func:`evaluate` / :func:`evaluate_frames` are the reusable core (training
 uses them to choose checkpoints; tests call them directly).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,14 +40,14 @@ import csv
 import json
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from model.training.baselines import BASELINES
-from model.training.datasets import PairSpec, list_pairs, load_pair, parse_source
+from model.training.datasets import PairSpec, load_pair
 from model.training.metrics import METRICS, all_metrics, summarise
 
 __all__ = [
@@ -84,9 +85,7 @@ def _progress(items: Iterable, desc: str, enabled: bool) -> Iterable:
     return tqdm(items, desc=desc, unit="img", file=sys.stderr)
 
 
-def evaluate_frames(
-    frames: Iterable[Frame], correctors: Mapping[str, Corrector], *, source: str = ""
-) -> list[dict]:
+def evaluate_frames(frames: Iterable[Frame], correctors: Mapping[str, Corrector], *, source: str = "") -> list[dict]:
     """Score every corrector on already-loaded frames ``(name, input, truth, mask)``.
 
     Returns one record per (frame, method): ``method, name, mse, mae, de2000,
@@ -101,8 +100,9 @@ def evaluate_frames(
             if not isinstance(out, np.ndarray) or out.dtype != np.uint8 or out.shape != inp.shape:
                 got = f"{type(out).__name__} {getattr(out, 'dtype', '')} {getattr(out, 'shape', '')}"
                 raise ValueError(f"corrector {method!r} on {name}: expected uint8 {inp.shape}, got {got}")
-            records.append({"method": method, "name": name, **all_metrics(out, truth, mask),
-                            "source": source, "seconds": seconds})
+            records.append(
+                {"method": method, "name": name, **all_metrics(out, truth, mask), "source": source, "seconds": seconds}
+            )
     return records
 
 
@@ -120,8 +120,12 @@ def _frames(pairs: Sequence[PairSpec], identity: bool, progress: bool, desc: str
             yield p.name, inp, gt, mask
 
 
-def illuminant_errors(estimate_matrix: Callable[[np.ndarray], np.ndarray] | None, count: int = 600,
-                      seed: int = 1, root: str | Path | None = None) -> dict[str, np.ndarray]:
+def illuminant_errors(
+    estimate_matrix: Callable[[np.ndarray], np.ndarray] | None,
+    count: int = 600,
+    seed: int = 1,
+    root: str | Path | None = None,
+) -> dict[str, np.ndarray]:
     """Angular error (degrees) of the illuminant on the held-out cameras' raw captures, per method.
 
     The baselines estimate it on the linear raw capture itself; the model sees the capture rendered
@@ -130,8 +134,15 @@ def illuminant_errors(estimate_matrix: Callable[[np.ndarray], np.ndarray] | None
     matrix and preset gains. The tone curve maps neutral to neutral, so it drops out.
     """
     from model.training.emulator import _saturation_matrix
-    from model.training.raw import (DEFAULT_RAW_DIR, RawRenderConfig, RawRenderer, angular_error, load_raw_cameras,
-                                    raw_baseline_estimates, split_cameras)
+    from model.training.raw import (
+        DEFAULT_RAW_DIR,
+        RawRenderConfig,
+        RawRenderer,
+        angular_error,
+        load_raw_cameras,
+        raw_baseline_estimates,
+        split_cameras,
+    )
 
     _, held = split_cameras(load_raw_cameras(root or DEFAULT_RAW_DIR))
     renderer = RawRenderer(held, RawRenderConfig(augment=False, relight_rate=0.0, neutral_rate=0.0))
@@ -158,7 +169,7 @@ def angular_table(errors: Mapping[str, np.ndarray]) -> str:
     """Markdown: mean, median and worst-25 % mean of each method's angular errors, best mean first."""
     rows = ["| method | mean | median | worst 25 % |", "| --- | ---: | ---: | ---: |"]
     for name, e in sorted(errors.items(), key=lambda kv: float(kv[1].mean())):
-        worst = np.sort(e)[-max(1, len(e) // 4):]
+        worst = np.sort(e)[-max(1, len(e) // 4) :]
         rows.append(f"| {name} | {e.mean():.2f} | {np.median(e):.2f} | {worst.mean():.2f} |")
     return "\n".join(rows)
 
@@ -195,8 +206,7 @@ def summarise_records(records: Iterable[dict]) -> dict[str, dict]:
     by_method: dict[str, list[dict]] = {}
     for r in records:
         by_method.setdefault(r["method"], []).append(r)
-    return {m: {"n": len(rs), **{k: summarise(r[k] for r in rs) for k in METRIC_NAMES}}
-            for m, rs in by_method.items()}
+    return {m: {"n": len(rs), **{k: summarise(r[k] for r in rs) for k in METRIC_NAMES}} for m, rs in by_method.items()}
 
 
 def markdown_summary(records: Sequence[dict], title: str = "") -> str:
@@ -204,11 +214,17 @@ def markdown_summary(records: Sequence[dict], title: str = "") -> str:
     summary = summarise_records(records)
     lines = [f"## {title}", ""] if title else []
     for k in METRIC_NAMES:
-        lines += [f"### {METRIC_TITLES[k]}", "", "| method | n | mean | Q1 | median | Q3 |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        lines += [
+            f"### {METRIC_TITLES[k]}",
+            "",
+            "| method | n | mean | Q1 | median | Q3 |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
         for method, s in summary.items():
             v = s[k]
-            lines.append(f"| {method} | {s['n']} | {v['mean']:.2f} | {v['q1']:.2f} | {v['median']:.2f} | {v['q3']:.2f} |")
+            lines.append(
+                f"| {method} | {s['n']} | {v['mean']:.2f} | {v['q1']:.2f} | {v['median']:.2f} | {v['q3']:.2f} |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -236,8 +252,10 @@ def deepwb_records(records: Sequence[dict], published: Mapping[str, dict]) -> li
     names: dict[str, str] = {}
     for r in matched:
         names.setdefault(r["name"], r.get("source", ""))
-    extra = [{"method": DEEPWB_METHOD, "name": n, **published[_deepwb_key(n, published)], "source": s, "seconds": ""}
-             for n, s in names.items()]
+    extra = [
+        {"method": DEEPWB_METHOD, "name": n, **published[_deepwb_key(n, published)], "source": s, "seconds": ""}
+        for n, s in names.items()
+    ]
     return matched + extra
 
 
@@ -266,24 +284,41 @@ def write_side_by_side_csv(records: Sequence[dict], path: Path) -> None:
 
 def _build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m model.training.evaluate", description=__doc__.split("\n\n")[0])
-    p.add_argument("sources", nargs="+", metavar="SOURCE",
-                   help="set1=DIR, set2=DIR, cube=DIR, pairs=FILE.tsv or heldout[=N]")
-    p.add_argument("--checkpoint", type=Path, default=None,
-                   help="model checkpoint (default: model.corrector.DEFAULT_CHECKPOINT)")
+    p.add_argument(
+        "sources", nargs="+", metavar="SOURCE", help="set1=DIR, set2=DIR, cube=DIR, pairs=FILE.tsv or heldout[=N]"
+    )
+    p.add_argument(
+        "--checkpoint", type=Path, default=None, help="model checkpoint (default: model.corrector.DEFAULT_CHECKPOINT)"
+    )
     p.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when available)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default runs/eval-<timestamp>)")
     p.add_argument("--limit", type=int, default=None, help="evaluate at most N pairs of each source")
     p.add_argument("--no-baselines", action="store_true", help="skip the statistical baselines")
-    p.add_argument("--baselines", default=None, metavar="NAMES",
-                   help=f"comma-separated subset of the baselines (default all: {', '.join(BASELINES)})")
+    p.add_argument(
+        "--baselines",
+        default=None,
+        metavar="NAMES",
+        help=f"comma-separated subset of the baselines (default all: {', '.join(BASELINES)})",
+    )
     p.add_argument("--no-model", action="store_true", help="skip the model (baselines only; no checkpoint needed)")
-    p.add_argument("--identity", action="store_true",
-                   help="do-no-harm check: feed each ground truth as the input and score it against itself")
-    p.add_argument("--heldout-gt-style", default="same", choices=["same", "AS"],
-                   help="heldout ground truths in the input's picture style (same) or all in Adobe Standard "
-                        "(AS, the Rendered WB protocol)")
-    p.add_argument("--deepwb", type=Path, default=Path("../shared/data/deepwb_set2_per_image.json"),
-                   help="published Deep WB per-image results (skipped if absent)")
+    p.add_argument(
+        "--identity",
+        action="store_true",
+        help="do-no-harm check: feed each ground truth as the input and score it against itself",
+    )
+    p.add_argument(
+        "--heldout-gt-style",
+        default="same",
+        choices=["same", "AS"],
+        help="heldout ground truths in the input's picture style (same) or all in Adobe Standard "
+        "(AS, the Rendered WB protocol)",
+    )
+    p.add_argument(
+        "--deepwb",
+        type=Path,
+        default=Path("../shared/data/deepwb_set2_per_image.json"),
+        help="published Deep WB per-image results (skipped if absent)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -322,7 +357,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_model:
         correctors[MODEL_METHOD] = _load_model(args, parser)
     if not args.no_baselines:
-        names = list(BASELINES) if args.baselines is None else [n.strip() for n in args.baselines.split(",") if n.strip()]
+        names = (
+            list(BASELINES) if args.baselines is None else [n.strip() for n in args.baselines.split(",") if n.strip()]
+        )
         unknown = [n for n in names if n not in BASELINES]
         if unknown:
             parser.error(f"unknown baseline(s) {unknown}; choose from {list(BASELINES)}")
@@ -340,16 +377,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             frames = src.evaluation(cfg, limit, args.heldout_gt_style)
             if args.identity:
                 frames = _identity(frames)
-            records += evaluate_frames(_progress(frames, f"evaluate {name}", not args.quiet), correctors,
-                                       source=name)
+            records += evaluate_frames(_progress(frames, f"evaluate {name}", not args.quiet), correctors, source=name)
     except ValueError as exc:
         parser.error(str(exc))
     write_per_image_csv(records, out / "per_image.csv")
 
     mode = " (do no harm: ground truth in, 0 is perfect)" if args.identity else ""
-    parts = [f"# Evaluation{mode}", "",
-             f"Sources: {', '.join(n for n, _, _ in sources)}. Full resolution; chart / calibration object and "
-             "pixels all-zero in both images excluded.", ""]
+    parts = [
+        f"# Evaluation{mode}",
+        "",
+        f"Sources: {', '.join(n for n, _, _ in sources)}. Full resolution; chart / calibration object and "
+        "pixels all-zero in both images excluded.",
+        "",
+    ]
     if len(sources) > 1:
         for name, _, _ in sources:
             parts.append(markdown_summary([r for r in records if r["source"] == name], name))
@@ -369,10 +409,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         model = correctors.get(MODEL_METHOD)
         estimate = getattr(model, "__self__", None)
-        errors = illuminant_errors(estimate and (lambda img: estimate.estimate(img).matrix), args.limit or 600,
-                                   root=data_source_of(raw_specs[0]).arg)
-        parts += ["", f"## Illuminant angular error (degrees), held-out cameras' raw captures (n = "
-                      f"{len(next(iter(errors.values())))})", "", angular_table(errors), ""]
+        errors = illuminant_errors(
+            estimate and (lambda img: estimate.estimate(img).matrix),
+            args.limit or 600,
+            root=data_source_of(raw_specs[0]).arg,
+        )
+        parts += [
+            "",
+            f"## Illuminant angular error (degrees), held-out cameras' raw captures (n = "
+            f"{len(next(iter(errors.values())))})",
+            "",
+            angular_table(errors),
+            "",
+        ]
 
     text = "\n".join(parts)
     (out / "summary.md").write_text(text)

@@ -12,6 +12,7 @@ Regenerate after a new default checkpoint lands::
 
     python -m model.training.gallery --metrics runs/default/metrics.csv
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,12 +39,25 @@ _SRGB = ImageCms.createProfile("sRGB")
 
 # (title, [(column in metrics.csv, legend)]) per panel; columns absent from a run are skipped.
 PANELS = (
-    ("loss", [("train_loss", "train total"), ("train_recon", "train recon"), ("val_recon", "val recon"),
-              ("val_loss", "val total")]),
+    (
+        "loss",
+        [
+            ("train_loss", "train total"),
+            ("train_recon", "train recon"),
+            ("val_recon", "val recon"),
+            ("val_loss", "val total"),
+        ],
+    ),
     ("KL divergence", [("train_kl", "train KL"), ("val_kl", "val KL")]),
-    ("validation dE2000, full frame", [("val_de2000", "all"), ("val_de2000_cast", "casts"),
-                                       ("val_de2000_neutral", "balanced in"),
-                                       ("val_sog_de2000", "shades of gray (reference)")]),
+    (
+        "validation dE2000, full frame",
+        [
+            ("val_de2000", "all"),
+            ("val_de2000_cast", "casts"),
+            ("val_de2000_neutral", "balanced in"),
+            ("val_sog_de2000", "shades of gray (reference)"),
+        ],
+    ),
 )
 
 
@@ -116,6 +130,7 @@ def read_history(source: Path) -> list[dict[str, float]]:
 def render_loss_curves(history: list[dict[str, float]], out: Path, title: str = "") -> Path:
     """Plot the training curves (see ``PANELS``) to ``out``; returns ``out``."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -124,8 +139,12 @@ def render_loss_curves(history: list[dict[str, float]], out: Path, title: str = 
     for ax, (panel_title, series) in zip(axes, PANELS):
         for column, legend in series:
             if column in history[0]:
-                ax.plot(epochs, [r.get(column, np.nan) for r in history], label=legend,
-                        linestyle="--" if "reference" in legend else "-")
+                ax.plot(
+                    epochs,
+                    [r.get(column, np.nan) for r in history],
+                    label=legend,
+                    linestyle="--" if "reference" in legend else "-",
+                )
         if panel_title == "loss":
             ax.set_yscale("log")
         ax.set_title(panel_title)
@@ -149,14 +168,20 @@ def find_photos(paths: list[Path]) -> list[Path]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="wbvae gallery", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("photos", nargs="*", type=Path, default=[WILD],
-                   help="photos or folders of photos (default: %(default)s)")
+    p = argparse.ArgumentParser(
+        prog="wbvae gallery", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "photos", nargs="*", type=Path, default=[WILD], help="photos or folders of photos (default: %(default)s)"
+    )
     p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT, help="model (default: %(default)s)")
-    p.add_argument("--metrics", type=Path, metavar="FILE",
-                   help="the run's metrics.csv (e.g. runs/default/metrics.csv) or its last.pt; "
-                        "without it only the gallery is drawn")
+    p.add_argument(
+        "--metrics",
+        type=Path,
+        metavar="FILE",
+        help="the run's metrics.csv (e.g. runs/default/metrics.csv) or its last.pt; "
+        "without it only the gallery is drawn",
+    )
     p.add_argument("--out", type=Path, default=REPO / "docs", help="folder for the figures (default: %(default)s)")
     p.add_argument("--tile-height", type=int, default=TILE_HEIGHT, help="height of each photo in px")
     return p
@@ -166,7 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         corrector = Corrector.from_checkpoint(args.checkpoint, "cpu")
-        print(f"wrote {render_gallery(find_photos(args.photos), corrector, args.out / 'gallery.png', args.tile_height)}")
+        print(
+            f"wrote {render_gallery(find_photos(args.photos), corrector, args.out / 'gallery.png', args.tile_height)}"
+        )
         if args.metrics:
             history = read_history(args.metrics)
             out = render_loss_curves(history, args.out / "loss_curves.png", f"training run {args.metrics.parent.name}")

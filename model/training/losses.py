@@ -1,5 +1,6 @@
 """Training losses: the seed's VAE loss plus the correction head's (mapped thumbnail, white point,
 cast, identity on neutral pairs, ChromaNet's white point)."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -52,9 +53,21 @@ def training_loss(model, batch: dict, cfg: TrainConfig) -> dict[str, torch.Tenso
     eye = torch.eye(3, device=matrix.device)
     identity = (((matrix - eye) ** 2).sum((1, 2)) * neutral).sum() / neutral.sum().clamp(min=1)
     chroma = chroma_loss(out["white"].float(), batch)
-    total = (total_vae + cfg.map_weight * mapping + cfg.white_point_weight * white
-             + cfg.cast_weight * cast + cfg.identity_weight * identity + cfg.chroma_weight * chroma)
-    return {"loss": total, "recon": recon, "kl": kl, "map": mapping, "white": white, "cast": cast,
-            "identity": identity, "chroma": chroma}
-
-
+    total = (
+        total_vae
+        + cfg.map_weight * mapping
+        + cfg.white_point_weight * white
+        + cfg.cast_weight * cast
+        + cfg.identity_weight * identity
+        + cfg.chroma_weight * chroma
+    )
+    return {
+        "loss": total,
+        "recon": recon,
+        "kl": kl,
+        "map": mapping,
+        "white": white,
+        "cast": cast,
+        "identity": identity,
+        "chroma": chroma,
+    }

@@ -21,9 +21,10 @@ over the scored pixels used here.
 Memory: the scored pixels are processed in chunks of :data:`CHUNK_PIXELS`, so a
 12-megapixel image never needs more than a few tens of MB of float64 scratch.
 """
+
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 from skimage.color import deltaE_cie76, deltaE_ciede2000, rgb2lab
@@ -50,13 +51,15 @@ def _check(corrected: np.ndarray, truth: np.ndarray, mask: np.ndarray | None) ->
     return mask
 
 
-def _chunks(corrected: np.ndarray, truth: np.ndarray, mask: np.ndarray | None) -> Iterable[tuple[np.ndarray, np.ndarray]]:
+def _chunks(
+    corrected: np.ndarray, truth: np.ndarray, mask: np.ndarray | None
+) -> Iterable[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(a, b)`` uint8 ``(n, 3)`` chunks of the scored pixels."""
     mask = _check(corrected, truth, mask)
     a = corrected[mask]  # (N, 3) uint8
     b = truth[mask]
     for start in range(0, a.shape[0], CHUNK_PIXELS):
-        yield a[start:start + CHUNK_PIXELS], b[start:start + CHUNK_PIXELS]
+        yield a[start : start + CHUNK_PIXELS], b[start : start + CHUNK_PIXELS]
 
 
 def _sums(corrected, truth, mask, which: tuple[str, ...]) -> dict[str, float]:

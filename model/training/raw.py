@@ -70,6 +70,7 @@ converted per sample.
 ``python -m model.training.raw --realism`` and ``--speed`` give the numbers of
 docs/emulator.md ("Raw renders").
 """
+
 from __future__ import annotations
 
 import argparse
@@ -124,13 +125,14 @@ _SHARED_FILES: dict[str, tuple[tuple[str, str], ...]] = {
 # Same-dataset cameras whose labels calibrate the phone module's raw white.
 _PHONE_PEERS = ("Canon EOS 5DS R", "Nikon D810")
 
-_MIRED_GRID = np.arange(40.0, 601.0, 1.0)       # 25000 K ... 1664 K
+_MIRED_GRID = np.arange(40.0, 601.0, 1.0)  # 25000 K ... 1664 K
 _DUV_STEP = 0.001
 _IMAGE_SIDE = 64
 
 
 # --------------------------------------------------------------------------
 # Colour helpers.
+
 
 def angular_error(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Angle in degrees between RGB vectors ``a`` and ``b`` (``(..., 3)``, broadcast)."""
@@ -169,6 +171,7 @@ def _normalise_matrix(cam_xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
 # --------------------------------------------------------------------------
 # Illuminant locus.
 
+
 @dataclass(eq=False)
 class RawLocus:
     """A camera's illuminant locus in log-chroma ``(t, s)``.
@@ -183,10 +186,10 @@ class RawLocus:
     coef: np.ndarray
     t_range: tuple[float, float]
     raw_white_d65: np.ndarray
-    t_of_mired: np.ndarray          # on _MIRED_GRID, increasing
-    dt_per_duv: np.ndarray          # on _MIRED_GRID
-    ds_per_duv: np.ndarray          # on _MIRED_GRID
-    label_distance_deg: float = float("nan")   # median angle labels -> locus
+    t_of_mired: np.ndarray  # on _MIRED_GRID, increasing
+    dt_per_duv: np.ndarray  # on _MIRED_GRID
+    ds_per_duv: np.ndarray  # on _MIRED_GRID
+    label_distance_deg: float = float("nan")  # median angle labels -> locus
 
     @classmethod
     def fit(cls, labels: np.ndarray, cam_from_xyz: np.ndarray, raw_white_d65: np.ndarray) -> RawLocus:
@@ -204,9 +207,14 @@ class RawLocus:
         t1, s1 = _chroma(xyz1 @ raw_from_xyz.T)
         if not np.all(np.diff(t0) > 0):
             raise ValueError("camera matrix gives a non-monotonic Planckian locus")
-        locus = cls(coef=coef, t_range=(float(t[keep].min()), float(t[keep].max())),
-                    raw_white_d65=np.asarray(raw_white_d65, dtype=np.float64),
-                    t_of_mired=t0, dt_per_duv=(t1 - t0) / _DUV_STEP, ds_per_duv=(s1 - s0) / _DUV_STEP)
+        locus = cls(
+            coef=coef,
+            t_range=(float(t[keep].min()), float(t[keep].max())),
+            raw_white_d65=np.asarray(raw_white_d65, dtype=np.float64),
+            t_of_mired=t0,
+            dt_per_duv=(t1 - t0) / _DUV_STEP,
+            ds_per_duv=(s1 - s0) / _DUV_STEP,
+        )
         locus.label_distance_deg = float(np.median(locus.distance_deg(labels)))
         return locus
 
@@ -231,8 +239,7 @@ class RawLocus:
     def light(self, mired: float, duv: float = 0.0, s_offset: float = 0.0) -> np.ndarray:
         """Camera RGB (sum 1) of a light at ``mired``, ``duv`` off the locus,
         plus ``s_offset`` in the green-magenta coordinate."""
-        t = float(np.interp(mired, _MIRED_GRID, self.t_of_mired)
-                  + duv * np.interp(mired, _MIRED_GRID, self.dt_per_duv))
+        t = float(np.interp(mired, _MIRED_GRID, self.t_of_mired) + duv * np.interp(mired, _MIRED_GRID, self.dt_per_duv))
         s = float(self.curve(t)) + duv * float(np.interp(mired, _MIRED_GRID, self.ds_per_duv)) + s_offset
         return _rgb_from_chroma(t, s)
 
@@ -247,19 +254,20 @@ class RawLocus:
 # --------------------------------------------------------------------------
 # Cameras.
 
+
 @dataclass(eq=False)
 class RawCamera:
     """One camera model's captures, matrices and fitted illuminant locus."""
 
     name: str
-    images: np.ndarray = field(repr=False)       # (N, 64, 64, 3) float16, linear camera RGB
-    labels: np.ndarray = field(repr=False)       # (N, 3) float32, measured light, sum 1
-    names: np.ndarray = field(repr=False)        # (N,) str
+    images: np.ndarray = field(repr=False)  # (N, 64, 64, 3) float16, linear camera RGB
+    labels: np.ndarray = field(repr=False)  # (N, 3) float32, measured light, sum 1
+    names: np.ndarray = field(repr=False)  # (N,) str
     cam_from_xyz: np.ndarray = field(repr=False)  # (3, 3), D65 white -> (1, 1, 1)
-    ccm: np.ndarray = field(repr=False)          # (3, 3), white-balanced camera -> linear sRGB
+    ccm: np.ndarray = field(repr=False)  # (3, 3), white-balanced camera -> linear sRGB
     locus: RawLocus = field(repr=False)
     matrix_estimated: bool = False
-    source: str = ""                             # the .npz file
+    source: str = ""  # the .npz file
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -273,8 +281,7 @@ def _camera_of_file(description: str) -> str:
 def _read_matrices(root: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     path = root / "camera_matrices.json"
     meta = json.loads(path.read_text())
-    mats = {k: np.asarray(v, dtype=np.float64).reshape(3, 3) / 10000.0
-            for k, v in meta["xyz_to_camera_x10000"].items()}
+    mats = {k: np.asarray(v, dtype=np.float64).reshape(3, 3) / 10000.0 for k, v in meta["xyz_to_camera_x10000"].items()}
     return mats, meta["files"]
 
 
@@ -320,8 +327,10 @@ def load_raw_cameras(root: str | Path = DEFAULT_RAW_DIR, cameras: Iterable[str] 
     """
     root = Path(root)
     if not (root / "camera_matrices.json").is_file():
-        raise ValueError(f"raw thumbnails not found: expected {root}/camera_matrices.json and the .npz "
-                         "files (set WBVAE_RAW_THUMBS or pass root)")
+        raise ValueError(
+            f"raw thumbnails not found: expected {root}/camera_matrices.json and the .npz "
+            "files (set WBVAE_RAW_THUMBS or pass root)"
+        )
     mats, files = _read_matrices(root)
     wanted = None if cameras is None else set(cameras)
     generic = _generic_matrix(mats)
@@ -336,8 +345,7 @@ def load_raw_cameras(root: str | Path = DEFAULT_RAW_DIR, cameras: Iterable[str] 
         with np.load(path) as pack:
             names = pack["names"]
             labels = pack["labels"].astype(np.float32)
-            parts = [(c, sel) for c, sel in _split_file(file, description, names)
-                     if wanted is None or c in wanted]
+            parts = [(c, sel) for c, sel in _split_file(file, description, names) if wanted is None or c in wanted]
             images = pack["images"] if parts else None
             for camera, sel in parts:
                 estimated = camera not in mats
@@ -349,9 +357,19 @@ def load_raw_cameras(root: str | Path = DEFAULT_RAW_DIR, cameras: Iterable[str] 
                     cam_from_xyz, ccm, raw_white = _normalise_matrix(mats[camera])
                 locus = RawLocus.fit(labels[sel], cam_from_xyz, raw_white)
                 imgs = images if sel.all() else images[sel]
-                out.append(RawCamera(name=camera, images=np.asarray(imgs, dtype=np.float16),
-                                     labels=labels[sel], names=names[sel], cam_from_xyz=cam_from_xyz,
-                                     ccm=ccm, locus=locus, matrix_estimated=estimated, source=file))
+                out.append(
+                    RawCamera(
+                        name=camera,
+                        images=np.asarray(imgs, dtype=np.float16),
+                        labels=labels[sel],
+                        names=names[sel],
+                        cam_from_xyz=cam_from_xyz,
+                        ccm=ccm,
+                        locus=locus,
+                        matrix_estimated=estimated,
+                        source=file,
+                    )
+                )
     if wanted is not None:
         missing = wanted - {c.name for c in out}
         if missing:
@@ -376,8 +394,9 @@ def _peer_median_mired(root: Path, mats: dict[str, np.ndarray], files: dict[str,
     return float(np.mean(medians))
 
 
-def split_cameras(cameras: list[RawCamera], heldout: Iterable[str] = HELDOUT_CAMERAS
-                  ) -> tuple[list[RawCamera], list[RawCamera]]:
+def split_cameras(
+    cameras: list[RawCamera], heldout: Iterable[str] = HELDOUT_CAMERAS
+) -> tuple[list[RawCamera], list[RawCamera]]:
     """(train, held-out) by whole camera."""
     held = set(heldout)
     return [c for c in cameras if c.name not in held], [c for c in cameras if c.name in held]
@@ -385,6 +404,7 @@ def split_cameras(cameras: list[RawCamera], heldout: Iterable[str] = HELDOUT_CAM
 
 # --------------------------------------------------------------------------
 # Rendering.
+
 
 @dataclass
 class RawRenderConfig:
@@ -402,8 +422,7 @@ class RawRenderConfig:
     relight_kelvin: tuple[float, float] = (2300.0, 8000.0)
     relight_tint_sigma: float = 0.002
     #: presets (keys of ``emulator.PRESETS``) of cast pairs
-    preset_probs: dict[str, float] = field(
-        default_factory=lambda: {"T": 0.2, "F": 0.2, "D": 0.2, "C": 0.2, "S": 0.2})
+    preset_probs: dict[str, float] = field(default_factory=lambda: {"T": 0.2, "F": 0.2, "D": 0.2, "C": 0.2, "S": 0.2})
     #: Duv sigma of a random tint added to the preset's own Duv
     tint_sigma: float = 0.002
     #: input picture styles (keys of ``emulator.STYLES``); AS inputs use the ground truth's AS
@@ -427,8 +446,7 @@ def pair_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
 
 def _gt_style_params() -> tuple[float, float, float]:
     st = STYLES["AS"]
-    return (float(np.mean(st.saturation)), round(float(np.mean(st.contrast)), 3),
-            round(float(np.mean(st.lift)), 3))
+    return (float(np.mean(st.saturation)), round(float(np.mean(st.contrast)), 3), round(float(np.mean(st.lift)), 3))
 
 
 def _min_normalised_gains(light: np.ndarray) -> np.ndarray:
@@ -524,13 +542,12 @@ class RawRenderer:
         allowed = []
         for p in self._presets:
             lo, hi = self._preset_mired[p]
-            parts = [(a, b) for a, b in ((lo, min(hi, true_mired - gap)), (max(lo, true_mired + gap), hi))
-                     if b > a]
+            parts = [(a, b) for a, b in ((lo, min(hi, true_mired - gap)), (max(lo, true_mired + gap), hi)) if b > a]
             if not parts and lo == hi and abs(lo - true_mired) >= gap:
                 parts = [(lo, hi)]
             allowed.append(parts)
         weights = self._preset_p * np.array([1.0 if a else 0.0 for a in allowed])
-        if weights.sum() == 0:                      # no preset far enough: any preset
+        if weights.sum() == 0:  # no preset far enough: any preset
             weights = self._preset_p.copy()
             allowed = [[self._preset_mired[p]] for p in self._presets]
         k = int(np.searchsorted(self._cumulative(list(weights)), u[0], side="right"))
@@ -548,6 +565,7 @@ class RawRenderer:
         def dist(p: str) -> float:
             lo, hi = self._preset_mired[p]
             return max(lo - mired, 0.0, mired - hi)
+
         return min(self._presets, key=dist)
 
     def sample(self, index: int, rng: np.random.Generator) -> dict:
@@ -607,11 +625,25 @@ class RawRenderer:
             w = rng.random(2) * (_IMAGE_SIDE - side)
             crop = (float(w[0]), float(w[1]), float(side))
             flip = bool(u[10] < cfg.flip_rate)
-        return {"camera_index": cam_no, "capture_index": cap_no, "relit": relit, "neutral": neutral, "small": small,
-                "measured_light": measured / measured.sum(), "light": light, "true_mired": float(true_mired),
-                "preset": preset, "preset_mired": float(preset_mired), "preset_light": preset_light,
-                "style": style, "style_params": style_params, "exposure_target": exposure_target,
-                "clip_share": clip_share, "crop": crop, "flip": flip}
+        return {
+            "camera_index": cam_no,
+            "capture_index": cap_no,
+            "relit": relit,
+            "neutral": neutral,
+            "small": small,
+            "measured_light": measured / measured.sum(),
+            "light": light,
+            "true_mired": float(true_mired),
+            "preset": preset,
+            "preset_mired": float(preset_mired),
+            "preset_light": preset_light,
+            "style": style,
+            "style_params": style_params,
+            "exposure_target": exposure_target,
+            "clip_share": clip_share,
+            "crop": crop,
+            "flip": flip,
+        }
 
     # -------------------------------------------------------------- render
     def _prepare_raw(self, s: dict) -> np.ndarray:
@@ -623,8 +655,15 @@ class RawRenderer:
             raw = raw[:, ::-1]
         return np.ascontiguousarray(raw).reshape(-1, 3)
 
-    def _exposure(self, raw: np.ndarray, relight: np.ndarray, g_true: np.ndarray, cam_no: int,
-                  target: float, clip_share: float = 0.0) -> float:
+    def _exposure(
+        self,
+        raw: np.ndarray,
+        relight: np.ndarray,
+        g_true: np.ndarray,
+        cam_no: int,
+        target: float,
+        clip_share: float = 0.0,
+    ) -> float:
         """Scale on ``raw * relight``: ground truth's mean luminance (chart
         excluded, before clipping) at ``target``; raised if needed so that at
         least ``clip_share`` of the pixels reach sensor saturation."""
@@ -713,6 +752,7 @@ class RawRenderer:
 # --------------------------------------------------------------------------
 # Statistical baselines on linear raw.
 
+
 def _blur3(x: np.ndarray) -> np.ndarray:
     """Separable [1, 2, 1] / 4 blur of (H, W, C), edges replicated."""
     p = np.pad(x, ((1, 1), (0, 0), (0, 0)), mode="edge")
@@ -721,8 +761,7 @@ def _blur3(x: np.ndarray) -> np.ndarray:
     return 0.25 * p[:, :-2] + 0.5 * p[:, 1:-1] + 0.25 * p[:, 2:]
 
 
-def raw_baseline_estimates(raw: np.ndarray, saturation: float = 0.98, p: float = 6.0
-                           ) -> dict[str, np.ndarray]:
+def raw_baseline_estimates(raw: np.ndarray, saturation: float = 0.98, p: float = 6.0) -> dict[str, np.ndarray]:
     """Illuminant estimates (camera RGB, sum 1) of a linear raw ``(H, W, 3)`` image.
 
     Keys: ``gray_world``, ``shades_of_gray`` (Minkowski ``p``),
@@ -738,7 +777,7 @@ def raw_baseline_estimates(raw: np.ndarray, saturation: float = 0.98, p: float =
     px = img[valid]
     out = {
         "gray_world": px.mean(axis=0),
-        "shades_of_gray": np.mean(px ** p, axis=0) ** (1.0 / p),
+        "shades_of_gray": np.mean(px**p, axis=0) ** (1.0 / p),
         "white_patch": px.max(axis=0),
         "white_patch_p99": np.percentile(px, 99, axis=0),
     }
@@ -747,18 +786,19 @@ def raw_baseline_estimates(raw: np.ndarray, saturation: float = 0.98, p: float =
     gx = np.zeros_like(smooth)
     gy[1:-1] = 0.5 * (smooth[2:] - smooth[:-2])
     gx[:, 1:-1] = 0.5 * (smooth[:, 2:] - smooth[:, :-2])
-    mag = np.sqrt(gx ** 2 + gy ** 2)
+    mag = np.sqrt(gx**2 + gy**2)
     ok = valid.copy()
     ok[1:-1, 1:-1] &= valid[:-2, 1:-1] & valid[2:, 1:-1] & valid[1:-1, :-2] & valid[1:-1, 2:]
     ok[[0, -1], :] = False
     ok[:, [0, -1]] = False
     edges = mag[ok] if ok.any() else mag.reshape(-1, 3)
-    out["gray_edge"] = np.mean(edges ** p, axis=0) ** (1.0 / p)
+    out["gray_edge"] = np.mean(edges**p, axis=0) ** (1.0 / p)
     return {k: v / max(float(v.sum()), 1e-12) for k, v in out.items()}
 
 
 # --------------------------------------------------------------------------
 # Realism and speed (docs/emulator.md, "Raw renders").
+
 
 def _load_real_pairs(real_dir: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
     from model.training.emulator_realism import real_pairs
@@ -766,8 +806,9 @@ def _load_real_pairs(real_dir: Path) -> list[tuple[str, np.ndarray, np.ndarray]]
     return real_pairs(Path(real_dir))
 
 
-def _thumbnail_pair(inp: np.ndarray, gt: np.ndarray, side: int = _IMAGE_SIDE
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _thumbnail_pair(
+    inp: np.ndarray, gt: np.ndarray, side: int = _IMAGE_SIDE
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Box-downscale a real pair (float [0,1]) to long side ``side``; mask of
     pixels with no chart (all-zero) pixel under them."""
     from PIL import Image
@@ -776,21 +817,28 @@ def _thumbnail_pair(inp: np.ndarray, gt: np.ndarray, side: int = _IMAGE_SIDE
     size = (max(1, round(w * side / max(h, w))), max(1, round(h * side / max(h, w))))
 
     def box(x: np.ndarray) -> np.ndarray:
-        chans = [np.asarray(Image.fromarray(x[..., c].astype(np.float32), mode="F").resize(size, Image.BOX))
-                 for c in range(x.shape[-1])]
+        chans = [
+            np.asarray(Image.fromarray(x[..., c].astype(np.float32), mode="F").resize(size, Image.BOX))
+            for c in range(x.shape[-1])
+        ]
         return np.stack(chans, axis=-1)
 
     chart = ((inp.sum(-1) == 0) | (gt.sum(-1) == 0)).astype(np.float32)[..., None]
     mask = box(chart)[..., 0] == 0
+
     def quantised(x: np.ndarray) -> np.ndarray:
         return (np.round(np.clip(box(x), 0, 1) * 255) / 255.0).astype(np.float32)
 
     return quantised(inp), quantised(gt), mask
 
 
-def realism_numbers(cameras: list[RawCamera], pairs: int = 300, seed: int = 0,
-                    configs: dict[str, RawRenderConfig] | None = None,
-                    real_dir: str | Path = DEFAULT_REAL_PAIRS_DIR) -> dict[str, dict]:
+def realism_numbers(
+    cameras: list[RawCamera],
+    pairs: int = 300,
+    seed: int = 0,
+    configs: dict[str, RawRenderConfig] | None = None,
+    real_dir: str | Path = DEFAULT_REAL_PAIRS_DIR,
+) -> dict[str, dict]:
     """Fitted-transform residual and cast size (dE2000) of raw renders and real pairs.
 
     Populations: the real pairs at full resolution and box-downscaled to
@@ -870,14 +918,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {c.name:24s} {len(c):6d}   {kind:9s}  {c.locus.label_distance_deg:.2f}")
     if a.speed:
         r = RawRenderer(cameras)
-        print(f"speed: {render_speed(r):.0f} pairs/s (default config); "
-              f"{render_speed(RawRenderer(cameras, RawRenderConfig(augment=False))):.0f} pairs/s (augment off)")
+        print(
+            f"speed: {render_speed(r):.0f} pairs/s (default config); "
+            f"{render_speed(RawRenderer(cameras, RawRenderConfig(augment=False))):.0f} pairs/s (augment off)"
+        )
     if a.realism:
         from model.training.emulator_realism import report
 
         t1 = time.time()
-        configs = {"raw renders, default config": RawRenderConfig(),
-                   "raw renders, measured light only (relight_rate=0)": RawRenderConfig(relight_rate=0.0)}
+        configs = {
+            "raw renders, default config": RawRenderConfig(),
+            "raw renders, measured light only (relight_rate=0)": RawRenderConfig(relight_rate=0.0),
+        }
         for name, r in realism_numbers(cameras, a.pairs, a.seed, configs).items():
             report(name, r)
         print(f"\nrealism: {time.time() - t1:.0f} s")

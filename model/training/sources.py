@@ -16,6 +16,7 @@ Graphics, illustrations, grayscale and heavily colour-graded shots are
 filtered out automatically (see :func:`photo_features` / :func:`is_photo`).
 Idempotent: existing files are kept, re-running only adds what is missing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,26 +50,48 @@ DEBIAN_PACKAGES = (
 )
 
 #: scikit-image's colour photographs (files inside ``skimage/data``).
-SKIMAGE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg",
-                  "motorcycle_left.png", "motorcycle_right.png")
+SKIMAGE_PHOTOS = (
+    "astronaut.png",
+    "chelsea.png",
+    "coffee.png",
+    "rocket.jpg",
+    "motorcycle_left.png",
+    "motorcycle_right.png",
+)
 
 # Path fragments that are never photos of the world (masks, UI screenshots,
 # dark-theme duplicates, calibration targets, logos, ground-truth maps).
-_SKIP_PARTS = ("screenshot", "images_dark", "mask", "logo", "chessboard", "trimap",
-               "output_mattes", "gt.png", "aloegt", "sudoku", "digits", "/shape/",
-               "result", "templ", "tmpl")
+_SKIP_PARTS = (
+    "screenshot",
+    "images_dark",
+    "mask",
+    "logo",
+    "chessboard",
+    "trimap",
+    "output_mattes",
+    "gt.png",
+    "aloegt",
+    "sudoku",
+    "digits",
+    "/shape/",
+    "result",
+    "templ",
+    "tmpl",
+)
 
 
 # --------------------------------------------------------------------------
 # Reading.
+
 
 def list_source_photos(cache_dir: str | os.PathLike | None = None) -> list[Path]:
     """Sorted photo files (jpg/jpeg/png) directly inside ``cache_dir``."""
     d = Path(cache_dir).expanduser() if cache_dir is not None else DEFAULT_CACHE
     if not d.is_dir():
         return []
-    return sorted(p for p in d.iterdir()
-                  if p.is_file() and p.suffix.lower() in PHOTO_EXTS and not p.name.startswith("."))
+    return sorted(
+        p for p in d.iterdir() if p.is_file() and p.suffix.lower() in PHOTO_EXTS and not p.name.startswith(".")
+    )
 
 
 def load_photo(path: str | os.PathLike) -> np.ndarray:
@@ -83,15 +106,48 @@ def load_photo(path: str | os.PathLike) -> np.ndarray:
 
 # Natural reflectance-like colours: sRGB of Macbeth ColorChecker patches
 # (skin, foliage, sky, flowers, neutrals ...) and a few common materials.
-_NATURAL_SRGB = np.array([
-    [115, 82, 68], [194, 150, 130], [98, 122, 157], [87, 108, 67], [133, 128, 177],
-    [103, 189, 170], [214, 126, 44], [80, 91, 166], [193, 90, 99], [94, 60, 108],
-    [157, 188, 64], [224, 163, 46], [56, 61, 150], [70, 148, 73], [175, 54, 60],
-    [231, 199, 31], [187, 86, 149], [8, 133, 161], [243, 243, 242], [200, 200, 200],
-    [160, 160, 160], [122, 122, 121], [85, 85, 85], [52, 52, 52],
-    [140, 110, 80], [170, 140, 100], [95, 80, 60], [120, 140, 90], [200, 180, 150],
-    [60, 90, 50], [150, 160, 170], [180, 120, 90], [210, 200, 180], [70, 60, 55],
-], dtype=np.float32) / 255.0
+_NATURAL_SRGB = (
+    np.array(
+        [
+            [115, 82, 68],
+            [194, 150, 130],
+            [98, 122, 157],
+            [87, 108, 67],
+            [133, 128, 177],
+            [103, 189, 170],
+            [214, 126, 44],
+            [80, 91, 166],
+            [193, 90, 99],
+            [94, 60, 108],
+            [157, 188, 64],
+            [224, 163, 46],
+            [56, 61, 150],
+            [70, 148, 73],
+            [175, 54, 60],
+            [231, 199, 31],
+            [187, 86, 149],
+            [8, 133, 161],
+            [243, 243, 242],
+            [200, 200, 200],
+            [160, 160, 160],
+            [122, 122, 121],
+            [85, 85, 85],
+            [52, 52, 52],
+            [140, 110, 80],
+            [170, 140, 100],
+            [95, 80, 60],
+            [120, 140, 90],
+            [200, 180, 150],
+            [60, 90, 50],
+            [150, 160, 170],
+            [180, 120, 90],
+            [210, 200, 180],
+            [70, 60, 55],
+        ],
+        dtype=np.float32,
+    )
+    / 255.0
+)
 
 
 def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
@@ -119,19 +175,20 @@ def procedural_scene(rng: np.random.Generator, size: int = 256) -> np.ndarray:
     def colour() -> np.ndarray:
         c = lin_cols[int(rng.integers(len(lin_cols)))]
         # jitter in log space (hue/brightness variation of real materials)
-        return np.clip(c * np.exp(rng.normal(0.0, 0.15, 3)).astype(np.float32)
-                       * np.float32(rng.uniform(0.6, 1.3)), 0.002, 0.95)
+        return np.clip(
+            c * np.exp(rng.normal(0.0, 0.15, 3)).astype(np.float32) * np.float32(rng.uniform(0.6, 1.3)), 0.002, 0.95
+        )
 
     img = np.empty((size, size, 3), dtype=np.float32)
     img[:] = colour()
     n = int(rng.integers(8, 40))
-    for k in range(n):
+    for _k in range(n):
         c = colour()
         if rng.random() < 0.75:  # rectangle
             w, h = rng.uniform(0.05, 0.5, 2)
             x0, y0 = rng.uniform(-0.1, 1.0, 2)
             m = (xx >= x0) & (xx < x0 + w) & (yy >= y0) & (yy < y0 + h)
-        else:                    # disc / ellipse
+        else:  # disc / ellipse
             cx, cy = rng.uniform(0, 1, 2)
             rx, ry = rng.uniform(0.03, 0.25, 2)
             m = ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 < 1.0
@@ -141,7 +198,7 @@ def procedural_scene(rng: np.random.Generator, size: int = 256) -> np.ndarray:
         gx, gy = rng.normal(0.0, 0.4, 2)
         shade = np.float32(1.0) + np.float32(gx) * (xx[m] - 0.5) + np.float32(gy) * (yy[m] - 0.5)
         img[m] = c[None, :] * np.clip(shade, 0.3, 1.7)[:, None]
-    if rng.random() < 0.6:   # a white or gray reference patch
+    if rng.random() < 0.6:  # a white or gray reference patch
         g = np.float32(rng.choice([0.85, 0.6, 0.35, 0.18]))
         w = rng.uniform(0.06, 0.2)
         x0, y0 = rng.uniform(0.0, 1.0 - w, 2)
@@ -161,17 +218,18 @@ def procedural_scene(rng: np.random.Generator, size: int = 256) -> np.ndarray:
 # --------------------------------------------------------------------------
 # Photo filter.
 
+
 @dataclass
 class PhotoFeatures:
-    unique_colours: int     # distinct 5-bit colours in a 256-px thumbnail
-    flat_fraction: float    # pixels with no local gradient at all
-    texture: float          # mean |gradient| of luma (0..1 scale)
-    mean_chroma: float      # mean CIELab C*
-    cast: float             # |mean (a*, b*)| of the bright-enough pixels
+    unique_colours: int  # distinct 5-bit colours in a 256-px thumbnail
+    flat_fraction: float  # pixels with no local gradient at all
+    texture: float  # mean |gradient| of luma (0..1 scale)
+    mean_chroma: float  # mean CIELab C*
+    cast: float  # |mean (a*, b*)| of the bright-enough pixels
     neutral_fraction: float  # pixels with C* < 6 (where white balance shows)
-    dark_fraction: float    # pixels with L* < 8
-    fine_detail: float      # 25th percentile over 16x16 blocks of |luma - 3x3 box blur|
-                            # at <= 1024 px (0..255): ~0 for rendered graphics
+    dark_fraction: float  # pixels with L* < 8
+    fine_detail: float  # 25th percentile over 16x16 blocks of |luma - 3x3 box blur|
+    # at <= 1024 px (0..255): ~0 for rendered graphics
 
 
 def _thumb(img: Image.Image, side: int = 256) -> np.ndarray:
@@ -203,11 +261,16 @@ def photo_features(img: Image.Image) -> PhotoFeatures:
     d = np.abs(a - np.asarray(big.filter(ImageFilter.BoxBlur(1)), dtype=np.float32))
     hh, ww = (d.shape[0] // 16) * 16, (d.shape[1] // 16) * 16
     blocks = d[:hh, :ww].reshape(hh // 16, 16, ww // 16, 16).mean(axis=(1, 3))
-    return PhotoFeatures(unique_colours=int(unique), flat_fraction=flat, texture=float(g.mean()),
-                         mean_chroma=float(c.mean()), cast=cast,
-                         neutral_fraction=float((c[bright] < 6).mean()),
-                         dark_fraction=float((lab[..., 0] < 8).mean()),
-                         fine_detail=float(np.percentile(blocks, 25)))
+    return PhotoFeatures(
+        unique_colours=int(unique),
+        flat_fraction=flat,
+        texture=float(g.mean()),
+        mean_chroma=float(c.mean()),
+        cast=cast,
+        neutral_fraction=float((c[bright] < 6).mean()),
+        dark_fraction=float((lab[..., 0] < 8).mean()),
+        fine_detail=float(np.percentile(blocks, 25)),
+    )
 
 
 def is_photo(f: PhotoFeatures) -> tuple[bool, str]:
@@ -241,19 +304,37 @@ def is_photo(f: PhotoFeatures) -> tuple[bool, str]:
 #: looking at all of them: artworks and test patterns (paintings,
 #: illustrations, a rendered clock, a map, a noise pattern, abstract renders)
 #: and colour-graded shots (sunsets, teal-orange and warm-filtered looks).
-NOT_PHOTOS = ("Elephants", "analogpattern", "SafeLanding", "starry_night", "input",
-              "pic2", "pic4", "pic5", "stanford", "HappyFish", "pca_test1", "Autumn",
-              "greentock", "BytheWater", "EveningGlow", "FallenLeaf", "sunset")
+NOT_PHOTOS = (
+    "Elephants",
+    "analogpattern",
+    "SafeLanding",
+    "starry_night",
+    "input",
+    "pic2",
+    "pic4",
+    "pic5",
+    "stanford",
+    "HappyFish",
+    "pca_test1",
+    "Autumn",
+    "greentock",
+    "BytheWater",
+    "EveningGlow",
+    "FallenLeaf",
+    "sunset",
+)
 
 
 # --------------------------------------------------------------------------
 # Collecting.
+
 
 def _package_photos() -> list[tuple[str, Path]]:
     """(name, path) of photos shipped with installed Python packages."""
     out: list[tuple[str, Path]] = []
     try:
         import skimage
+
         d = Path(skimage.__file__).parent / "data"
         for f in SKIMAGE_PHOTOS:
             if (d / f).is_file():
@@ -262,6 +343,7 @@ def _package_photos() -> list[tuple[str, Path]]:
         pass
     try:
         import sklearn
+
         d = Path(sklearn.__file__).parent / "datasets" / "images"
         for f in ("china.jpg", "flower.jpg"):
             if (d / f).is_file():
@@ -270,6 +352,7 @@ def _package_photos() -> list[tuple[str, Path]]:
         pass
     try:
         import matplotlib
+
         f = Path(matplotlib.__file__).parent / "mpl-data" / "sample_data" / "grace_hopper.jpg"
         if f.is_file():
             out.append(("matplotlib_grace_hopper", f))
@@ -279,7 +362,7 @@ def _package_photos() -> list[tuple[str, Path]]:
 
 
 def _run(cmd: list[str], cwd: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
 
 
 def _fetch_debs(packages: tuple[str, ...], workdir: Path, deb_dir: Path | None) -> list[Path]:
@@ -327,8 +410,7 @@ def _candidates_in(root: Path) -> list[tuple[str, Path]]:
     # Plasma-style packages: one wallpaper = several sizes under contents/images
     groups: dict[str, list[Path]] = {}
     for p in files:
-        key = str(p.parent.parent) if p.parent.name == "images" and p.parent.parent.name == "contents" \
-            else str(p)
+        key = str(p.parent.parent) if p.parent.name == "images" and p.parent.parent.name == "contents" else str(p)
         groups.setdefault(key, []).append(p)
     out, seen = [], set()
     for key, ps in sorted(groups.items()):
@@ -339,7 +421,7 @@ def _candidates_in(root: Path) -> list[tuple[str, Path]]:
             name = best.stem
         if any(name == k or name.startswith(k + "_") for k in NOT_PHOTOS):
             continue
-        if name in seen:   # same file name in two folders
+        if name in seen:  # same file name in two folders
             name = f"{best.parent.name}_{name}"
         seen.add(name)
         out.append((f"{pkg}_{name}", best))
@@ -369,8 +451,7 @@ def prepare(cache: Path, deb_dir: Path | None = None, verbose: bool = True) -> d
                 sigs.append(_signature(im))
         except OSError:
             pass
-    summary = {"kept": 0, "existing": len(existing), "rejected": 0, "duplicates": 0,
-               "by_source": {}}
+    summary = {"kept": 0, "existing": len(existing), "rejected": 0, "duplicates": 0, "by_source": {}}
 
     def consider(name: str, path: Path, check: bool) -> None:
         name = _safe_name(name)
@@ -419,7 +500,7 @@ def prepare(cache: Path, deb_dir: Path | None = None, verbose: bool = True) -> d
 
     print("Python package photos:")
     for name, path in _package_photos():
-        consider(name, path, check=False)   # curated photographs
+        consider(name, path, check=False)  # curated photographs
     print("Debian packages:")
     with tempfile.TemporaryDirectory(prefix="wbvae_debs_") as tmp:
         for root in _fetch_debs(DEBIAN_PACKAGES, Path(tmp), deb_dir):
@@ -434,8 +515,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("prepare", help="collect well-balanced photos into the cache")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
-    p.add_argument("--deb-dir", type=Path, default=None,
-                   help="keep/reuse downloaded .deb files here (default: a temp dir)")
+    p.add_argument(
+        "--deb-dir", type=Path, default=None, help="keep/reuse downloaded .deb files here (default: a temp dir)"
+    )
     p.add_argument("-q", "--quiet", action="store_true")
     sub.add_parser("list", help="list cached photos").add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     a = ap.parse_args(argv)
@@ -444,9 +526,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f)
         return 0
     s = prepare(a.cache, a.deb_dir, verbose=not a.quiet)
-    print(f"\n{s['total']} photos in {Path(a.cache).expanduser()} "
-          f"(new {s['kept']}, already there {s['existing']}, rejected {s['rejected']}, "
-          f"duplicates {s['duplicates']})")
+    print(
+        f"\n{s['total']} photos in {Path(a.cache).expanduser()} "
+        f"(new {s['kept']}, already there {s['existing']}, rejected {s['rejected']}, "
+        f"duplicates {s['duplicates']})"
+    )
     for k, v in sorted(s["by_source"].items()):
         print(f"  {k}: {v}")
     return 0

@@ -8,6 +8,7 @@ camera pipelines), ``synthetic`` (the emulator over the photo cache of
 epoch), ``best.pt`` (the lowest full-frame dE2000 on the sources' held-out frames), ``last.pt``
 (resumable), ``loss_curves.png`` and ``outputs.png``.
 """
+
 from __future__ import annotations
 
 import csv
@@ -40,8 +41,9 @@ def baseline_scores(frames: list) -> dict[str, float]:
 
 
 @torch.no_grad()
-def validate(model: WBVAE, frames: list[tuple[np.ndarray, np.ndarray, np.ndarray, bool]],
-             device: torch.device, cfg: TrainConfig) -> dict[str, float]:
+def validate(
+    model: WBVAE, frames: list[tuple[np.ndarray, np.ndarray, np.ndarray, bool]], device: torch.device, cfg: TrainConfig
+) -> dict[str, float]:
     """Full-frame dE2000 of the corrected image (cast and neutral pairs), plus the VAE losses."""
     model.eval()
     de_cast, de_neutral, losses = [], [], []
@@ -56,10 +58,14 @@ def validate(model: WBVAE, frames: list[tuple[np.ndarray, np.ndarray, np.ndarray
     model.train()
     rec, kl = np.mean(losses, axis=0)
     all_de = de_cast + de_neutral
-    return {"val_recon": float(rec), "val_kl": float(kl), "val_loss": float(rec + cfg.beta * kl),
-            "val_de2000": float(np.mean(all_de)),
-            "val_de2000_cast": float(np.mean(de_cast)) if de_cast else float("nan"),
-            "val_de2000_neutral": float(np.mean(de_neutral)) if de_neutral else float("nan")}
+    return {
+        "val_recon": float(rec),
+        "val_kl": float(kl),
+        "val_loss": float(rec + cfg.beta * kl),
+        "val_de2000": float(np.mean(all_de)),
+        "val_de2000_cast": float(np.mean(de_cast)) if de_cast else float("nan"),
+        "val_de2000_neutral": float(np.mean(de_neutral)) if de_neutral else float("nan"),
+    }
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -88,13 +94,14 @@ def main(argv: list[str] | None = None) -> Path:
     # step and no weight decay for it; the seed's lr for everything else.
     base = [p for n, p in model.named_parameters() if n.startswith("mix")]
     rest = [p for n, p in model.named_parameters() if not n.startswith("mix")]
-    groups = [{"params": rest}] + ([{"params": base, "lr": cfg.lr * cfg.base_lr_scale, "weight_decay": 0.0}]
-                                   if base else [])
+    groups = [{"params": rest}] + (
+        [{"params": base, "lr": cfg.lr * cfg.base_lr_scale, "weight_decay": 0.0}] if base else []
+    )
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     total_steps = cfg.epochs * math.ceil(len(dataset) / (cfg.batch_size * world))
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in groups],
-                                                    total_steps=max(total_steps, 1),
-                                                    pct_start=0.1)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=[g["lr"] for g in groups], total_steps=max(total_steps, 1), pct_start=0.1
+    )
     start_epoch, history, best = 0, [], float("inf")
     reference = baseline_scores(val_frames) if is_main else {}
     if cfg.resume:
@@ -107,8 +114,9 @@ def main(argv: list[str] | None = None) -> Path:
     net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
 
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, seed=cfg.seed) if distributed else None
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu",
-                                                                                                     enabled=False)
+    amp = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    )
     started = time.monotonic()
     from tqdm import tqdm
 
@@ -116,12 +124,17 @@ def main(argv: list[str] | None = None) -> Path:
         set_epoch(dataset, epoch)
         if sampler is not None:
             sampler.set_epoch(epoch)
-        loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
-                            num_workers=cfg.workers, drop_last=len(dataset) >= cfg.batch_size * world,
-                            generator=torch.Generator().manual_seed(cfg.seed + epoch))
+        loader = DataLoader(
+            dataset,
+            batch_size=cfg.batch_size,
+            shuffle=sampler is None,
+            sampler=sampler,
+            num_workers=cfg.workers,
+            drop_last=len(dataset) >= cfg.batch_size * world,
+            generator=torch.Generator().manual_seed(cfg.seed + epoch),
+        )
         sums, count, t0 = {}, 0, time.monotonic()
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not is_main, mininterval=2,
-                   file=sys.stderr)
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not is_main, mininterval=2, file=sys.stderr)
         for batch in bar:
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             with amp:
@@ -141,22 +154,38 @@ def main(argv: list[str] | None = None) -> Path:
         if distributed:
             dist.barrier()
         if is_main:
-            row = {"epoch": epoch + 1, **{f"train_{k}": v / max(count, 1) for k, v in sums.items()},
-                   **validate(model, val_frames, device, cfg), **reference,
-                   "images_per_s": count * world / seconds, "seconds": seconds, "lr": scheduler.get_last_lr()[0]}
+            row = {
+                "epoch": epoch + 1,
+                **{f"train_{k}": v / max(count, 1) for k, v in sums.items()},
+                **validate(model, val_frames, device, cfg),
+                **reference,
+                "images_per_s": count * world / seconds,
+                "seconds": seconds,
+                "lr": scheduler.get_last_lr()[0],
+            }
             history.append(row)
             log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
             with (run / "metrics.csv").open("w", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=list(history[-1]))
                 writer.writeheader()
                 writer.writerows(history)
-            meta = {"epoch": epoch, "train_config": cfg.to_dict(), "val": {k: v for k, v in row.items()
-                                                                          if k.startswith("val_")}}
+            meta = {
+                "epoch": epoch,
+                "train_config": cfg.to_dict(),
+                "val": {k: v for k, v in row.items() if k.startswith("val_")},
+            }
             if row["val_de2000"] < best:
                 best = row["val_de2000"]
                 save_checkpoint(run / "best.pt", model, **meta)
-            save_checkpoint(run / "last.pt", model, **meta, history=history, best=best,
-                            optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict())
+            save_checkpoint(
+                run / "last.pt",
+                model,
+                **meta,
+                history=history,
+                best=best,
+                optimizer=optimizer.state_dict(),
+                scheduler=scheduler.state_dict(),
+            )
             save_figures(run, history, model, val_frames, device)
         out_of_time = cfg.max_minutes is not None and (time.monotonic() - started) / 60 > cfg.max_minutes
         if distributed:
