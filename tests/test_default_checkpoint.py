@@ -39,3 +39,19 @@ def test_does_no_harm_to_a_balanced_photo(corrector, real_pairs):
 def test_deterministic(corrector, real_pairs):
     inp = real_pairs[0][1]
     assert np.array_equal(corrector.correct(inp), corrector.correct(inp))
+
+
+def test_blown_highlights_of_a_real_photo_stay_white_without_a_seam(corrector):
+    """The garden photo's sky is clipped: corrected, it stays neutral, and the edge of the clip stays smooth."""
+    from tests.conftest import load_rgb, wild
+
+    photo = load_rgb(wild("Flickr_Dave--Out_and_about_CC_BY-NC_2.0.jpg"))
+    out = corrector.correct(photo).astype(int)
+    clipped = photo.min(2) >= 252
+    assert clipped.mean() > 0.05  # the sky
+    spread = out[clipped].max(1) - out[clipped].min(1)
+    assert np.percentile(spread, 99) <= 2, "clipped pixels took on a colour"
+    transition = (photo.min(2) >= 215) & (photo.min(2) < 252)
+    step_in = np.abs(np.diff(photo.astype(int), axis=1)).sum(2)[transition[:, 1:]].mean()
+    step_out = np.abs(np.diff(out, axis=1)).sum(2)[transition[:, 1:]].mean()
+    assert step_out <= 1.5 * step_in + 1.0, f"steps {step_in:.2f} -> {step_out:.2f}: a seam"
