@@ -20,7 +20,8 @@ pixel at full resolution (``model.mapping.apply_matrix``: sRGB -> linear by a
     from model.mapping import apply_matrix
 
     session = ort.InferenceSession("wbvae.onnx")
-    a = analyse(rgb)                                   # rgb: (H, W, 3) uint8 sRGB
+    meta = session.get_modelmeta().custom_metadata_map  # how the checkpoint computes its cues
+    a = analyse(rgb, int(meta["stats_size"]), meta["luma_weighted_chroma"] == "true")  # rgb: (H, W, 3) uint8
     matrix, p = session.run(None, {"thumb": a.thumb[None], "cues": a.cues[None],
                                    "log_gains": a.log_gains[None], "chroma": a.chroma[None]})
     corrected = apply_matrix(rgb, matrix[0])           # same shape, uint8
@@ -99,7 +100,21 @@ def export_onnx(model: WBVAE, path: str | Path, opset: int = OPSET) -> Path:
             dynamic_shapes={n: {0: batch} for n in INPUT_NAMES},
             verbose=False,
         )
+    import onnx
+
+    graph_file = onnx.load(str(path))
+    for key, value in analysis_settings(model).items():
+        graph_file.metadata_props.add(key=key, value=value)
+    onnx.save(graph_file, str(path))
     return path
+
+
+def analysis_settings(model: WBVAE) -> dict[str, str]:
+    """How the model's inputs are computed from a photo (``model.stats.analyse``'s arguments), as strings."""
+    return {
+        "stats_size": str(model.config.stats_size),
+        "luma_weighted_chroma": str(model.config.luma_weighted_chroma).lower(),
+    }
 
 
 def export_torchscript(model: WBVAE, path: str | Path) -> Path:

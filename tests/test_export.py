@@ -44,7 +44,9 @@ def photos():
 def test_onnx_matches_pytorch_on_real_photos(exported, photos):
     corrector = Corrector.from_checkpoint(DEFAULT_CHECKPOINT, "cpu")
     session = ort.InferenceSession(str(exported / "wbvae.onnx"), providers=["CPUExecutionProvider"])
-    analyses = [analyse(img) for img in photos]
+    meta = session.get_modelmeta().custom_metadata_map  # the documented recipe: the cues' settings travel along
+    assert meta["stats_size"] == str(corrector.model.config.stats_size)
+    analyses = [analyse(img, int(meta["stats_size"]), meta["luma_weighted_chroma"] == "true") for img in photos]
     # the whole set as one batch: the batch axis is dynamic
     matrices, probs = session.run(
         None,
@@ -67,7 +69,7 @@ def test_onnx_matches_pytorch_on_real_photos(exported, photos):
 def test_torchscript_matches_pytorch(exported, photos):
     corrector = Corrector.from_checkpoint(DEFAULT_CHECKPOINT, "cpu")
     module = torch.jit.load(str(exported / "wbvae.ts"))
-    a = analyse(photos[0])
+    a = corrector.analyse(photos[0])
     with torch.no_grad():
         matrix, _ = module(
             torch.from_numpy(a.thumb[None]),
