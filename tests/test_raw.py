@@ -15,9 +15,9 @@ from model.training.raw import (
     angular_error,
     load_raw_cameras,
     pair_rng,
-    raw_baseline_estimates,
     split_cameras,
 )
+from model.training.raw_report import raw_baseline_estimates
 from tests.conftest import GET_SHARED_DATA, require
 
 require(DEFAULT_RAW_DIR / "camera_matrices.json", str(DEFAULT_RAW_DIR), GET_SHARED_DATA + " (or set WBVAE_RAW_THUMBS)")

@@ -140,9 +140,9 @@ def illuminant_errors(
         RawRenderer,
         angular_error,
         load_raw_cameras,
-        raw_baseline_estimates,
         split_cameras,
     )
+    from model.training.raw_report import raw_baseline_estimates
 
     _, held = split_cameras(load_raw_cameras(root or DEFAULT_RAW_DIR))
     renderer = RawRenderer(held, RawRenderConfig(augment=False, relight_rate=0.0, neutral_rate=0.0))
@@ -336,13 +336,8 @@ def _load_model(args, parser) -> Corrector:
     return corrector.correct
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = _build_parser()
-    args = parser.parse_args(argv)
-    if args.limit is not None and args.limit < 1:
-        parser.error("--limit must be at least 1")
-
-    from model.training.config import TrainConfig
+def _sources(args, parser) -> list[tuple[str, object, int | None]]:
+    """(spec, registry source, frame limit) per SOURCE argument."""
     from model.training.data import source as data_source
 
     sources = []
@@ -353,6 +348,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             sources.append((spec, data_source(spec), limit))
     except ValueError as exc:
         parser.error(str(exc))
+    return sources
+
+
+def _correctors(args, parser) -> dict[str, Corrector]:
+    """The model (unless --no-model) and the chosen baselines, by method name."""
     correctors: dict[str, Corrector] = {}
     if not args.no_model:
         correctors[MODEL_METHOD] = _load_model(args, parser)
@@ -366,63 +366,71 @@ def main(argv: Sequence[str] | None = None) -> int:
         correctors.update({n: BASELINES[n] for n in names})
     if not correctors:
         parser.error("nothing to evaluate: --no-model and --no-baselines together")
+    return correctors
 
+
+def _report(records: list[dict], names: list[str], args, out: Path) -> list[str]:
+    """The summary's Markdown: per source, all together, and beside Deep WB's published results."""
+    mode = " (do no harm: ground truth in, 0 is perfect)" if args.identity else ""
+    parts = [
+        f"# Evaluation{mode}",
+        "",
+        f"Sources: {', '.join(names)}. Full resolution; chart / calibration object "
+        "and pixels all-zero in both images excluded.",
+        "",
+    ]
+    if len(names) > 1:
+        for name in names:
+            parts.append(markdown_summary([r for r in records if r["source"] == name], name))
+    parts.append(markdown_summary(records, "All images" if len(names) > 1 else ""))
+    published = {} if args.identity else load_deepwb(args.deepwb)
+    both = deepwb_records(records, published) if published else []
+    if both:
+        write_side_by_side_csv(both, out / "deepwb_side_by_side.csv")
+        n = sum(r["method"] == DEEPWB_METHOD for r in both)
+        parts.append(markdown_summary(both, f"Beside Deep WB (published), over the same {n} images"))
+    return parts
+
+
+def _illuminant_report(raw_source, correctors: dict[str, Corrector], limit: int | None) -> list[str]:
+    """The angular-error table of the held-out cameras' raw captures (model and raw baselines)."""
+    model = getattr(correctors.get(MODEL_METHOD), "__self__", None)
+    errors = illuminant_errors(model and (lambda img: model.estimate(img).matrix), limit or 600, root=raw_source.arg)
+    n = len(next(iter(errors.values())))
+    return [
+        "",
+        f"## Illuminant angular error (degrees), held-out cameras' raw captures (n = {n})",
+        "",
+        angular_table(errors),
+        "",
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if args.limit is not None and args.limit < 1:
+        parser.error("--limit must be at least 1")
+    from model.training.config import TrainConfig
+
+    sources = _sources(args, parser)
+    correctors = _correctors(args, parser)
     out = args.out or Path("runs") / f"eval-{datetime.now():%Y%m%d-%H%M%S}"
     out.mkdir(parents=True, exist_ok=True)
-
     records: list[dict] = []
-    cfg = TrainConfig()
     try:
         for name, src, limit in sources:
-            frames = src.evaluation(cfg, limit, args.heldout_gt_style)
+            frames = src.evaluation(TrainConfig(), limit, args.heldout_gt_style)
             if args.identity:
                 frames = _identity(frames)
             records += evaluate_frames(_progress(frames, f"evaluate {name}", not args.quiet), correctors, source=name)
     except ValueError as exc:
         parser.error(str(exc))
     write_per_image_csv(records, out / "per_image.csv")
-
-    mode = " (do no harm: ground truth in, 0 is perfect)" if args.identity else ""
-    parts = [
-        f"# Evaluation{mode}",
-        "",
-        f"Sources: {', '.join(n for n, _, _ in sources)}. Full resolution; chart / calibration object and "
-        "pixels all-zero in both images excluded.",
-        "",
-    ]
-    if len(sources) > 1:
-        for name, _, _ in sources:
-            parts.append(markdown_summary([r for r in records if r["source"] == name], name))
-    parts.append(markdown_summary(records, "All images" if len(sources) > 1 else ""))
-
-    published = {} if args.identity else load_deepwb(args.deepwb)
-    if published:
-        both = deepwb_records(records, published)
-        if both:
-            write_side_by_side_csv(both, out / "deepwb_side_by_side.csv")
-            n = sum(r["method"] == DEEPWB_METHOD for r in both)
-            parts.append(markdown_summary(both, f"Beside Deep WB (published), over the same {n} images"))
-
-    raw_specs = [name for name, _, _ in sources if name.split("=")[0] == "raw"]
-    if raw_specs and not args.identity:
-        from model.training.data import source as data_source_of
-
-        model = correctors.get(MODEL_METHOD)
-        estimate = getattr(model, "__self__", None)
-        errors = illuminant_errors(
-            estimate and (lambda img: estimate.estimate(img).matrix),
-            args.limit or 600,
-            root=data_source_of(raw_specs[0]).arg,
-        )
-        parts += [
-            "",
-            f"## Illuminant angular error (degrees), held-out cameras' raw captures (n = "
-            f"{len(next(iter(errors.values())))})",
-            "",
-            angular_table(errors),
-            "",
-        ]
-
+    parts = _report(records, [name for name, _, _ in sources], args, out)
+    raw = [src for name, src, _ in sources if name.split("=")[0] == "raw"]
+    if raw and not args.identity:
+        parts += _illuminant_report(raw[0], correctors, args.limit)
     text = "\n".join(parts)
     (out / "summary.md").write_text(text)
     print(text)

@@ -16,6 +16,7 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -68,58 +69,159 @@ def validate(
     }
 
 
-def main(argv: list[str] | None = None) -> Path:
-    cfg = parse_args(argv, __doc__)
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    device = resolve_device(None if cfg.device == "auto" else cfg.device)
-    rank, world = 0, 1
-    if distributed:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        rank, world = dist.get_rank(), dist.get_world_size()
-        if device.type == "cuda":
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-            torch.cuda.set_device(device)
-    is_main = rank == 0
-    log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if is_main else (lambda msg: None)
-    torch.manual_seed(cfg.seed + rank)
-    if device.type == "cpu":
-        torch.set_num_threads(max(1, (os.cpu_count() or 2) // (world * (1 + min(cfg.workers, 1)))))
+@dataclass
+class Process:
+    """Where this process trains: its device, its rank among ``world`` processes (torchrun), its log."""
 
-    run = Path(cfg.out)
-    if is_main:
-        run.mkdir(parents=True, exist_ok=True)
-    dataset, val_frames = build_data(cfg, log)
-    model = WBVAE(cfg.model).to(device)
-    # The global combination of estimates is a few dozen numbers that must move far from zero: a larger
-    # step and no weight decay for it; the seed's lr for everything else.
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def log(self, msg: str) -> None:
+        if self.is_main:
+            print(msg, file=sys.stderr, flush=True)
+
+
+def start_process(cfg: TrainConfig) -> Process:
+    """Device, process group under torchrun (gloo on CPU, NCCL on GPU), seeds and CPU threads."""
+    device = resolve_device(None if cfg.device == "auto" else cfg.device)
+    proc = Process(device)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        proc.rank, proc.world = dist.get_rank(), dist.get_world_size()
+        if device.type == "cuda":
+            proc.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(proc.device)
+    torch.manual_seed(cfg.seed + proc.rank)
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 2) // (proc.world * (1 + min(cfg.workers, 1)))))
+    return proc
+
+
+def make_optimizer(model: WBVAE, cfg: TrainConfig, steps: int):
+    """AdamW with the seed's lr, and a OneCycle schedule over ``steps``.
+
+    The global combination of estimates is a few dozen numbers that must move far from zero: a
+    larger step and no weight decay for it.
+    """
     base = [p for n, p in model.named_parameters() if n.startswith("mix")]
     rest = [p for n, p in model.named_parameters() if not n.startswith("mix")]
     groups = [{"params": rest}] + (
         [{"params": base, "lr": cfg.lr * cfg.base_lr_scale, "weight_decay": 0.0}] if base else []
     )
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    total_steps = cfg.epochs * math.ceil(len(dataset) / (cfg.batch_size * world))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=[g["lr"] for g in groups], total_steps=max(total_steps, 1), pct_start=0.1
+        optimizer, max_lr=[g["lr"] for g in groups], total_steps=max(steps, 1), pct_start=0.1
+    )
+    return optimizer, scheduler
+
+
+def train_epoch(
+    net, model: WBVAE, loader: DataLoader, optimizer, scheduler, cfg: TrainConfig, proc: Process, desc: str
+) -> tuple[dict[str, float], int]:
+    """One pass over ``loader``: summed losses (weighted by batch size) and the number of samples."""
+    from tqdm import tqdm
+
+    amp = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if proc.device.type == "cuda"
+        else torch.autocast("cpu", enabled=False)
+    )
+    sums: dict[str, float] = {}
+    count, t0 = 0, time.monotonic()
+    bar = tqdm(loader, desc=desc, disable=not proc.is_main, mininterval=2, file=sys.stderr)
+    for batch in bar:
+        batch = {k: v.to(proc.device, non_blocking=True) for k, v in batch.items()}
+        with amp:
+            losses = training_loss(net, batch, cfg)
+        optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+        if scheduler.last_epoch < scheduler.total_steps - 1:
+            scheduler.step()
+        n = batch["thumb"].shape[0]
+        count += n
+        for k, v in losses.items():
+            sums[k] = sums.get(k, 0.0) + v.item() * n
+        bar.set_postfix(loss=f"{sums['loss'] / count:.4f}", img_s=f"{count * proc.world / (time.monotonic() - t0):.0f}")
+    return sums, count
+
+
+def record_epoch(
+    run: Path, row: dict, history: list[dict], best: float, model: WBVAE, cfg: TrainConfig, optimizer, scheduler
+) -> float:
+    """metrics.csv, best.pt (if this epoch's held-out dE2000 is the lowest) and last.pt; returns the best."""
+    history.append(row)
+    with (run / "metrics.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(history[-1]))
+        writer.writeheader()
+        writer.writerows(history)
+    meta = {
+        "epoch": row["epoch"] - 1,
+        "train_config": cfg.to_dict(),
+        "val": {k: v for k, v in row.items() if k.startswith("val_")},
+    }
+    if row["val_de2000"] < best:
+        best = row["val_de2000"]
+        save_checkpoint(run / "best.pt", model, **meta)
+    save_checkpoint(
+        run / "last.pt",
+        model,
+        **meta,
+        history=history,
+        best=best,
+        optimizer=optimizer.state_dict(),
+        scheduler=scheduler.state_dict(),
+    )
+    return best
+
+
+def out_of_time(cfg: TrainConfig, started: float, proc: Process) -> bool:
+    """``--max-minutes`` spent (rank 0 decides for every process)."""
+    over = cfg.max_minutes is not None and (time.monotonic() - started) / 60 > cfg.max_minutes
+    if proc.distributed:
+        flag = torch.tensor(float(over), device=proc.device)
+        dist.broadcast(flag, 0)
+        over = bool(flag.item())
+    return over
+
+
+def main(argv: list[str] | None = None) -> Path:
+    cfg = parse_args(argv, __doc__)
+    proc = start_process(cfg)
+    run = Path(cfg.out)
+    if proc.is_main:
+        run.mkdir(parents=True, exist_ok=True)
+    dataset, val_frames = build_data(cfg, proc.log)
+    model = WBVAE(cfg.model).to(proc.device)
+    optimizer, scheduler = make_optimizer(
+        model, cfg, cfg.epochs * math.ceil(len(dataset) / (cfg.batch_size * proc.world))
     )
     start_epoch, history, best = 0, [], float("inf")
-    reference = baseline_scores(val_frames) if is_main else {}
+    reference = baseline_scores(val_frames) if proc.is_main else {}
     if cfg.resume:
         state = torch.load(cfg.resume, map_location="cpu", weights_only=True)
         model.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["meta"]["optimizer"])
         scheduler.load_state_dict(state["meta"]["scheduler"])
         start_epoch, history, best = state["meta"]["epoch"] + 1, state["meta"]["history"], state["meta"]["best"]
-        log(f"resumed from {cfg.resume} at epoch {start_epoch}")
-    net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
-
-    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, seed=cfg.seed) if distributed else None
-    amp = (
-        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+        proc.log(f"resumed from {cfg.resume} at epoch {start_epoch}")
+    net = torch.nn.parallel.DistributedDataParallel(model) if proc.distributed else model
+    sampler = (
+        DistributedSampler(dataset, num_replicas=proc.world, rank=proc.rank, seed=cfg.seed)
+        if proc.distributed
+        else None
     )
     started = time.monotonic()
-    from tqdm import tqdm
-
     for epoch in range(start_epoch, cfg.epochs):
         set_epoch(dataset, epoch)
         if sampler is not None:
@@ -130,75 +232,35 @@ def main(argv: list[str] | None = None) -> Path:
             shuffle=sampler is None,
             sampler=sampler,
             num_workers=cfg.workers,
-            drop_last=len(dataset) >= cfg.batch_size * world,
+            drop_last=len(dataset) >= cfg.batch_size * proc.world,
             generator=torch.Generator().manual_seed(cfg.seed + epoch),
         )
-        sums, count, t0 = {}, 0, time.monotonic()
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not is_main, mininterval=2, file=sys.stderr)
-        for batch in bar:
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            with amp:
-                losses = training_loss(net, batch, cfg)
-            optimizer.zero_grad(set_to_none=True)
-            losses["loss"].backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            optimizer.step()
-            if scheduler.last_epoch < scheduler.total_steps - 1:
-                scheduler.step()
-            n = batch["thumb"].shape[0]
-            count += n
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + v.item() * n
-            bar.set_postfix(loss=f"{sums['loss'] / count:.4f}", img_s=f"{count * world / (time.monotonic() - t0):.0f}")
+        t0 = time.monotonic()
+        sums, count = train_epoch(
+            net, model, loader, optimizer, scheduler, cfg, proc, f"epoch {epoch + 1}/{cfg.epochs}"
+        )
         seconds = time.monotonic() - t0
-        if distributed:
+        if proc.distributed:
             dist.barrier()
-        if is_main:
+        if proc.is_main:
             row = {
                 "epoch": epoch + 1,
                 **{f"train_{k}": v / max(count, 1) for k, v in sums.items()},
-                **validate(model, val_frames, device, cfg),
+                **validate(model, val_frames, proc.device, cfg),
                 **reference,
-                "images_per_s": count * world / seconds,
+                "images_per_s": count * proc.world / seconds,
                 "seconds": seconds,
                 "lr": scheduler.get_last_lr()[0],
             }
-            history.append(row)
-            log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-            with (run / "metrics.csv").open("w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=list(history[-1]))
-                writer.writeheader()
-                writer.writerows(history)
-            meta = {
-                "epoch": epoch,
-                "train_config": cfg.to_dict(),
-                "val": {k: v for k, v in row.items() if k.startswith("val_")},
-            }
-            if row["val_de2000"] < best:
-                best = row["val_de2000"]
-                save_checkpoint(run / "best.pt", model, **meta)
-            save_checkpoint(
-                run / "last.pt",
-                model,
-                **meta,
-                history=history,
-                best=best,
-                optimizer=optimizer.state_dict(),
-                scheduler=scheduler.state_dict(),
-            )
-            save_figures(run, history, model, val_frames, device)
-        out_of_time = cfg.max_minutes is not None and (time.monotonic() - started) / 60 > cfg.max_minutes
-        if distributed:
-            flag = torch.tensor(float(out_of_time), device=device)
-            dist.broadcast(flag, 0)
-            out_of_time = bool(flag.item())
-        if out_of_time:
-            log(f"stopping after epoch {epoch + 1}: --max-minutes {cfg.max_minutes} reached")
+            proc.log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+            best = record_epoch(run, row, history, best, model, cfg, optimizer, scheduler)
+            save_figures(run, history, model, val_frames, proc.device)
+        if out_of_time(cfg, started, proc):
+            proc.log(f"stopping after epoch {epoch + 1}: --max-minutes {cfg.max_minutes} reached")
             break
-    if distributed:
+    if proc.distributed:
         dist.destroy_process_group()
-    if is_main:
-        log(f"best val dE2000 {best:.3f}; checkpoints in {run}")
+    proc.log(f"best val dE2000 {best:.3f}; checkpoints in {run}")
     return run
 
 
