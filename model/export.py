@@ -131,7 +131,7 @@ def export_torchscript(model: WBVAE, path: str | Path) -> Path:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="wbvae export",
+        prog="python -m model.export",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="The cues (model.stats.analyse) and the full-resolution apply "

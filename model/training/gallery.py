@@ -1,4 +1,4 @@
-"""The README's figures: ``python -m model.training.gallery`` (also ``wbvae gallery``).
+"""The README's figures: ``python -m model.training.gallery``.
 
 - ``gallery.png``: one column per photo, rows input / corrected, downscaled, each
   corrected photo labelled with the model's cast probability. The correction is
@@ -169,7 +169,9 @@ def find_photos(paths: list[Path]) -> list[Path]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="wbvae gallery", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m model.training.gallery",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "photos", nargs="*", type=Path, default=[WILD], help="photos or folders of photos (default: %(default)s)"
