@@ -23,6 +23,9 @@ residual, ``delta`` a bounded 3x3 residual and ``p`` the predicted probability
 that the photo has a cast at all. With ``anchor_white`` the gains of ChromaNet's
 white point are added to that sum as they are (the white point anchored): the
 head then learns corrections to a direct illuminant estimate instead of finding it.
+With ``dead_zone`` = t > 0, ``M`` becomes ``I + d^2 / (d^2 + t^2) (M - I)``, ``d`` the distance
+of the neutralised white from neutral in log-chroma: a correction smaller than the estimator's
+typical error on balanced photos fades out (do no harm), a large one is kept.
 Every output layer of the head starts at
 zero, so an untrained head is the identity; ``M`` is scaled so that the
 estimated illuminant keeps its luminance.
@@ -228,7 +231,12 @@ class WBVAE(nn.Module):
         luma = LUMA.to(latent.device, latent.dtype)
         scale = (illuminant @ luma) / ((matrix @ illuminant.unsqueeze(-1)).squeeze(-1) @ luma).clamp(min=1e-6)
         exposure = cfg.max_log_exposure * torch.tanh(p[:, 0] * exposure / cfg.max_log_exposure)
-        return matrix * (scale * exposure.exp())[:, None, None], cast_logit, white
+        matrix = matrix * (scale * exposure.exp())[:, None, None]
+        if cfg.dead_zone > 0:  # "leave it": a white point within the estimator's own error of neutral
+            u, v = log_g[:, 0] - log_g[:, 1], log_g[:, 2] - log_g[:, 1]
+            d2 = (u * u + v * v)[:, None, None]
+            matrix = eye + d2 / (d2 + cfg.dead_zone**2) * (matrix - eye)
+        return matrix, cast_logit, white
 
     def global_mix(self, log_gains: torch.Tensor) -> torch.Tensor:
         """(B, K, 3) log-gains of the estimates -> (B, 3) their learned linear combination."""
