@@ -38,8 +38,8 @@ test-fast: install-dev
 
 # ruff (lint and format) on everything; mypy on the serving core (app/, model/ without model/training/).
 lint: install-dev
-	$(BIN)/ruff check app model bench tests
-	$(BIN)/ruff format --check app model bench tests
+	$(BIN)/ruff check app model bench tests scripts
+	$(BIN)/ruff format --check app model bench tests scripts
 	$(BIN)/mypy
 
 # Regenerate constraints.txt, the Docker image's pins: a fresh venv with the serving dependencies only,

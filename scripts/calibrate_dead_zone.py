@@ -26,7 +26,5 @@ for tau in (0.0, 0.02, 0.04, 0.06, 0.08, 0.10):
     dn, dc = [], []
     for inp, gt in frames:
         (dn if np.array_equal(inp, gt) else dc).append(delta_e2000(c.correct(inp), gt))
-    print(
-        f"dead_zone {tau:.2f}: balanced {np.mean(dn):.3f} (n={len(dn)}) cast {np.mean(dc):.3f} all {np.mean(dn + dc):.3f}",
-        flush=True,
-    )
+    summary = f"balanced {np.mean(dn):.3f} (n={len(dn)}) cast {np.mean(dc):.3f} all {np.mean(dn + dc):.3f}"
+    print(f"dead_zone {tau:.2f}: {summary}", flush=True)

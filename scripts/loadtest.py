@@ -7,6 +7,7 @@ settings unless WBVAE_* variables say otherwise) and samples its peak RSS. Print
 Markdown table: latency p50/p95/p99 of all answers, throughput of successful
 corrections, counts by status, peak server RSS.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,10 +32,16 @@ def start_server() -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {"WBVAE_DEVICE": "cpu", **os.environ, "WBVAE_HOST": "127.0.0.1", "WBVAE_PORT": str(port),
-           "WBVAE_LOG_LEVEL": "warning"}
-    proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        "WBVAE_DEVICE": "cpu",
+        **os.environ,
+        "WBVAE_HOST": "127.0.0.1",
+        "WBVAE_PORT": str(port),
+        "WBVAE_LOG_LEVEL": "warning",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app"], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -81,8 +88,16 @@ async def run_level(url: str, photos: list[bytes], concurrency: int, requests: i
     if sampler:
         await sampler
     p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
-    return {"concurrency": concurrency, "requests": requests, "p50": p50, "p95": p95, "p99": p99,
-            "throughput": statuses[200] / wall, "statuses": dict(statuses), "peak_rss_mb": peak[0] / 2**20}
+    return {
+        "concurrency": concurrency,
+        "requests": requests,
+        "p50": p50,
+        "p95": p95,
+        "p99": p99,
+        "throughput": statuses[200] / wall,
+        "statuses": dict(statuses),
+        "peak_rss_mb": peak[0] / 2**20,
+    }
 
 
 def main() -> None:
@@ -94,8 +109,9 @@ def main() -> None:
     photos = [p.read_bytes() for p in PHOTOS]
     proc, url = (None, args.url) if args.url else start_server()
     try:
-        rows = [asyncio.run(run_level(url, photos, c, args.requests, proc.pid if proc else None))
-                for c in args.concurrency]
+        rows = [
+            asyncio.run(run_level(url, photos, c, args.requests, proc.pid if proc else None)) for c in args.concurrency
+        ]
     finally:
         if proc:
             proc.terminate()
@@ -105,8 +121,10 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         statuses = ", ".join(f"{k}: {v}" for k, v in sorted(r["statuses"].items(), key=str))
-        print(f"| {r['concurrency']} | {r['requests']} | {r['p50']:.2f} | {r['p95']:.2f} | {r['p99']:.2f} "
-              f"| {r['throughput']:.2f} | {statuses} | {r['peak_rss_mb']:.0f} |")
+        print(
+            f"| {r['concurrency']} | {r['requests']} | {r['p50']:.2f} | {r['p95']:.2f} | {r['p99']:.2f} "
+            f"| {r['throughput']:.2f} | {statuses} | {r['peak_rss_mb']:.0f} |"
+        )
 
 
 if __name__ == "__main__":
