@@ -66,6 +66,7 @@ class WBVAEConfig:
     use_global_mix: bool = False  # off in checkpoints from before it existed; training turns it on
     gate_base: bool = True  # the cast probability also scales the global combination
     anchor_white: bool = False  # gains start from ChromaNet's white point; the head corrects it
+    dead_zone: float = 0.0  # corrections whose white point lies this close to neutral (log-chroma) fade out
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:

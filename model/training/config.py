@@ -48,6 +48,8 @@ class TrainConfig:
     procedural_rate: float = 0.2
     recolour_rate: float = 0.5
     relight_rate: float = 0.5
+    exposure_min: float = 0.12  # raw renders: ground truth's mean linear luminance, log-uniform ...
+    exposure_max: float = 0.45  # ... between these (photos from phones and cameras: mostly 0.15-0.35)
     val_fraction: float = 0.25
     val_size: int = 96
     seed: int = 0

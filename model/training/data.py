@@ -381,7 +381,10 @@ class Raw:
         renderer = RawRenderer(
             train,
             RawRenderConfig(
-                neutral_rate=cfg.neutral_rate, small_cast_rate=cfg.small_cast_rate, relight_rate=cfg.relight_rate
+                neutral_rate=cfg.neutral_rate,
+                small_cast_rate=cfg.small_cast_rate,
+                relight_rate=cfg.relight_rate,
+                exposure_range=(cfg.exposure_min, cfg.exposure_max),
             ),
         )
         return RawPairs(renderer, cfg.steps_per_epoch * cfg.batch_size, cfg.seed, cfg.model)
