@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -18,9 +20,14 @@ from model.training.raw import (
     split_cameras,
 )
 from model.training.raw_report import raw_baseline_estimates
-from tests.conftest import GET_SHARED_DATA, require
+from tests.conftest import require, shared_data
 
-require(DEFAULT_RAW_DIR / "camera_matrices.json", str(DEFAULT_RAW_DIR), GET_SHARED_DATA + " (or set WBVAE_RAW_THUMBS)")
+if "WBVAE_RAW_THUMBS" in os.environ:
+    require(
+        DEFAULT_RAW_DIR / "camera_matrices.json", str(DEFAULT_RAW_DIR), "WBVAE_RAW_THUMBS names a raw-thumbs folder"
+    )
+else:
+    shared_data("raw-thumbs/camera_matrices.json")
 
 # Small packs, one of them shared by two cameras, plus the phone module (estimated matrix).
 CAMERAS = ("Canon EOS 600D", "Nikon D40", "Sony IMX135")
