@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
 import time
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated
 
 import torch
@@ -131,6 +133,13 @@ async def metrics_endpoint(metrics: MetricsDep) -> Response:
     tags=["correction"],
     response_class=Response,
     dependencies=[Depends(require_api_key)],
+    openapi_extra={  # besides the multipart form: the photo as the raw body
+        "requestBody": {
+            "content": {
+                t: {"schema": {"type": "string", "format": "binary"}} for t in ("image/*", "application/octet-stream")
+            }
+        }
+    },
     responses={
         200: {
             "content": {f.media_type: {} for f in FORMATS.values()},
@@ -153,13 +162,21 @@ async def correct(
     metrics: MetricsDep,
     fmt: FormatDep,
     request: Request,
-    file: Annotated[UploadFile, File(description=f"The photo ({ACCEPTED_NAMES})")],
+    file: Annotated[
+        UploadFile | None,
+        File(description=f"The photo ({ACCEPTED_NAMES}); or send it as the raw body with Content-Type image/*"),
+    ] = None,
     quality: Annotated[int | None, Query(ge=1, le=100, description="JPEG/WebP quality")] = None,
     strength: Annotated[float, Query(ge=0, le=1, description="0: unchanged, 1: full")] = 1.0,
 ) -> Response:
     """Correct the white balance of an uploaded photo; returns it at the same size (PNG unless asked)."""
     deadline = time.monotonic() + settings.request_timeout_s
-    data = await file.read(settings.max_upload_bytes + 1)
+    if file is not None:
+        data, filename = await file.read(settings.max_upload_bytes + 1), file.filename
+    elif raw_body_type(request.headers.get("content-type")):
+        data, filename = await request.body(), None  # BodySizeLimit bounds what is read
+    else:
+        raise HTTPException(422, RAW_OR_MULTIPART)
     if not data:
         raise HTTPException(422, "the uploaded file is empty")
     if len(data) > settings.max_upload_bytes:
@@ -193,7 +210,26 @@ async def correct(
     except tuple(ERRORS) as exc:
         raise HTTPException(ERRORS[type(exc)], str(exc)) from None
     metrics.record(result.stages, result.megapixels, result.inference_seconds)
-    return Response(result.body, media_type=fmt.media_type, headers={"Vary": "Accept"})
+    headers = {"Vary": "Accept", "Content-Disposition": f'inline; filename="{output_filename(filename, fmt)}"'}
+    return Response(result.body, media_type=fmt.media_type, headers=headers)
+
+
+RAW_OR_MULTIPART = (
+    "send the photo as the multipart field 'file', or as the raw request body with Content-Type image/* "
+    "or application/octet-stream"
+)
+
+
+def raw_body_type(content_type: str | None) -> bool:
+    """Whether a request's Content-Type announces a photo as its raw body (mobile SDKs send it so)."""
+    media = (content_type or "").split(";")[0].strip().lower()
+    return media.startswith("image/") or media == "application/octet-stream"
+
+
+def output_filename(upload_name: str | None, fmt: OutputFormat) -> str:
+    """``<original stem>-wb.<ext>``, ASCII letters, digits, ``.``, ``_`` and ``-`` only (else ``photo``)."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(upload_name or "").stem).strip("._") or "photo"
+    return f"{stem[:100]}-wb{fmt.suffixes[0]}"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -6,7 +6,7 @@ from html import escape
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from app.formats import DEFAULT_FORMAT, FORMATS
@@ -34,6 +34,12 @@ router = APIRouter()
 async def index() -> HTMLResponse:
     """The page (before/after, strength, download)."""
     return HTMLResponse(PAGE, headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/favicon.ico", include_in_schema=False)
+async def favicon() -> FileResponse:
+    """The page's icon (an SVG: half white, half warm)."""
+    return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
 
 
 def install_web(app: FastAPI) -> None:

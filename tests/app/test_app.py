@@ -93,7 +93,26 @@ def test_bad_uploads_get_clear_errors(client, payload, status, detail):
 def test_missing_file_field_is_422(client):
     r = client.post("/correct", data={"other": "x"})
     assert r.status_code == 422
-    assert r.json()["detail"][0]["loc"] == ["body", "file"]
+    assert "multipart field 'file'" in r.json()["detail"]
+
+
+def test_a_raw_image_body_is_corrected_like_a_multipart_upload(client, wild_photo):
+    """Mobile SDKs post the bytes with Content-Type image/jpeg; the result equals the multipart one."""
+    data = wild_photo.read_bytes()
+    raw = client.post("/correct", content=data, headers={"Content-Type": "image/jpeg"})
+    multipart = client.post("/correct", files={"file": (wild_photo.name, data)})
+    assert raw.status_code == multipart.status_code == 200
+    assert raw.content == multipart.content
+    assert raw.headers["content-disposition"] == 'inline; filename="photo-wb.png"'
+    stem = wild_photo.stem
+    assert multipart.headers["content-disposition"] == f'inline; filename="{stem}-wb.png"'
+    jpg = client.post("/correct?format=JPG", content=data, headers={"Content-Type": "application/octet-stream"})
+    assert jpg.status_code == 200 and jpg.headers["content-type"] == "image/jpeg"
+    assert jpg.headers["content-disposition"].endswith('-wb.jpg"')
+    assert client.post("/correct", content=data, headers={"Content-Type": "text/plain"}).status_code == 422
+    body = client.get("/openapi.json").json()["paths"]["/correct"]["post"]["requestBody"]["content"]
+    assert {"multipart/form-data", "image/*", "application/octet-stream"} <= set(body)
+    assert client.post("/correct?format=gif", content=data, headers={"Content-Type": "image/jpeg"}).status_code == 422
 
 
 def test_metrics_count_requests_and_inference(client, wild_photo):
@@ -127,3 +146,8 @@ def test_bad_checkpoint_fails_startup_with_its_path(tmp_path):
     with pytest.raises(ValueError, match="broken.pt"):
         with TestClient(create_app(Settings(checkpoint=bad))):
             pass
+
+
+def test_the_favicon_is_served(client):
+    r = client.get("/favicon.ico")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("image/svg+xml") and b"<svg" in r.content

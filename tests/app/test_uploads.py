@@ -108,7 +108,7 @@ def test_a_photo_too_long_for_the_asked_format_is_a_422_not_a_crash(client, fmt,
 
 def test_multipart_without_file_field_and_wrong_method(client):
     r = client.post("/correct", data={"photo": "x"})
-    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "file"]
+    assert r.status_code == 422 and "multipart field 'file'" in r.json()["detail"]
     r = client.get("/correct")
     assert r.status_code == 405 and r.json() == {"detail": "Method Not Allowed"}
 
