@@ -6,6 +6,8 @@ import json
 import logging
 import time
 
+from starlette.routing import Match, Mount
+
 from app.logs import accept_request_id, request_id
 from app.metrics import Metrics
 
@@ -80,6 +82,20 @@ class _BodyTooLarge(Exception):
     pass
 
 
+def route_label(scope, incoming: dict) -> str:
+    """The route template that served a request (``/static/{path}`` for the static files, the docs' own
+    paths), or ``unmatched``: a bounded set of label values. ``incoming``: the scope as it arrived (routing
+    rewrites ``root_path`` on the way down)."""
+    route = scope.get("route")
+    if route is not None and getattr(route, "path", None):
+        return route.path
+    for candidate in getattr(scope.get("app"), "routes", []):
+        path = getattr(candidate, "path", None)
+        if path and candidate.matches(incoming)[0] == Match.FULL:
+            return path + ("/{path}" if isinstance(candidate, Mount) else "")
+    return "unmatched"
+
+
 class RequestMetrics:
     """Request id (X-Request-ID accepted and echoed), counts by route template, method and status,
     whole-request latency, and one access-log line per request."""
@@ -103,11 +119,11 @@ class RequestMetrics:
                 message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", rid.encode())]}
             await send(message)
 
+        incoming = dict(scope)
         try:
             await self.app(scope, receive, recording_send)
         finally:
-            route = scope.get("route")
-            label = getattr(route, "path", None) or "unmatched"
+            label = route_label(scope, incoming)
             elapsed = time.perf_counter() - start
             self.metrics.requests.labels(label, scope["method"], str(status)).inc()
             self.metrics.request_duration.labels(label).observe(elapsed)

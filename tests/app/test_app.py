@@ -151,3 +151,16 @@ def test_bad_checkpoint_fails_startup_with_its_path(tmp_path):
 def test_the_favicon_is_served(client):
     r = client.get("/favicon.ico")
     assert r.status_code == 200 and r.headers["content-type"].startswith("image/svg+xml") and b"<svg" in r.content
+
+
+def test_every_served_route_has_its_own_metrics_label(client):
+    for path in ("/docs", "/openapi.json", "/static/page.css", "/favicon.ico", "/", "/no-such-page"):
+        client.get(path)
+    labels = {
+        (line.split('route="')[1].split('"')[0], line.split('status="')[1].split('"')[0])
+        for line in client.get("/metrics").text.splitlines()
+        if line.startswith("wbvae_http_requests_total")
+    }
+    for route in ("/docs", "/openapi.json", "/static/{path}", "/favicon.ico", "/"):
+        assert (route, "200") in labels, route
+    assert ("unmatched", "200") not in labels and ("unmatched", "404") in labels
