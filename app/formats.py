@@ -1,7 +1,7 @@
 """The output formats: one registry that the encoder, the route, the CLI and the web page read.
 
 Adding a format is one entry here (plus Pillow support for it): its media type, file suffixes,
-the longest side it can store, the Pillow save options it takes and the names clients may use.
+the longest side it can store, whether it takes a quality, and the names clients may use.
 """
 
 from __future__ import annotations

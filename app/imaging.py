@@ -183,7 +183,8 @@ def encode(
     ``map_rows`` (rows -> same-shaped rows, e.g. the colour correction) is applied to ``pixels`` first,
     in strips on the same threads (the PNG writer maps each strip just before it compresses it).
     """
-    fmt = output_format(fmt).name
+    spec = output_format(fmt)
+    fmt = spec.name
     if png_writer not in PNG_WRITERS:
         raise ValueError(f"unknown PNG writer {png_writer!r}; choose one of {', '.join(PNG_WRITERS)}")
     to_8bit = pixels.ndim == 2 and pixels.dtype == np.uint16 and (fmt != "png" or alpha is not None)
@@ -213,11 +214,11 @@ def encode(
     options: dict = {"exif": exif} if exif else {}
     if im.mode in ("RGB", "RGBA"):
         options["icc_profile"] = SRGB_ICC
-    if fmt == "png":
+    if spec.lossy:
+        options["quality"] = quality
+    else:
         options["compress_level"] = compress_level
         options["compress_type"] = png_strategy
-    else:
-        options["quality"] = quality
     buf = io.BytesIO()
     im.save(buf, fmt.upper(), **options)
     return buf.getvalue()

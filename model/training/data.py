@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -363,16 +363,24 @@ class Raw:
     """Real raw captures (``arg``: the raw-thumbs folder), rendered; held-out cameras evaluate."""
 
     arg: str | None = None
+    _split: tuple[list, list] | None = field(default=None, init=False, repr=False)
 
-    def _cameras(self, log: Log):
-        from model.training.raw import DEFAULT_RAW_DIR, load_raw_cameras, split_cameras
+    def _cameras(self, log: Log) -> tuple[list, list]:
+        """(training cameras, held-out cameras), read from disk once per source."""
+        if self._split is None:
+            from model.training.raw import DEFAULT_RAW_DIR, load_raw_cameras, split_cameras
 
-        train, held = split_cameras(load_raw_cameras(self.arg or DEFAULT_RAW_DIR))
-        log(
-            f"raw: {sum(len(c) for c in train)} captures of {len(train)} cameras train; "
-            f"{', '.join(c.name for c in held)} held out"
-        )
-        return train, held
+            self._split = split_cameras(load_raw_cameras(self.arg or DEFAULT_RAW_DIR))
+            train, held = self._split
+            log(
+                f"raw: {sum(len(c) for c in train)} captures of {len(train)} cameras train; "
+                f"{', '.join(c.name for c in held)} held out"
+            )
+        return self._split
+
+    def held_cameras(self) -> list:
+        """The cameras kept out of training (``raw.HELDOUT_CAMERAS``)."""
+        return self._cameras(lambda msg: None)[1]
 
     def train_set(self, cfg: TrainConfig, log: Log) -> Dataset:
         from model.training.raw import RawRenderConfig, RawRenderer
@@ -405,8 +413,7 @@ class Raw:
         """Whole-frame renders of the held-out cameras under their measured light (default 600 frames)."""
         from model.training.raw import RawRenderConfig, RawRenderer
 
-        _, held = self._cameras(lambda msg: None)
-        renderer = RawRenderer(held, RawRenderConfig(augment=False, relight_rate=0.0))
+        renderer = RawRenderer(self.held_cameras(), RawRenderConfig(augment=False, relight_rate=0.0))
         for i in np.linspace(0, len(renderer) - 1, limit or 600).astype(int):
             inp, gt, info = renderer.render(int(i), np.random.default_rng([cfg.seed + 1, int(i)]))
             yield f"{info['camera']}/{info['name']}_{info['preset']}_{info['style']}", inp, gt, inp.max(2) > 0

@@ -121,12 +121,12 @@ def _frames(pairs: Sequence[PairSpec], identity: bool, progress: bool, desc: str
 
 
 def illuminant_errors(
+    held: list,
     estimate_matrix: Callable[[np.ndarray], np.ndarray] | None,
     count: int = 600,
     seed: int = 1,
-    root: str | Path | None = None,
 ) -> dict[str, np.ndarray]:
-    """Angular error (degrees) of the illuminant on the held-out cameras' raw captures, per method.
+    """Angular error (degrees) of the illuminant on the raw captures of the ``held`` cameras, per method.
 
     The baselines estimate it on the linear raw capture itself; the model sees the capture rendered
     with a wrong preset (as a camera would have saved it) and its correction ``M`` implies the
@@ -134,17 +134,9 @@ def illuminant_errors(
     matrix and preset gains. The tone curve maps neutral to neutral, so it drops out.
     """
     from model.training.emulator import _saturation_matrix
-    from model.training.raw import (
-        DEFAULT_RAW_DIR,
-        RawRenderConfig,
-        RawRenderer,
-        angular_error,
-        load_raw_cameras,
-        split_cameras,
-    )
+    from model.training.raw import RawRenderConfig, RawRenderer, angular_error
     from model.training.raw_report import raw_baseline_estimates
 
-    _, held = split_cameras(load_raw_cameras(root or DEFAULT_RAW_DIR))
     renderer = RawRenderer(held, RawRenderConfig(augment=False, relight_rate=0.0, neutral_rate=0.0))
     errors: dict[str, list[float]] = {}
     for index in np.linspace(0, len(renderer) - 1, count).astype(int):
@@ -395,7 +387,9 @@ def _report(records: list[dict], names: list[str], args, out: Path) -> list[str]
 def _illuminant_report(raw_source, correctors: dict[str, Corrector], limit: int | None) -> list[str]:
     """The angular-error table of the held-out cameras' raw captures (model and raw baselines)."""
     model = getattr(correctors.get(MODEL_METHOD), "__self__", None)
-    errors = illuminant_errors(model and (lambda img: model.estimate(img).matrix), limit or 600, root=raw_source.arg)
+    errors = illuminant_errors(
+        raw_source.held_cameras(), model and (lambda img: model.estimate(img).matrix), limit or 600
+    )
     n = len(next(iter(errors.values())))
     return [
         "",
