@@ -31,6 +31,7 @@ class CorrectionGate:
         self.slots, self.queue = slots, queue
         self.running = 0
         self.waiting = 0
+        self._started: dict[int, float] = {}  # id of running work -> when it got its slot (monotonic)
         self._free = asyncio.Semaphore(slots)
         self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="correct")
 
@@ -49,13 +50,24 @@ class CorrectionGate:
         loop = asyncio.get_running_loop()
         context = contextvars.copy_context()  # carries the request id into the worker's log lines
         future = loop.run_in_executor(self._pool, context.run, fn, *args)
+        self._started[id(future)] = time.monotonic()
         future.add_done_callback(self._release)
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout=max(deadline - time.monotonic(), 0))
         except (TimeoutError, asyncio.TimeoutError):
             raise DeadlineExceeded() from None
 
+    def oldest_running_s(self) -> float:
+        """How long the longest-running correction has held its slot (0 when none runs)."""
+        return time.monotonic() - min(self._started.values()) if self._started else 0.0
+
+    def stuck(self, after_s: float) -> bool:
+        """Whether every slot is held by work running longer than ``after_s``: nothing new can start."""
+        now = time.monotonic()
+        return sum(now - t > after_s for t in self._started.values()) >= self.slots
+
     def _release(self, future) -> None:
+        self._started.pop(id(future), None)
         self.running -= 1
         if not future.cancelled():
             future.exception()  # retrieved here, so work abandoned by a timed-out request logs no warning

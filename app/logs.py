@@ -1,4 +1,4 @@
-"""Structured logs: one JSON object per line, with the id of the request being served."""
+"""Structured logs: one JSON object (or one plain line with the same fields) per record, with the request id."""
 
 from __future__ import annotations
 
@@ -38,12 +38,24 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class PlainFormatter(logging.Formatter):
+    """The same fields as ``JsonFormatter`` as one readable line:
+    ``ts level logger [request_id] msg method=... path=... status=... duration_ms=... client=...``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+        fields = " ".join(f"{k}={getattr(record, k)}" for k in JsonFormatter.FIELDS if hasattr(record, k))
+        line = f"{ts} {record.levelname.lower()} {record.name} [{request_id.get()}] {record.getMessage()}"
+        line += f" {fields}" if fields else ""
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
 def configure_logging(level: str, as_json: bool = True) -> None:
     """Root logging to stderr (uvicorn's own loggers included); JSON unless ``as_json`` is False."""
     handler = logging.StreamHandler()
-    handler.setFormatter(
-        JsonFormatter() if as_json else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
-    )
+    handler.setFormatter(JsonFormatter() if as_json else PlainFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

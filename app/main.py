@@ -5,29 +5,34 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import secrets
+import threading
 import time
+from collections.abc import Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import torch
-from fastapi import APIRouter, Depends, FastAPI, File, Header, HTTPException, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, File, HTTPException, Query, Request, Security, UploadFile
 from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.batcher import ModelBatcher, batching_wanted
+from app.docs import install_docs
 from app.formats import DEFAULT_FORMAT, FORMATS, OutputFormat, OutputTooLarge, format_for_media_type, output_format
 from app.gate import Busy, CorrectionGate, DeadlineExceeded
 from app.imaging import ACCEPTED_NAMES, CorruptImage, ImageTooLarge, UnsupportedImage
 from app.metrics import Metrics
 from app.middleware import BodySizeLimit, RequestMetrics
 from app.pipeline import Limits, Options, correct_upload
+from app.security import ApiKeyGuard, SecurityHeaders, install_cors
 from app.settings import Settings
 from app.web import install_web
-from model.corrector import Corrector
+from model.corrector import Corrector, DeviceUnavailable
 
 log = logging.getLogger("wbvae")
+T = TypeVar("T")
 
 ERRORS = {UnsupportedImage: 415, CorruptImage: 422, ImageTooLarge: 413, OutputTooLarge: 422}
 
@@ -47,19 +52,9 @@ def get_corrector(request: Request) -> Corrector:
     return request.app.state.corrector
 
 
-def require_api_key(
-    settings: Annotated[Settings, Depends(get_settings)],
-    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
-) -> None:
-    """401 unless ``Authorization: Bearer <key>`` names a configured key (no keys configured: open)."""
-    keys = settings.api_key_list
-    if not keys:
-        return
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not any(secrets.compare_digest(token.strip().encode(), k.encode()) for k in keys):
-        raise HTTPException(
-            401, "missing or invalid API key; send Authorization: Bearer <key>", headers={"WWW-Authenticate": "Bearer"}
-        )
+# Documents the key in the OpenAPI schema (Swagger UI's Authorize button); ApiKeyGuard has already
+# checked it, before the body was read.
+bearer_key = HTTPBearer(auto_error=False, description="An API key from WBVAE_API_KEYS (when keys are configured)")
 
 
 def get_output_format(
@@ -113,13 +108,22 @@ async def healthz() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/readyz", tags=["health"], responses={503: {"description": "Model not loaded or not warmed up yet"}})
+@router.get(
+    "/readyz",
+    tags=["health"],
+    responses={503: {"description": "Model not loaded or not warmed up yet, or every slot stuck past the timeout"}},
+)
 async def readyz(request: Request) -> JSONResponse:
-    """Readiness: 200 once the model is loaded and warmed up, 503 before."""
-    if request.app.state.ready:
-        corrector: Corrector = request.app.state.corrector
-        return JSONResponse({"status": "ready", "checkpoint": corrector.checkpoint_id, "device": str(corrector.device)})
-    return JSONResponse({"status": "loading", "detail": "model is not loaded yet"}, status_code=503)
+    """Readiness: 200 once the model is loaded and warmed up; 503 before, and while every correction slot is
+    held by work running past the request timeout (no new photo could be served in time)."""
+    if not request.app.state.ready:
+        return JSONResponse({"status": "loading", "detail": "model is not loaded yet"}, status_code=503)
+    settings: Settings = request.app.state.settings
+    if request.app.state.gate.stuck(settings.request_timeout_s):
+        detail = f"every correction slot is held by work running over {settings.request_timeout_s:g} s"
+        return JSONResponse({"status": "stuck", "detail": detail}, status_code=503)
+    corrector: Corrector = request.app.state.corrector
+    return JSONResponse({"status": "ready", "checkpoint": corrector.checkpoint_id, "device": str(corrector.device)})
 
 
 @router.get("/metrics", tags=["health"], response_class=Response)
@@ -132,7 +136,7 @@ async def metrics_endpoint(metrics: MetricsDep) -> Response:
     "/correct",
     tags=["correction"],
     response_class=Response,
-    dependencies=[Depends(require_api_key)],
+    dependencies=[Security(bearer_key)],
     openapi_extra={  # besides the multipart form: the photo as the raw body
         "requestBody": {
             "content": {
@@ -183,22 +187,31 @@ async def correct(
         raise HTTPException(413, f"upload too large; the limit is {settings.max_upload_bytes} bytes")
     options = Options(fmt, quality or settings.default_quality, strength)
     retry = {"Retry-After": str(settings.retry_after_s)}
+    abandoned = threading.Event()  # set when nobody waits any more: the work stops at its next stage
+    work = request.app.state.gate.run(
+        correct_upload,
+        corrector,
+        data,
+        options,
+        request.app.state.limits,
+        request.app.state.batcher,
+        abandoned,
+        deadline=deadline,
+    )
     try:
-        result = await request.app.state.gate.run(
-            correct_upload,
-            corrector,
-            data,
-            options,
-            request.app.state.limits,
-            request.app.state.batcher,
-            deadline=deadline,
-        )
+        result = await unless_client_leaves(request, work)
+    except ClientGone:
+        abandoned.set()
+        metrics.rejected.labels("client_gone").inc()
+        log.info("client disconnected; correction dropped")
+        return Response(status_code=499)  # nobody reads it; the access log and metrics do
     except Busy:
         metrics.rejected.labels("queue_full").inc()
         raise HTTPException(
             503, "busy: all correction slots and queue places are taken; retry later", headers=retry
         ) from None
     except DeadlineExceeded:
+        abandoned.set()
         metrics.rejected.labels("timeout").inc()
         raise HTTPException(504, f"not done within {settings.request_timeout_s:g} s") from None
     except torch.OutOfMemoryError:
@@ -212,6 +225,30 @@ async def correct(
     metrics.record(result.stages, result.megapixels, result.inference_seconds)
     headers = {"Vary": "Accept", "Content-Disposition": f'inline; filename="{output_filename(filename, fmt)}"'}
     return Response(result.body, media_type=fmt.media_type, headers=headers)
+
+
+class ClientGone(Exception):
+    """The client disconnected before its correction was done."""
+
+
+async def unless_client_leaves(request: Request, work: Coroutine[Any, Any, T]) -> T:
+    """Await ``work``, cancelling it (``ClientGone``) as soon as the client disconnects. The body has been
+    read by now, so the next ASGI message is the disconnect, or nothing until the response is sent."""
+    task = asyncio.ensure_future(work)
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        raise ClientGone()
+    return task.result()
 
 
 RAW_OR_MULTIPART = (
@@ -240,9 +277,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         device = None if settings.device == "auto" else settings.device
-        corrector = await asyncio.to_thread(
-            Corrector.from_checkpoint, settings.checkpoint, device, settings.gpu_mapping
-        )
+        try:
+            corrector = await asyncio.to_thread(
+                Corrector.from_checkpoint, settings.checkpoint, device, settings.gpu_mapping
+            )
+        except DeviceUnavailable as exc:  # never ready: the process exits instead of serving on the wrong device
+            log.error("cannot start: %s", exc)
+            raise
         app.state.corrector = corrector
         corrector.limit_cpu_threads()  # once per process; the CLI sizes its own thread pool
         metrics.model_info.info({"checkpoint": corrector.checkpoint_id, "device": str(corrector.device)})
@@ -260,6 +301,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         gate = app.state.gate = CorrectionGate(settings.max_concurrent_corrections, settings.max_queued_corrections)
         metrics.in_flight.set_function(lambda: gate.running)
+        metrics.oldest_running.set_function(gate.oldest_running_s)
         metrics.queued.set_function(lambda: gate.waiting)
         if corrector.device.type == "cuda":
             metrics.watch_gpu_memory(corrector.device)
@@ -279,6 +321,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
         description="White-balance correction: upload a photo, get it back with whites white.",
+        docs_url=None,  # served from packaged assets by install_docs, not from a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -293,6 +337,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.ready = False
     app.include_router(router)
     install_web(app)  # the page at / and its /static assets
+    install_docs(app)
+    # Outermost last: metrics and the request id see every answer, CORS headers reach the 401s,
+    # and a request without a valid key is refused before BodySizeLimit or a route reads its body.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(ApiKeyGuard, keys=settings.api_key_list)
+    install_cors(app, settings.cors_origin_list)
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestMetrics, metrics=metrics)
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 
 from starlette.routing import Match, Mount
 
@@ -18,7 +19,8 @@ QUIET_PATHS = ("/livez", "/healthz", "/readyz", "/metrics")
 MULTIPART_SLACK_BYTES = 64 * 1024
 
 
-async def _send_json(send, status: int, detail: str) -> None:
+async def send_json(send, status: int, detail: str, extra_headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+    """A complete ``{"detail": ...}`` response that closes the connection (an unread body is not drained)."""
     body = json.dumps({"detail": detail}).encode()
     await send(
         {
@@ -28,6 +30,7 @@ async def _send_json(send, status: int, detail: str) -> None:
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
                 (b"connection", b"close"),
+                *extra_headers,
             ],
         }
     )
@@ -47,7 +50,7 @@ class BodySizeLimit:
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await _send_json(send, 413, self.detail)
+            return await send_json(send, 413, self.detail)
 
         received = 0
         exceeded = False
@@ -75,7 +78,7 @@ class BodySizeLimit:
         except _BodyTooLarge:
             pass
         if exceeded and not started:
-            await _send_json(send, 413, self.detail)
+            await send_json(send, 413, self.detail)
 
 
 class _BodyTooLarge(Exception):

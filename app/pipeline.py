@@ -54,31 +54,50 @@ class Result:
         return self.stages.get("model", 0.0) + self.stages.get("mapping", 0.0)
 
 
+class Abandoned(Exception):
+    """Nobody waits for this correction any more (the client left or timed out): stopped between stages."""
+
+
 def correct_upload(
-    corrector: Corrector, data: bytes, options: Options, limits: Limits, batcher: ModelBatcher | None = None
+    corrector: Corrector,
+    data: bytes,
+    options: Options,
+    limits: Limits,
+    batcher: ModelBatcher | None = None,
+    abandoned: threading.Event | None = None,
 ) -> Result:
     """Upload bytes -> corrected image bytes in ``options.fmt``.
 
     With a ``batcher`` the model forward is shared with concurrent requests (``app.batcher``). When
     the correction maps rows inside the encoder (on the CPU), the fused map + encode wall time is
-    apportioned between the two stages from the workers' own clocks.
+    apportioned between the two stages from the workers' own clocks. Once ``abandoned`` is set the
+    work stops at the next stage boundary with ``Abandoned``, freeing its slot.
     """
+
+    def check() -> None:
+        if abandoned is not None and abandoned.is_set():
+            raise Abandoned()
+
     stages: dict[str, float] = {}
+    check()
     with batcher.expect() if batcher else nullcontext() as expected:
         start = time.perf_counter()
         image = decode(data, limits.max_pixels, limits.strip_gps)
         check_output_size(options.fmt, image.rgb.shape[1], image.rgb.shape[0])
         stages["decode"] = time.perf_counter() - start
+        check()
         start = time.perf_counter()
         if batcher:
             correction = batcher.estimate(corrector.analyse(image.rgb), expected)
         else:
             correction = corrector.estimate(image.rgb)
         stages["model"] = time.perf_counter() - start
+    check()
     correction = correction.at_strength(options.strength)
     start = time.perf_counter()
     pixels, map_rows = correction.prepare(image.gray if image.gray is not None else image.rgb)
     stages["mapping"] = time.perf_counter() - start
+    check()
     clock = StageClock(map_rows) if map_rows is not None else None
     start = time.perf_counter()
     body = encode(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from model.corrector import DEFAULT_CHECKPOINT
@@ -37,7 +37,33 @@ class Settings(BaseSettings):
     retry_after_s: int = Field(2, ge=1, description="Retry-After sent with 503 (busy, GPU out of memory).")
     request_timeout_s: float = Field(60.0, gt=0, description="Queue wait plus correction time before 504.")
     shutdown_grace_s: float = Field(30.0, ge=0, description="On SIGTERM, time in-flight requests get to finish.")
+    # The HTTP server's own limits (app/server.py).
+    max_header_bytes: int = Field(
+        16 * 1024, ge=1024, description="Largest request head (request line and headers); 431 and closed above."
+    )
+    max_headers: int = Field(100, ge=10, description="Most header fields in one request; 431 and closed above.")
+    keep_alive_timeout_s: float = Field(5.0, gt=0, description="An idle keep-alive connection is closed after this.")
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="Time a connection (or a new request on it) gets to send its whole head; 408 after."
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="Longest silence while a request body is arriving; 408 (or closed) after."
+    )
+    max_connections: int = Field(
+        1000,
+        ge=1,
+        description="Open connections; a new one beyond closes the longest-idle one, else gets 503 "
+        "(health checks excepted). Lowered to fit the file-descriptor limit.",
+    )
     api_keys: str = Field("", description="Comma-separated API keys; when set, /correct needs a Bearer key.")
+    cors_origins: str = Field(
+        "",
+        description="Comma-separated origins of browser apps allowed to call the API (CORS), e.g. "
+        "https://app.example.com; empty: none; * any (refused with API keys unless allowed below).",
+    )
+    cors_allow_any_origin_with_api_keys: bool = Field(
+        False, description="Allow WBVAE_CORS_ORIGINS=* together with API keys (any web page could use a leaked key)."
+    )
     strip_gps: bool = Field(True, description="Remove GPS tags from the EXIF returned with the photo.")
     png_compress_level: int = Field(1, ge=0, le=9, description="zlib level of PNG output (1: fast, 9: small).")
     encode_threads: int = Field(0, ge=0, description="Threads that map and PNG-encode one photo (0: one per core).")
@@ -49,6 +75,20 @@ class Settings(BaseSettings):
     default_quality: int = Field(90, ge=1, le=100, description="JPEG/WebP quality unless the request sets one.")
     log_level: str = Field("info", description="Log level of the service and uvicorn.")
     log_json: bool = Field(True, description="One JSON object per log line (False: plain text).")
+
+    @model_validator(mode="after")
+    def _no_open_cors_with_keys(self) -> Settings:
+        if "*" in self.cors_origin_list and self.api_key_list and not self.cors_allow_any_origin_with_api_keys:
+            raise ValueError(
+                "WBVAE_CORS_ORIGINS=* with WBVAE_API_KEYS lets any web page use a key; list the origins, "
+                "or set WBVAE_CORS_ALLOW_ANY_ORIGIN_WITH_API_KEYS=true"
+            )
+        return self
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        """The origins allowed by CORS (empty: CORS off)."""
+        return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
 
     @property
     def api_key_list(self) -> list[str]:

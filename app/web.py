@@ -10,6 +10,7 @@ from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from app.formats import DEFAULT_FORMAT, FORMATS
+from app.security import PAGE_CSP
 
 STATIC = Path(__file__).resolve().parent / "static"
 FORMATS_SLOT = "<!-- FORMATS: filled in from app/formats.py when the page is served -->"
@@ -33,7 +34,7 @@ router = APIRouter()
 @router.get("/", include_in_schema=False)
 async def index() -> HTMLResponse:
     """The page (before/after, strength, download)."""
-    return HTMLResponse(PAGE, headers={"Cache-Control": "no-cache"})
+    return HTMLResponse(PAGE, headers={"Cache-Control": "no-cache", "Content-Security-Policy": PAGE_CSP})
 
 
 @router.get("/favicon.ico", include_in_schema=False)

@@ -98,11 +98,24 @@ class Correction:
         return pixels, self.map_rows
 
 
+class DeviceUnavailable(RuntimeError):
+    """A CUDA device was asked for and none is visible to this process."""
+
+
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``None``/"auto" -> CUDA when available, else CPU; anything else as given."""
+    """``None``/"auto" -> CUDA when available, else CPU; anything else as given, and it must exist."""
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (dev.index or 0) >= count:
+            build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+            raise DeviceUnavailable(
+                f"device {dev} was asked for, but this process sees {count} CUDA device(s) (torch {torch.__version__},"
+                f" {build}); check the GPU reservation and the NVIDIA container toolkit, or set WBVAE_DEVICE=auto"
+            )
+    return dev
 
 
 def save_checkpoint(path: str | Path, model: WBVAE, **meta) -> None:

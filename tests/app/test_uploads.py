@@ -231,7 +231,7 @@ def test_stage_and_size_metrics(client, photo):
     mp = [s for s in families["wbvae_input_megapixels"].samples if s.name.endswith("_sum")][0]
     assert mp.value >= 0.54
     reasons = {s.labels["reason"] for s in families["wbvae_rejected_requests"].samples}
-    assert reasons == {"queue_full", "timeout", "gpu_oom"}
+    assert reasons == {"queue_full", "timeout", "gpu_oom", "client_gone"}
     assert "wbvae_corrections_in_flight" in families and "wbvae_corrections_queued" in families
 
 
