@@ -63,10 +63,12 @@ def run_correct(args: argparse.Namespace) -> int:
     from app.settings import Settings
     from model.corrector import Corrector
 
+    missing = [str(p) for p in args.paths if not p.exists()]
+    if missing:
+        return usage_error("no such file or folder: " + ", ".join(missing))
     photos = collect(args.paths)
     if not photos:
-        print("error: no photos found in " + ", ".join(map(str, args.paths)), file=sys.stderr)
-        return 2
+        return usage_error("no photos found in " + ", ".join(map(str, args.paths)))
     jobs = max(1, args.jobs)
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // jobs))  # jobs x threads = cores (model, encoder)
     limits = Limits(
@@ -81,9 +83,8 @@ def run_correct(args: argparse.Namespace) -> int:
         retain_freed_memory()  # before the worker threads start
     try:
         corrector = Corrector.from_checkpoint(args.checkpoint, args.device)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except (ValueError, OSError, RuntimeError) as exc:  # no such checkpoint, not a checkpoint, no such device
+        return usage_error(f"cannot load the model from {args.checkpoint}: {exc}")
 
     claimed: dict[Path, Path] = {}
 
@@ -118,19 +119,20 @@ def run_correct(args: argparse.Namespace) -> int:
             outcome = future.result()
             outcomes.append(outcome)
             bar.update()
-            if outcome.status == "failed":
-                bar.write(f"failed: {outcome.job.source}: {outcome.reason}", file=sys.stderr)
+            if outcome.status == "failed":  # each failure printed once, as it happens
+                bar.write(f"FAILED {outcome.job.source}: {outcome.reason}", file=sys.stderr)
 
     done = sum(o.status == "done" for o in outcomes)
     skipped = sum(o.status == "skipped" for o in outcomes)
-    failed = sorted((o for o in outcomes if o.status == "failed"), key=lambda o: str(o.job.source))
-    print(
-        f"{done} corrected, {skipped} skipped (output exists; --overwrite to redo), {len(failed)} failed"
-        f" -> {args.outdir}"
-    )
-    for o in failed:
-        print(f"  FAILED {o.job.source}: {o.reason}")
+    failed = sum(o.status == "failed" for o in outcomes)
+    print(f"{done} corrected, {skipped} skipped (output exists; --overwrite to redo), {failed} failed -> {args.outdir}")
     return 1 if failed else 0
+
+
+def usage_error(message: str) -> int:
+    """One line on stderr, exit status 2 (as argparse does for bad flags)."""
+    print(f"wbvae: error: {message}", file=sys.stderr)
+    return 2
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -158,8 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="correct photos and folders of photos into an output folder",
         description="Correct photos (files, or folders searched recursively) into OUTDIR, keeping "
         "the folder structure, the format (JPEG, PNG, WebP; others become PNG) and the "
-        "EXIF. Outputs that exist are skipped unless --overwrite. Exit status 1 if any "
-        "photo failed (each reason is printed), 2 on usage errors.",
+        "EXIF. Outputs that exist are skipped unless --overwrite. Exit status 0 when every "
+        "photo was corrected or skipped, 1 if any failed (each printed once, with its reason), "
+        "2 on usage errors (bad flags, a path that does not exist, no photos, a checkpoint "
+        "that cannot be loaded).",
     )
     c.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="photos or folders of photos")
     c.add_argument("-o", "--outdir", type=Path, required=True, help="output folder (created if needed)")

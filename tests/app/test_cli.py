@@ -40,7 +40,9 @@ def test_folder_with_a_broken_photo(photos, tmp_path):
     )
     assert r.returncode == 1, r.stdout + r.stderr
     assert "2 corrected, 0 skipped" in r.stdout and "1 failed" in r.stdout
-    assert "FAILED" in r.stdout and "broken.jpg" in r.stdout and "truncated" in r.stdout
+    failures = [line for line in (r.stdout + r.stderr).splitlines() if "broken.jpg" in line]
+    assert len(failures) == 1, failures  # each failure printed once, with its reason
+    assert failures[0].startswith("FAILED") and "truncated" in failures[0]
     for rel in (SMALL[0], f"trip/{SMALL[1]}"):  # the folder structure and the format are kept
         with Image.open(out / rel) as im, Image.open(wild(Path(rel).name)) as original:
             assert im.format == "JPEG" and im.size == original.size
@@ -74,6 +76,14 @@ def test_strength_zero_png_is_the_decoded_photo(tmp_path):
 def test_usage_errors(tmp_path, capsys):
     assert main(["correct", str(tmp_path), "-o", str(tmp_path / "out")]) == 2  # an empty folder
     assert "no photos found" in capsys.readouterr().err
+    assert main(["correct", "/nonexistent/photo.jpg", "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err == "wbvae: error: no such file or folder: /nonexistent/photo.jpg\n"  # one line, no traceback
+    photo = tmp_path / "a.png"
+    Image.new("RGB", (8, 8)).save(photo)
+    assert main(["correct", str(photo), "-o", str(tmp_path / "out"), "--checkpoint", str(tmp_path / "none.pt")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("wbvae: error: cannot load the model") and err.count("\n") == 1
     with pytest.raises(SystemExit) as exc:
         main(["correct", str(tmp_path), "-o", str(tmp_path / "out"), "--strength", "2"])
     assert exc.value.code == 2
