@@ -1,43 +1,43 @@
 # syntax=docker/dockerfile:1
-# wbvae GPU image: CUDA runtime base, a CUDA build of PyTorch, the project and its
+# wbvae GPU image: a slim Python base, PyTorch's CUDA build from PyPI, the project and its
 # default checkpoint installed (not editable) into /opt/venv, run as a non-root user.
 #
 #   docker build -t wbvae:0.1.0 .
 #   docker run --gpus all -p 8000:8000 wbvae:0.1.0
 #
-# tests/test_deploy.py replays this file's pip install and start commands in a fresh
-# virtual environment (the CUDA index replaced by the plain pin), so keep them simple:
-# one pip command per RUN, the start command as an exec-form CMD.
+# No CUDA base image: torch's Linux wheel on PyPI is the CUDA build, and its nvidia-* wheels
+# (cuBLAS, cuDNN, NCCL, the CUDA runtime...) carry every CUDA library it loads. A CUDA base
+# image would ship a second copy. The driver (libcuda) is the host's, mounted into the
+# container by the NVIDIA Container Toolkit (docker --gpus, compose's device reservation, the
+# Kubernetes device plugin); the host driver must support the CUDA release of those wheels.
+# Expected size: about 5 GB unpacked, 2.8 GB to download (docs/deployment.md, "Image size").
+#
+# tests/deploy/test_deploy.py replays this file's pip install and start commands in a fresh
+# virtual environment, so keep them simple: one pip command per RUN, the start command as an
+# exec-form CMD.
 
-ARG CUDA_IMAGE=nvidia/cuda:13.0.2-runtime-ubuntu24.04
+ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 
 # ---- build: a virtual environment with CUDA torch, then the project -----------------
-FROM ${CUDA_IMAGE} AS build
-# Same release as pyproject's pin (torch==2.13.*), the CUDA 13.0 build.
+FROM ${PYTHON_IMAGE} AS build
+# Same release as pyproject's pin (torch==2.13.*): PyPI's wheel, the CUDA build.
 ARG TORCH_VERSION=2.13.*
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu130
-ENV DEBIAN_FRONTEND=noninteractive \
-    PIP_NO_CACHE_DIR=1 \
+ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
-# Python comes from the base's Ubuntu release; its security updates follow the base image.
-# hadolint ignore=DL3008
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 python3-venv \
-    && rm -rf /var/lib/apt/lists/*
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     VIRTUAL_ENV=/opt/venv
 WORKDIR /src
-# CUDA torch first: the project's own "torch==2.13.*" requirement is then already met,
-# so the next install keeps this build instead of fetching the CPU wheel.
-RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"
+# torch and its nvidia-* wheels (about 4.7 GB of the 5 GB image) in a layer of their own, before the
+# project's files: changing the code does not download them again.
+RUN pip install "torch==${TORCH_VERSION}"
 COPY pyproject.toml README.md constraints.txt ./
 COPY app/ app/
 COPY model/ model/
 # Then the project with its serving dependencies only, at the versions constraints.txt pins
-# (torch excepted: pinned above). No training extras (matplotlib, scikit-image, scipy): this
-# image serves, it does not train. The build fails when the default checkpoint did not land
-# in site-packages.
+# (torch excepted: pinned above). No training extras (matplotlib, scikit-image, scipy), no test
+# tools: this image serves, it does not train. The build fails when the default checkpoint did
+# not land in site-packages.
 RUN pip install -c constraints.txt ./ \
     && python -I -c "from model.corrector import DEFAULT_CHECKPOINT as c; assert c.is_file(), c; print(c)"
 
@@ -47,32 +47,31 @@ RUN pip install -c constraints.txt ./ \
 FROM build AS train
 RUN pip install -c constraints.txt "./[train]"
 ENV XDG_CACHE_HOME=/tmp/cache \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility
 USER 10001:10001
 CMD ["python", "-m", "model.training.train", "--help"]
 
-# ---- runtime: the same base, Python, the virtual environment, nothing else ----------
-FROM ${CUDA_IMAGE} AS runtime
-ARG CUDA_IMAGE
+# ---- runtime: the same base, the virtual environment, nothing else ------------------
+FROM ${PYTHON_IMAGE} AS runtime
+ARG PYTHON_IMAGE
 ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="wbvae" \
       org.opencontainers.image.description="White-balance correction over HTTP (FastAPI + PyTorch, CUDA)" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.licenses="MIT" \
-      org.opencontainers.image.base.name="${CUDA_IMAGE}"
-ENV DEBIAN_FRONTEND=noninteractive
-# hadolint ignore=DL3008
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 \
-    && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --user-group --create-home --home-dir /home/wbvae wbvae
+      org.opencontainers.image.base.name="${PYTHON_IMAGE}"
+RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/wbvae wbvae
 COPY --from=build /opt/venv /opt/venv
+# NVIDIA_DRIVER_CAPABILITIES: without "compute" the container toolkit mounts only the driver's
+# management library (nvidia-smi), not libcuda; CUDA base images set it, this one must too.
 ENV PATH=/opt/venv/bin:$PATH \
     VIRTUAL_ENV=/opt/venv \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     XDG_CACHE_HOME=/tmp/cache \
     CUDA_CACHE_PATH=/tmp/cache/nv \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility \
     WBVAE_HOST=0.0.0.0 \
     WBVAE_PORT=8000 \
     WBVAE_DEVICE=auto
@@ -91,5 +90,5 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
 # CUDA context (hundreds of MB of GPU memory before any weights) and its own copy of the
 # model, and the per-process concurrency limit (WBVAE_MAX_CONCURRENT_CORRECTIONS) would no
 # longer bound the work on the GPU. Scale out with replicas, one GPU each.
-# SIGTERM (the default stop signal) starts uvicorn's graceful shutdown (30 s).
+# SIGTERM (the default stop signal) starts uvicorn's graceful shutdown (WBVAE_SHUTDOWN_GRACE_S).
 CMD ["python", "-m", "app"]

@@ -10,7 +10,7 @@
 
 Regenerate after a new default checkpoint lands::
 
-    python -m model.training.gallery --metrics runs/default/metrics.csv
+    python -m model.training.gallery --metrics runs/E/metrics.csv  # the run of the default checkpoint
 """
 
 from __future__ import annotations
