@@ -18,6 +18,7 @@ import numpy as np
 import pillow_heif
 from PIL import ExifTags, Image, ImageCms, ImageOps, UnidentifiedImageError
 
+from app.decode_limits import RLE_BMP_MAX_PIXELS, CorruptImage, ImageTooLarge, UnsupportedImage, check_work
 from app.formats import output_format
 from app.png import MapRows, encode_png, map_strips
 
@@ -37,18 +38,6 @@ SRGB_ICC = _ICC[:24] + struct.pack(">6H", 2000, 1, 1, 0, 0, 0) + _ICC[36:]
 _GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "F")
 
 
-class UnsupportedImage(ValueError):
-    """Not an image in an accepted format (HTTP 415)."""
-
-
-class CorruptImage(ValueError):
-    """Recognised as an image but cannot be decoded (HTTP 422)."""
-
-
-class ImageTooLarge(ValueError):
-    """Over the configured pixel limit (HTTP 413)."""
-
-
 @dataclass
 class DecodedImage:
     rgb: np.ndarray  # (H, W, 3) uint8 sRGB, upright: what the model sees
@@ -64,7 +53,9 @@ class DecodedImage:
 
 
 def decode(data: bytes, max_pixels: int, strip_gps: bool = True) -> DecodedImage:
-    """Decode an upload: format whitelist, pixel limit from the header, EXIF orientation, ICC -> sRGB."""
+    """Decode an upload: format whitelist, pixel limit from the header, work limits (``app.decode_limits``), EXIF
+    orientation, ICC -> sRGB."""
+    check_work(data, max_pixels)  # before Pillow parses anything: its parsers are Python
     try:
         im = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except Image.DecompressionBombError:
@@ -81,6 +72,11 @@ def decode(data: bytes, max_pixels: int, strip_gps: bool = True) -> DecodedImage
     if width < 1 or height < 1:
         raise CorruptImage(f"image has no pixels ({width}x{height})")
     fmt = im.format or "unknown"
+    if width * height > RLE_BMP_MAX_PIXELS and any(tile[0] == "bmp_rle" for tile in im.tile):
+        raise ImageTooLarge(
+            f"RLE-compressed BMP of {width}x{height} = {width * height} pixels; the limit for RLE-compressed BMP is "
+            f"{RLE_BMP_MAX_PIXELS} (send it uncompressed, or as PNG)"
+        )
     try:
         im.load()
         ImageOps.exif_transpose(im, in_place=True)  # not a copy of the photo when it is already upright
@@ -156,8 +152,7 @@ def _output_exif(im: Image.Image, strip_gps: bool) -> bytes | None:
         return None
 
 
-# zlib strategy of PNG output. Z_RLE after PNG's row filters is both faster and smaller than the
-# default strategy at level 1 on photos (docs/benchmark.md).
+# zlib strategy of Pillow's PNG writer (the reference the tests and the bench compare ours with).
 PNG_STRATEGY = 3  # zlib.Z_RLE
 PNG_WRITERS = ("strips", "pillow")
 
@@ -178,8 +173,9 @@ def encode(
     """Encode a uint8 (H, W, 3) sRGB image, or a uint8/uint16 (H, W) grayscale one, as png, jpeg or webp.
 
     RGB output is tagged with an sRGB profile; 16-bit grayscale is kept only by PNG; JPEG drops alpha.
-    PNG is lossless whatever ``compress_level`` (zlib 0-9) and ``png_strategy`` (zlib 0-4) say; it is
-    written by ``app.png`` on ``threads`` threads (0: one per core), or by Pillow (``png_writer="pillow"``).
+    PNG is lossless whatever ``compress_level`` (zlib's 0-9) says; it is written by ``app.png`` on
+    ``threads`` threads (0: one per core) with ISA-L's deflate (the level mapped onto ISA-L's 0-3,
+    ``app.png.isal_level``), or by Pillow (``png_writer="pillow"``: zlib, with ``png_strategy``, zlib 0-4).
     ``map_rows`` (rows -> same-shaped rows, e.g. the colour correction) is applied to ``pixels`` first,
     in strips on the same threads (the PNG writer maps each strip just before it compresses it).
     """
@@ -196,7 +192,6 @@ def encode(
             pixels,
             alpha,
             compress_level=compress_level,
-            strategy=png_strategy,
             exif=exif,
             icc_profile=SRGB_ICC if pixels.ndim == 3 else None,
             map_rows=map_rows,

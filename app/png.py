@@ -1,18 +1,26 @@
-"""A PNG writer that filters rows with NumPy and compresses strips on several threads (pigz-style).
+"""A PNG writer that filters rows with NumPy and deflates strips with ISA-L on several threads (pigz-style).
 
 The image is cut into strips of about ``STRIP_BYTES`` of filtered rows. Each strip is, on a
 worker thread: optionally mapped (``map_rows``: the colour correction, so mapping overlaps
 compression and no full-size corrected copy is ever held), interleaved with alpha, Paeth-filtered
 (every row; the filter Pillow's adaptive choice picks for nearly every row of a photo) and
-compressed as raw deflate by its own ``zlib.compressobj`` ending in ``Z_SYNC_FLUSH`` (the last
-strip in ``Z_FINISH``), so the pieces concatenate into one valid deflate stream. The zlib stream
-is one two-byte header, the pieces, and the Adler-32 of all filtered bytes, combined from the
-strips' own (``adler32_combine``). Each piece is written as its own IDAT chunk. zlib, Adler-32,
-CRC-32 and NumPy's ufuncs release the GIL, so the strips really run in parallel.
+compressed as raw deflate by its own ISA-L ``isal_zlib.compressobj`` ending in ``Z_SYNC_FLUSH``
+(the last strip in ``Z_FINISH``), so the pieces concatenate into one valid deflate stream. The
+zlib stream is one two-byte header, the pieces, and the Adler-32 of all filtered bytes, combined
+from the strips' own (``adler32_combine``: ISA-L has none). Each piece is written as its own IDAT
+chunk. ISA-L's deflate, Adler-32 and CRC-32 and NumPy's ufuncs release the GIL, so the strips
+really run in parallel.
 
-A strip's Paeth filter needs the raw row above it: a worker maps one extra row (the previous
-strip's last) instead of waiting for its neighbour. Lossless whatever the level and strategy;
-written chunks are Pillow's for the same image and options: IHDR, iCCP, eXIf, IDAT..., IEND.
+``compress_level`` keeps zlib's 0-9 scale (``WBVAE_PNG_COMPRESS_LEVEL``): 0 writes stored blocks
+(zlib, no filter: no compression, as zlib's 0), 1-3 use ISA-L level 1, 4-6 level 2 and 7-9 level 3
+(``isal_level``). ISA-L's levels differ little on photos (2 % in size at most, docs/benchmark.md).
+
+The Paeth filter works on the uint8 bytes, no wider copies, in blocks of ``FILTER_BLOCK_BYTES``
+that stay in cache, with a selection made of minimum/maximum and shifts instead of the spec's three
+absolute differences (``_paeth_block``: the same predictor for every (a, b, c)). A strip's filter
+needs the raw row above it: a worker maps one extra row (the previous strip's last) instead of
+waiting for its neighbour. Lossless whatever the level; written chunks are Pillow's for the same
+image and options: IHDR, iCCP, eXIf, IDAT..., IEND.
 """
 
 from __future__ import annotations
@@ -25,11 +33,14 @@ import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from isal import isal_zlib
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 STRIP_BYTES = 1 << 19  # filtered bytes per strip (about 41 rows of a 12 MP RGB photo)
+FILTER_BLOCK_BYTES = 1 << 18  # rows Paeth-filtered at once: its six buffers stay in a core's L2 cache
 ADLER_BASE = 65521
 PAETH = 4
 NONE = 0
@@ -54,6 +65,14 @@ def default_threads(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
     return cores
 
 
+def isal_level(compress_level: int) -> int | None:
+    """The ISA-L level (0-3) for a zlib-scale ``compress_level`` (0-9): 0 -> None (stored blocks, no
+    compression, as zlib's 0), 1-3 -> 1, 4-6 -> 2, 7-9 -> 3."""
+    if not 0 <= compress_level <= 9:
+        raise ValueError(f"compress_level must be 0-9, got {compress_level}")
+    return None if compress_level == 0 else (compress_level + 2) // 3
+
+
 def adler32_combine(adler1: int, adler2: int, len2: int) -> int:
     """Adler-32 of ``A + B`` from those of ``A`` and ``B`` and ``len(B)`` (zlib's ``adler32_combine``)."""
     rem = len2 % ADLER_BASE
@@ -65,7 +84,7 @@ def adler32_combine(adler1: int, adler2: int, len2: int) -> int:
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", isal_zlib.crc32(data, isal_zlib.crc32(kind)))
 
 
 class _Layout:
@@ -106,20 +125,19 @@ class _StripCoder:
         alpha: np.ndarray | None,
         map_rows: MapRows | None,
         rows: int,
-        level: int,
-        strategy: int,
+        level: int | None,
     ):
         self.layout, self.pixels, self.alpha, self.map_rows = layout, pixels, alpha, map_rows
-        self.level, self.strategy = level, strategy
-        n, width, bpp = rows, layout.row_bytes, layout.bpp
-        self.filter = PAETH if level > 0 else NONE  # stored blocks gain nothing from a filter
-        self.out = np.empty((n, 1 + width), np.uint8)  # filter byte + filtered row
-        self.out[:, 0] = self.filter
-        self.inter = np.empty((n + 1, layout.width, layout.samples), np.uint8) if alpha is not None else None
-        if self.filter == PAETH:
-            self.wide = np.zeros((n + 1, bpp + width), np.int16)  # row above first, bpp zero bytes on the left
-            self.d1, self.d2, self.pc, self.pred = (np.empty((n, width), np.int16) for _ in range(4))
-            self.ma, self.mb = np.empty((n, width), bool), np.empty((n, width), bool)
+        self.level = level  # ISA-L level; None: stored blocks
+        width, bpp = layout.row_bytes, layout.bpp
+        self.out = np.empty((rows, 1 + width), np.uint8)  # filter byte + filtered row
+        self.out[:, 0] = NONE if level is None else PAETH  # stored blocks gain nothing from a filter
+        self.inter = np.empty((rows + 1, layout.width, layout.samples), np.uint8) if alpha is not None else None
+        if level is not None:
+            self.block = max(1, min(rows, FILTER_BLOCK_BYTES // width))
+            shape = (self.block, width - bpp)
+            self.lo, self.hi, self.t, self.s, self.h = (np.empty(shape, np.uint8) for _ in range(5))
+            self.mask = np.empty(shape, bool)
 
     def _raw_rows(self, first: int, stop: int) -> np.ndarray:
         """Rows ``first..stop-1`` as PNG row bytes (mapped, alpha interleaved, 16-bit big-endian)."""
@@ -143,45 +161,71 @@ class _StripCoder:
     def code(self, start: int, stop: int, last: bool) -> tuple[bytes, int, int, int]:
         """Rows ``start..stop-1``: (compressed piece, Adler-32 and length of the filtered bytes, CRC-32 of
         its IDAT chunk so far: type, the zlib header if ``start`` is 0, the piece)."""
-        n = stop - start
-        first = start - 1 if start > 0 and self.filter == PAETH else start
-        raw = self._raw_rows(first, stop)
-        out = self.out[:n]
-        if self.filter == PAETH:
-            self._paeth(raw, start > 0, out[:, 1:])
-        else:
+        return self.deflate(self.filter(self.rows(start, stop), start, stop), start == 0, last)
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """Step 1 of ``code``: the strip's raw rows (mapped), with the row above it first when the filter needs it."""
+        return self._raw_rows(start - 1 if start > 0 and self.level is not None else start, stop)
+
+    def filter(self, raw: np.ndarray, start: int, stop: int) -> np.ndarray:
+        """Step 2: the filtered rows, filter type byte first (a view of this coder's buffer)."""
+        out = self.out[: stop - start]
+        if self.level is None:
             out[:, 1:] = raw
-        comp = zlib.compressobj(self.level, zlib.DEFLATED, -15, 9, self.strategy)
-        piece = comp.compress(out.data) + comp.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
-        crc = zlib.crc32(piece, zlib.crc32(b"IDAT" + (ZLIB_HEADER if start == 0 else b"")))
-        return piece, zlib.adler32(out.data), out.nbytes, crc
+        else:
+            self._paeth(raw, start > 0, out[:, 1:])
+        return out
+
+    def deflate(self, out: np.ndarray, first: bool, last: bool) -> tuple[bytes, int, int, int]:
+        """Step 3: ``code``'s result from the filtered rows (``first``: the image's first strip)."""
+        comp: Any
+        if self.level is None:
+            comp = zlib.compressobj(0, zlib.DEFLATED, -15)  # stored blocks
+        else:
+            comp = isal_zlib.compressobj(self.level, isal_zlib.DEFLATED, -15)  # raw deflate
+        piece = comp.compress(out) + comp.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
+        crc = isal_zlib.crc32(piece, isal_zlib.crc32(b"IDAT" + (ZLIB_HEADER if first else b"")))
+        return piece, isal_zlib.adler32(out), out.nbytes, crc
 
     def _paeth(self, raw: np.ndarray, has_above: bool, dst: np.ndarray) -> None:
         """PNG's Paeth filter of ``raw`` (with the row above it first when ``has_above``) into ``dst``."""
-        bpp, n = self.layout.bpp, dst.shape[0]
-        wide = self.wide[: n + 1]
-        if has_above:
-            wide[:, bpp:] = raw
-        else:
-            wide[0, bpp:] = 0
-            wide[1:, bpp:] = raw
-        x, a = wide[1:, bpp:], wide[1:, :-bpp]  # the byte, the one bpp to its left,
-        b, c = wide[:-1, bpp:], wide[:-1, :-bpp]  # the one above, above-left (zero outside the image)
-        d1, d2, pc, pred, ma, mb = (t[:n] for t in (self.d1, self.d2, self.pc, self.pred, self.ma, self.mb))
-        np.subtract(b, c, out=d1)  # p - a, where p = a + b - c
-        np.subtract(a, c, out=d2)  # p - b
-        np.add(d1, d2, out=pc)  # p - c
-        np.abs(pc, out=pc)
-        np.abs(d1, out=d1)
-        np.abs(d2, out=d2)
-        np.less_equal(d1, d2, out=ma)  # a if pa <= pb and pa <= pc
-        np.less_equal(d1, pc, out=mb)
-        ma &= mb
-        np.less_equal(d2, pc, out=mb)  # else b if pb <= pc, else c
-        np.copyto(pred, c)
-        np.copyto(pred, b, where=mb)
-        np.copyto(pred, a, where=ma)
-        np.subtract(x, pred, out=dst, casting="unsafe")  # modulo 256
+        if not has_above:  # the image's first row: b = c = 0, so Paeth predicts a (the Sub filter)
+            bpp = self.layout.bpp
+            dst[0, :bpp] = raw[0, :bpp]
+            np.subtract(raw[0, bpp:], raw[0, :-bpp], out=dst[0, bpp:])
+            dst = dst[1:]
+        for i in range(0, dst.shape[0], self.block):
+            self._paeth_block(raw[i : i + self.block + 1], dst[i : i + self.block])
+
+    def _paeth_block(self, rows: np.ndarray, dst: np.ndarray) -> None:
+        """Paeth of ``rows[1:]`` (``rows[0]``: the row above) into ``dst``, all in uint8 arithmetic.
+
+        The spec predicts whichever of a (left), b (above), c (above left) is nearest to a + b - c,
+        ties in that order. Equivalently, with lo = min(a, b), hi = max(a, b), c' = c clamped to
+        [lo, hi], t = c' - lo and s = hi - c': hi when 2t <= s, else lo when 2s <= t, else c' (c' is
+        c itself then); 2t <= s is t <= s >> 1 in integers. Checked against the spec for all 2^24
+        (a, b, c) in tests/app/test_png.py.
+        """
+        bpp, m = self.layout.bpp, dst.shape[0]
+        x, a, b, c = rows[1:, bpp:], rows[1:, :-bpp], rows[:-1, bpp:], rows[:-1, :-bpp]
+        lo, hi, t, s, h, mask = (buf[:m] for buf in (self.lo, self.hi, self.t, self.s, self.h, self.mask))
+        res = dst[:, bpp:]
+        np.minimum(a, b, out=lo)
+        np.maximum(a, b, out=hi)
+        np.maximum(c, lo, out=t)
+        np.minimum(t, hi, out=t)  # c'
+        np.subtract(hi, t, out=s)  # s = hi - c'
+        np.subtract(x, t, out=res)  # x - c' (modulo 256, as the filter's bytes are) ...
+        np.subtract(t, lo, out=t)  # t = c' - lo
+        np.right_shift(s, 1, out=h)
+        np.less_equal(t, h, out=mask)  # 2t <= s: the prediction is hi = c' + s
+        np.multiply(s, mask, out=h)
+        np.subtract(res, h, out=res)
+        np.right_shift(t, 1, out=h)
+        np.less_equal(s, h, out=mask)  # 2s <= t: the prediction is lo = c' - t
+        np.multiply(t, mask, out=h)
+        np.add(res, h, out=res)
+        np.subtract(rows[1:, :bpp], rows[:-1, :bpp], out=dst[:, :bpp])  # a = c = 0: Paeth predicts b
 
 
 def map_strips(
@@ -208,7 +252,6 @@ def encode_png(
     alpha: np.ndarray | None = None,
     *,
     compress_level: int = 1,
-    strategy: int = zlib.Z_RLE,
     icc_profile: bytes | None = None,
     exif: bytes | None = None,
     map_rows: MapRows | None = None,
@@ -217,19 +260,19 @@ def encode_png(
 ) -> bytes:
     """PNG bytes of uint8 ``(H, W, 3)`` RGB or uint8/uint16 ``(H, W)`` grayscale pixels, plus optional alpha.
 
-    ``map_rows`` (rows -> same-shaped rows) is applied to each strip of ``pixels`` before it is written.
-    ``threads``: worker threads (0: one per core; 1: the calling thread only).
+    ``compress_level``: zlib's 0-9 scale, mapped onto ISA-L's levels (``isal_level``). ``map_rows`` (rows ->
+    same-shaped rows) is applied to each strip of ``pixels`` before it is written. ``threads``: worker
+    threads (0: one per core; 1: the calling thread only).
     """
     layout = _Layout(pixels, alpha)
-    if not 0 <= compress_level <= 9:
-        raise ValueError(f"compress_level must be 0-9, got {compress_level}")
+    level = isal_level(compress_level)
     rows = max(1, min(layout.height, strip_bytes // (1 + layout.row_bytes)))
     strips = [(s, min(s + rows, layout.height)) for s in range(0, layout.height, rows)]
     workers = max(1, min(threads or default_threads(), len(strips)))
     results: list = [None] * len(strips)
 
     def work() -> None:
-        coder = _StripCoder(layout, pixels, alpha, map_rows, rows, compress_level, strategy)
+        coder = _StripCoder(layout, pixels, alpha, map_rows, rows, level)
         while True:
             with lock:
                 if not pending:
@@ -260,6 +303,6 @@ def encode_png(
         if i == len(results) - 1:
             trailer = struct.pack(">I", adler)
             data.append(trailer)
-            crc = zlib.crc32(trailer, crc)
+            crc = isal_zlib.crc32(trailer, crc)
         idat += [struct.pack(">I", sum(map(len, data))), b"IDAT", *data, struct.pack(">I", crc)]
     return b"".join([*head, *idat, _chunk(b"IEND", b"")])

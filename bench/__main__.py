@@ -3,13 +3,16 @@
 In-process, per size and output format (PNG, JPEG, WebP): ``app.pipeline.correct_upload`` as the
 service calls it (``bench/stages.py``), median and p95 wall time and the medians of the stage times
 the pipeline itself reports (decode / model / mapping / encode, as the service's metrics), beside the
-codec floor measured in the same loop: decode + Pillow's PNG encode (``floor``, the issue-6 floor) and
-decode + the service's own encoder (``own floor``) of the corrected pixels, with the ratios to them and
-the output size. On CUDA a second corrector keeps the model on the GPU and maps on the CPU inside the
-encoder (``map on`` cpu against cuda). Peak RSS of a fresh process serving one PNG request per size
-(``bench/rss.py``). Over HTTP (a real ``python -m app``): median and p95 end-to-end latency per size and
-format with the ratios to the same floors, then throughput at concurrency 1, 2, 4 with the model's
-batch sizes.
+codec floor measured in the same loop: decode + Pillow's PNG encode (``floor``, the issue-6 floor),
+decode + the service's own encoder (``own floor``) of the corrected pixels and, for PNG, decode + ONE
+thread of ISA-L level-1 deflate of the decoded photo's filtered rows (``isal floor``, the issue-14
+floor), with the ratios to them and the output size. On CUDA a second corrector keeps the model on
+the GPU and maps on the CPU inside the encoder (``map on`` cpu against cuda). For PNG, the writer's
+steps on one thread (map, filter, deflate; ``Bench.png_stages``) beside the floor's deflate. Peak RSS of a fresh
+process serving one PNG request per size (``bench/rss.py``). Over HTTP (a real ``python -m app``):
+median and p95 end-to-end latency per size and format with the ratios to the same floors (issue 14's
+target: 12 MP PNG within 1.2 x the isal floor), then throughput at concurrency 1, 2, 4 with the
+model's batch sizes.
 
     python -m bench [--quick] [--sizes 1 12 24] [--formats png jpeg webp] [--reps 5] [--device cpu|cuda]
                     [--no-cpumap] [--no-rss] [--no-http] [--concurrency 1 2 4] [--out docs/benchmark-run.md]
@@ -40,14 +43,15 @@ def pct(values, q):
 
 
 def in_process(sizes, fmts, reps, device, cpumap) -> tuple[list[str], dict]:
-    """Rows of the in-process table, and each size's and format's floors {(mp, fmt): {"pillow": s, "own": s}}."""
+    """Rows of the in-process table, and each size's and format's floors
+    {(mp, fmt): {"pillow": s, "own": s[, "isal": s for PNG]}}."""
     benches = [Bench(device)]
     if cpumap and benches[0].label != "cpu":  # the model on the GPU, the mapping on the CPU inside the encoder
         benches.append(Bench(device, map_on_device=False))
     rows = [
         "| MP | out | map on | median s | p95 s | " + " | ".join(STAGES) + " | floor s | ratio | own floor s | "
-        "own ratio | model+mapping s | out MB |",
-        "|" + " --- |" * (11 + len(STAGES)),
+        "own ratio | isal floor s | isal ratio | model+mapping s | out MB |",
+        "|" + " --- |" * (13 + len(STAGES)),
     ]
     floors = {}
     for mp in sizes:
@@ -64,7 +68,8 @@ def in_process(sizes, fmts, reps, device, cpumap) -> tuple[list[str], dict]:
                     size[b.label] = len(out)
                 codec.append(benches[0].floor(data, fmt))
             dec = float(np.median([c["decode"] for c in codec]))
-            floor = {k: dec + float(np.median([c[k] for c in codec])) for k in ("pillow", "own")}
+            floor = {k: dec + float(np.median([c[k] for c in codec])) for k in FLOORS if k in codec[0]}
+            floor["decode"] = dec
             floors[(mp, fmt)] = floor
             for b in benches:
                 total = float(np.median(walls[b.label]))
@@ -73,11 +78,40 @@ def in_process(sizes, fmts, reps, device, cpumap) -> tuple[list[str], dict]:
                     f"| {mp:g} | {fmt} | {b.label} | {total:.3f} | {pct(walls[b.label], 95):.3f} | "
                     + " | ".join(f"{m[s]:.3f}" for s in STAGES)
                     + f" | {floor['pillow']:.3f} | {total / floor['pillow']:.2f} | {floor['own']:.3f} | "
-                    f"{total / floor['own']:.2f} | {m['model'] + m['mapping']:.3f} | "
+                    f"{total / floor['own']:.2f} | {isal_cells(total, floor)} | {m['model'] + m['mapping']:.3f} | "
                     f"{size[b.label] / 2**20:.1f} |"
                 )
             print("\n".join(rows[-len(benches) :]), flush=True)
     return rows, floors
+
+
+FLOORS = ("pillow", "own", "isal")
+
+
+def isal_cells(total: float, floor: dict) -> str:
+    """The isal floor and the ratio to it, or dashes where there is none (JPEG, WebP)."""
+    return f"{floor['isal']:.3f} | {total / floor['isal']:.2f}" if "isal" in floor else "- | -"
+
+
+def png_stages(sizes, reps, device, floors) -> list[str]:
+    """The PNG writer's steps on one thread, medians over ``reps``, beside the isal floor's deflate."""
+    bench = Bench(device)
+    rows = [
+        "| MP | map s | filter s | deflate s | sum s | floor deflate s | deflated MB |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for mp in sizes:
+        data = photo_jpeg(mp)
+        runs = [bench.png_stages(data) for _ in range(reps)]
+        m = {k: float(np.median([r[k] for r in runs])) for k in runs[0]}
+        floor = floors.get((mp, "png"), {})
+        deflate = f"{floor['isal'] - floor['decode']:.3f}" if "isal" in floor else "-"
+        rows.append(
+            f"| {mp:g} | {m['map']:.3f} | {m['filter']:.3f} | {m['deflate']:.3f} | "
+            f"{m['map'] + m['filter'] + m['deflate']:.3f} | {deflate} | {m['mb']:.1f} |"
+        )
+        print(rows[-1], flush=True)
+    return rows
 
 
 def peak_rss(sizes, device) -> list[str]:
@@ -186,8 +220,9 @@ async def http_runs(url, pid, sizes, fmts, reps, tput_mp, tput_requests, concurr
         stop = asyncio.Event()
         sampler = asyncio.create_task(sample(stop))
         rows = [
-            "| MP | out | requests | median s | p95 s | ratio to floor | ratio to own floor | server peak RSS MB |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+            "| MP | out | requests | median s | p95 s | ratio to floor | ratio to own floor | ratio to isal floor | "
+            "server peak RSS MB |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for mp in sizes:
             for fmt in fmts:
@@ -195,12 +230,10 @@ async def http_runs(url, pid, sizes, fmts, reps, tput_mp, tput_requests, concurr
                 peak.reset()
                 lat = [await post(photo_jpeg(mp), fmt) for _ in range(reps)]
                 med = float(np.median(lat))
-                ratios = [
-                    f"{med / f:.2f}" if (f := floors.get((mp, fmt), {}).get(k)) else "-" for k in ("pillow", "own")
-                ]
+                ratios = [f"{med / f:.2f}" if (f := floors.get((mp, fmt), {}).get(k)) else "-" for k in FLOORS]
                 rows.append(
                     f"| {mp:g} | {fmt} | {reps} | {med:.3f} | {pct(lat, 95):.3f} | {ratios[0]} | "
-                    f"{ratios[1]} | {peak.mb():.0f} |"
+                    f"{ratios[1]} | {ratios[2]} | {peak.mb():.0f} |"
                 )
                 print(rows[-1], flush=True)
         rows += [
@@ -289,13 +322,25 @@ def main(argv=None) -> None:
             (
                 "## In-process: app.pipeline.correct_upload (seconds; median and p95 of its wall time, medians of "
                 "the stages it reports; floor = decode + Pillow's PNG encode (level 1, Z_RLE, one thread), own floor "
-                "= decode + the service's encoder, both of the corrected pixels; ratio = median / floor)"
+                "= decode + the service's encoder, both of the corrected pixels; isal floor (PNG) = decode + ONE "
+                "thread of ISA-L level-1 deflate of the decoded photo's Paeth-filtered rows, issue 14's floor; "
+                "ratio = median / floor)"
             ),
             "",
         ]
     )
     rows, floors = in_process(args.sizes, args.formats, args.reps, args.device, not args.no_cpumap)
     emit(rows)
+    if "png" in args.formats:
+        emit(
+            [
+                "",
+                "## PNG writer steps (app/png.py on one thread, the service's level; medians, seconds per photo; "
+                "floor deflate = the isal floor's ISA-L level-1 deflate of the decoded photo's rows)",
+                "",
+            ]
+        )
+        emit(png_stages(args.sizes, args.reps, args.device, floors))
     if not args.no_rss:
         emit(["", "## Peak RSS (fresh process, one PNG request through correct_upload; VmHWM)", ""])
         emit(peak_rss(args.sizes, args.device))

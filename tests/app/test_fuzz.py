@@ -9,11 +9,13 @@ from PIL import Image
 
 from app.main import create_app
 from app.settings import Settings
-from tests import photos
+from tests import attacks, photos
 from tests.conftest import load_rgb, wild_photos
 
-# The containers every seed photo is saved in (one real-photo crop each).
+# The containers every seed photo is saved in (one real-photo crop each), then small decode-work bombs
+# (tests/attacks.py), so that mutations also probe the work limits from both sides.
 CONTAINERS = ("jpeg", "png", "webp", "tiff", "bmp", "heic", "rgba-png", "rotated-jpeg")
+ATTACKS = ("scan-bomb-jpeg", "rle8-bmp", "short-progressive-jpeg", "marker-flood-jpeg", "strip-flood-tiff")
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +33,11 @@ def seeds() -> dict[str, bytes]:
         "heic": photos.heic(rgb),
         "rgba-png": photos.save(im.convert("RGBA"), "PNG"),
         "rotated-jpeg": photos.rotated_jpeg(rgb),
+        "scan-bomb-jpeg": attacks.scan_bomb_jpeg(64, 110),
+        "rle8-bmp": attacks.rle8_bomb_bmp(300, 200),
+        "short-progressive-jpeg": attacks.short_progressive_jpeg((640, 480), (64, 48)),
+        "marker-flood-jpeg": attacks.marker_flood_jpeg(10_010),
+        "strip-flood-tiff": attacks.strip_flood_tiff(64, 48),
     }
 
 
@@ -71,7 +78,7 @@ def _mutate(data: bytes, kind: str, arg) -> bytes:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(seed=st.sampled_from(CONTAINERS), mutations=st.lists(mutation, min_size=1, max_size=3))
+@given(seed=st.sampled_from(CONTAINERS + ATTACKS), mutations=st.lists(mutation, min_size=1, max_size=3))
 def test_mutated_images_never_get_a_5xx(client, seeds, seed, mutations):
     data = seeds[seed]
     for kind, arg in mutations:

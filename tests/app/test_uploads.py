@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.main import create_app
 from app.settings import Settings
-from tests import photos
+from tests import attacks, photos
 from tests.conftest import wait_client_ready, wild, wild_photos
 
 SETTINGS = dict(max_upload_bytes=3_000_000, max_pixels=4_000_000)
@@ -72,6 +72,17 @@ BAD_UPLOADS = {
     "animated GIF": (lambda p: photos.animated_gif(), 415, "not a supported image"),
     "corrupted HEIC": (_corrupted_heic, 422, "corrupt or truncated"),
     "over the upload limit": (lambda p: b"\0" * 3_100_000, 413, "upload too large"),
+    # Decode work bombs (tests/attacks.py; small variants, within the 4 MP limit), refused before decoding.
+    "JPEG of 200 scans": (lambda p: attacks.scan_bomb_jpeg(1024, 200), 413, "more than 100 scans"),
+    "RLE8 BMP 4000x1000": (lambda p: attacks.rle8_bomb_bmp(4000, 1000), 413, "RLE-compressed BMP"),
+    "JPEG short of its frame": (
+        lambda p: attacks.short_progressive_jpeg((2000, 2000), (200, 150)),
+        422,
+        "corrupt or truncated JPEG",
+    ),
+    "JPEG of 20000 markers": (lambda p: attacks.marker_flood_jpeg(20_000), 413, "marker segments"),
+    "PNG of 70000 chunks": (lambda p: attacks.chunk_flood_png(70_000), 413, "chunks; the limit"),
+    "TIFF of 90000 tiles": (lambda p: attacks.strip_flood_tiff(300, 300), 413, "strips or tiles"),
 }
 
 

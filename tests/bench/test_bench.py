@@ -27,8 +27,12 @@ def test_quick_benchmark_prints_tables():
         "| 1 | png | cpu |",
         "| 1 | jpeg | cpu |",
         "| 1 | webp | cpu |",
+        "| own ratio | isal floor s | isal ratio |",  # issue 14's floor: decode + one thread of ISA-L level 1
+        "## PNG writer steps",
+        "| MP | map s | filter s | deflate s | sum s | floor deflate s | deflated MB |",
         "peak RSS MB",
         "| MP | out | requests | median s |",
+        "| ratio to isal floor |",
         "| concurrency | corrections/s |",
     ):
         assert heading in done.stdout
