@@ -1,16 +1,14 @@
 """``python -m app``: serve the default (or configured) checkpoint with uvicorn.
 
-On SIGTERM uvicorn stops accepting connections and gives in-flight requests
+The server's limits (request head size, head/body/keep-alive timeouts, connection cap) are set in
+``app/server.py``. On SIGTERM uvicorn stops accepting connections and gives in-flight requests
 ``WBVAE_SHUTDOWN_GRACE_S`` seconds to finish before the lifespan shuts down.
 """
-
-import math
-
-import uvicorn
 
 from app.logs import configure_logging
 from app.main import create_app
 from app.memory import retain_freed_memory
+from app.server import run
 from app.settings import Settings
 
 
@@ -19,14 +17,7 @@ def serve(settings: Settings) -> None:
     configure_logging(settings.log_level, settings.log_json)
     if settings.retain_freed_memory:
         retain_freed_memory()  # before any worker thread starts
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
-    )
+    run(create_app(settings), settings)
 
 
 def main() -> None:

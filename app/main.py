@@ -24,7 +24,7 @@ from app.formats import DEFAULT_FORMAT, FORMATS, OutputFormat, OutputTooLarge, f
 from app.gate import Busy, CorrectionGate, DeadlineExceeded
 from app.imaging import ACCEPTED_NAMES, CorruptImage, ImageTooLarge, UnsupportedImage
 from app.metrics import Metrics
-from app.middleware import BodySizeLimit, RequestMetrics
+from app.middleware import CLIENT_CLOSED_REQUEST, BodySizeLimit, RequestMetrics
 from app.pipeline import Limits, Options, correct_upload
 from app.security import ApiKeyGuard, SecurityHeaders, install_cors
 from app.settings import Settings
@@ -204,7 +204,7 @@ async def correct(
         abandoned.set()
         metrics.rejected.labels("client_gone").inc()
         log.info("client disconnected; correction dropped")
-        return Response(status_code=499)  # nobody reads it; the access log and metrics do
+        return Response(status_code=CLIENT_CLOSED_REQUEST)  # nobody reads it; the access log and metrics do
     except Busy:
         metrics.rejected.labels("queue_full").inc()
         raise HTTPException(

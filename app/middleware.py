@@ -7,12 +7,14 @@ import logging
 import time
 from collections.abc import Sequence
 
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match, Mount
 
 from app.logs import accept_request_id, request_id
 from app.metrics import Metrics
 
 access_log = logging.getLogger("wbvae.access")
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request whose client left before the answer
 QUIET_PATHS = ("/livez", "/healthz", "/readyz", "/metrics")
 
 # Multipart framing (boundaries, part headers) allowed on top of the file's own bytes.
@@ -101,7 +103,8 @@ def route_label(scope, incoming: dict) -> str:
 
 class RequestMetrics:
     """Request id (X-Request-ID accepted and echoed), counts by route template, method and status,
-    whole-request latency, and one access-log line per request."""
+    whole-request latency, and one access-log line per request. A request whose client went away while
+    its body was read ends here quietly, as status 499, not as an error traceback per connection."""
 
     def __init__(self, app, metrics: Metrics):
         self.app = app
@@ -125,6 +128,8 @@ class RequestMetrics:
         incoming = dict(scope)
         try:
             await self.app(scope, receive, recording_send)
+        except ClientDisconnect:  # the client left (or a server timeout cut it) while its body was read
+            status = CLIENT_CLOSED_REQUEST
         finally:
             label = route_label(scope, incoming)
             elapsed = time.perf_counter() - start

@@ -173,7 +173,7 @@ def test_a_client_that_leaves_has_its_queued_correction_dropped(wild_photo):
     """One slot, busy with a large photo; two clients queue behind it and hang up: their work is dropped
     (counted as client_gone, logged), and the service goes on answering."""
     big = io.BytesIO()
-    Image.open(wild_photo).convert("RGB").resize((4000, 3000)).save(big, "JPEG", quality=90)
+    Image.open(wild_photo).convert("RGB").resize((6000, 4000)).save(big, "JPEG", quality=90)
     env = dict(WBVAE_MAX_CONCURRENT_CORRECTIONS="1", WBVAE_LOG_LEVEL="info", WBVAE_LOG_JSON="false")
     with start_server(**env) as server:
         port = int(server.url.rsplit(":", 1)[1])
@@ -185,11 +185,13 @@ def test_a_client_that_leaves_has_its_queued_correction_dropped(wild_photo):
         busy.start()
         time.sleep(0.3)
         body = _png()
-        for _ in range(2):
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-                head = f"POST /correct HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: {len(body)}"
-                s.sendall(head.encode() + b"\r\n\r\n" + body)
-                time.sleep(0.2)  # queued behind the busy slot; then the client hangs up
+        head = f"POST /correct HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: {len(body)}"
+        clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(2)]
+        for s in clients:
+            s.sendall(head.encode() + b"\r\n\r\n" + body)
+        time.sleep(0.2)  # queued behind the busy slot; then the clients hang up
+        for s in clients:
+            s.close()
         busy.join(60)
         deadline = time.monotonic() + 10
         while "client_gone" not in _rejected(server.url) and time.monotonic() < deadline:

@@ -1,0 +1,474 @@
+"""The HTTP server: uvicorn configured with limits and timeouts it does not have on its own.
+
+uvicorn's httptools protocol has no limit on the request head (httptools concatenates a header as it
+arrives, so a 200 MB header costs quadratic time and its size in memory), no timeout on a connection
+that never sends a complete head (slowloris) or stalls in its body (a body shorter than its
+Content-Length), and its ``limit_concurrency`` counts idle connections, so idle sockets lock out the
+health checks until they go. :class:`GuardedProtocol` (a subclass of uvicorn's ``HttpToolsProtocol``,
+passed to uvicorn as the ``http`` protocol class) adds, per connection:
+
+- a head limit, checked *before* the bytes reach the parser: the bytes up to the blank line that ends
+  the head are counted, and beyond ``max_header_bytes`` (or ``max_headers`` fields) the answer is 431
+  and the connection is closed, so at most one socket read (256 KiB) past the limit is ever held;
+- one timer: from the connection's start (and from the first byte of each later request on a
+  keep-alive connection) to the end of the head, ``header_timeout_s`` (408 then close; an idle
+  connection that sent nothing is just closed); then, while a body is being received, at most
+  ``body_timeout_s`` without a byte (408 before the response, else close). Time the server itself
+  does not read (its buffer full while the app is busy, a client waiting for ``100 Continue``) does
+  not count. Between requests uvicorn's own keep-alive timeout applies;
+- a connection cap (:class:`ConnectionGuard`): at ``max_connections`` open connections a new one
+  first closes the connection that has been idle longest (no request in progress: waiting for a
+  head, or between requests); if every connection is busy with a request, a few more are let in for
+  the health paths only (503 for anything else), and past those the new connection gets a 503 at
+  once and is closed. The cap is lowered, with a warning, to what the process's file-descriptor
+  limit allows (the soft limit is first raised towards the hard one). Cap events are logged as one
+  warning per ``LOG_WINDOW_S`` with their counts, timeouts and refused heads as one info line.
+
+These are transport-level concerns, so they live in the protocol, not in ASGI middleware: the timers
+see the bytes (and the reads the server paused), and the head is refused before it is parsed. A request
+cut mid-body ends quietly as status 499 (``app.middleware.RequestMetrics``). uvicorn's "server: uvicorn"
+header is off; the date is kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import resource
+import sys
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import httptools
+import uvicorn
+from uvicorn.config import STARTUP_FAILURE, Config
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from app.settings import Settings
+
+log = logging.getLogger("wbvae.server")
+
+HEALTH_PATHS = frozenset({"/livez", "/healthz", "/readyz"})
+HEALTH_HEADROOM = 16  # connections let in past the cap, for the health paths, when none is idle
+FDS_PER_CONNECTION = 2  # the socket, and an upload spooled to a temporary file
+FD_RESERVE = 64  # the checkpoint, logs, the event loop's own descriptors, libraries
+LOG_WINDOW_S = 10.0
+READ_SIZE = 256 * 1024  # the most one socket read hands the protocol (asyncio and uvloop alike)
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """What :class:`GuardedProtocol` enforces (from :class:`Settings`, the cap fitted to the fd limit)."""
+
+    max_header_bytes: int = 16 * 1024
+    max_headers: int = 100
+    keep_alive_timeout_s: float = 5.0
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    max_connections: int = 1000
+    retry_after_s: int = 2
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ServerLimits:
+        return cls(
+            max_header_bytes=settings.max_header_bytes,
+            max_headers=settings.max_headers,
+            keep_alive_timeout_s=settings.keep_alive_timeout_s,
+            header_timeout_s=settings.header_timeout_s,
+            body_timeout_s=settings.body_timeout_s,
+            max_connections=fit_to_fd_limit(settings.max_connections),
+            retry_after_s=settings.retry_after_s,
+        )
+
+
+def fit_to_fd_limit(max_connections: int) -> int:
+    """``max_connections``, lowered (with a warning) to what RLIMIT_NOFILE allows, after raising the
+    soft limit towards the hard one so that the cap plus its headroom never runs the process out of
+    descriptors (out of them, accept() fails and uvicorn stops taking connections for a while)."""
+    want = FD_RESERVE + FDS_PER_CONNECTION * (max_connections + HEALTH_HEADROOM)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        target = want if hard == resource.RLIM_INFINITY else min(hard, want)
+        if target > soft:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+                soft = target
+            except (ValueError, OSError):  # pragma: no cover - not allowed here
+                pass
+    if soft == resource.RLIM_INFINITY:
+        return max_connections
+    fits = (soft - FD_RESERVE) // FDS_PER_CONNECTION - HEALTH_HEADROOM
+    if fits < max_connections:
+        fits = max(fits, 1)
+        log.warning(
+            "max_connections lowered from %d to %d: the file-descriptor limit is %d (ulimit -n)",
+            max_connections,
+            fits,
+            soft,
+        )
+        return fits
+    return max_connections
+
+
+class _Tally:
+    """Counts events and logs them as one line per window (the first at once), never one per event:
+    an attack must not turn into a flood of log lines. ``context`` adds fields to the message."""
+
+    def __init__(
+        self, level: int, text: str, context: Callable[[], dict[str, Any]] = dict, window_s: float = LOG_WINDOW_S
+    ):
+        self.level = level
+        self.text = text
+        self.context = context
+        self.window_s = window_s
+        self.counts: Counter[str] = Counter()
+        self.last = -math.inf
+        self.flush_pending = False
+
+    def add(self, kind: str) -> None:
+        self.counts[kind] += 1
+        if self.flush_pending:
+            return
+        loop = asyncio.get_running_loop()
+        wait = self.last + self.window_s - loop.time()
+        if wait <= 0:
+            self.flush()
+        else:
+            self.flush_pending = True
+            loop.call_later(wait, self.flush)
+
+    def flush(self) -> None:
+        self.flush_pending = False
+        self.last = asyncio.get_running_loop().time()
+        if self.counts:
+            counts = ", ".join(f"{n} {kind}" for kind, n in sorted(self.counts.items()))
+            log.log(self.level, self.text, {"counts": counts, "window": self.window_s, **self.context()})
+            self.counts.clear()
+
+
+@dataclass
+class ConnectionGuard:
+    """The open connections of one server, and the idle ones among them, oldest first."""
+
+    max_connections: int
+    headroom: int = HEALTH_HEADROOM
+    open: set[GuardedProtocol] = field(default_factory=set)
+    idle: dict[GuardedProtocol, None] = field(default_factory=dict)  # insertion order: idle longest first
+    events: _Tally = field(init=False)
+    ADMITTED: ClassVar[str] = "admitted"
+    HEALTH_ONLY: ClassVar[str] = "health only"
+    REFUSED: ClassVar[str] = "refused"
+
+    def __post_init__(self) -> None:
+        self.events = _Tally(
+            logging.WARNING,
+            "connection cap of %(cap)d reached (%(open)d open): %(counts)s in the last %(window)g s",
+            lambda: {"cap": self.max_connections, "open": len(self.open)},
+        )
+
+    def admit(self, conn: GuardedProtocol) -> str:
+        verdict = self.ADMITTED
+        if len(self.open) >= self.max_connections:
+            victim = next(iter(self.idle), None)
+            if victim is not None:
+                self.forget(victim)
+                victim.evict()
+                self._note("idle connections closed")
+            elif len(self.open) < self.max_connections + self.headroom:
+                verdict = self.HEALTH_ONLY
+            else:
+                self._note("connections refused")
+                return self.REFUSED
+        self.open.add(conn)
+        self.idle[conn] = None
+        return verdict
+
+    def _note(self, kind: str) -> None:
+        self.events.add(kind)
+
+    def note_health_only_refusal(self) -> None:
+        self._note("requests refused with 503 (over the cap, not a health check)")
+
+    def busy(self, conn: GuardedProtocol) -> None:
+        self.idle.pop(conn, None)
+
+    def idle_again(self, conn: GuardedProtocol) -> None:
+        if conn in self.open:
+            self.idle.pop(conn, None)
+            self.idle[conn] = None  # to the end: idle for the shortest time
+
+    def forget(self, conn: GuardedProtocol) -> None:
+        self.open.discard(conn)
+        self.idle.pop(conn, None)
+
+
+class _TooManyHeaders(Exception):
+    pass
+
+
+class GuardedProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a head limit, head and body timeouts and a connection cap.
+    Made per server by :func:`protocol_class`, which sets ``limits``, ``guard`` and ``defences``."""
+
+    limits: ClassVar[ServerLimits]
+    guard: ClassVar[ConnectionGuard]
+    defences: ClassVar[_Tally]
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.timeout_keep_alive = self.limits.keep_alive_timeout_s  # type: ignore[assignment]  # float
+        self._timer: asyncio.TimerHandle | None = None
+        self._awaiting_head = True  # between the end of one request's body and the end of the next head
+        self._head_bytes = 0
+        self._tail = b""  # the last bytes of the head so far: its end may straddle two reads
+        self._in_body = False
+        self._body_activity = 0.0
+        self._health_only = False
+
+    # -- connection ----------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        verdict = self.guard.admit(self)
+        if verdict == ConnectionGuard.REFUSED:
+            self._reply_and_close(503, "Service Unavailable: too many connections", retry=True)
+            return
+        self._health_only = verdict == ConnectionGuard.HEALTH_ONLY
+        self._arm(self.limits.header_timeout_s, self._head_timed_out)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.guard.forget(self)
+        self._cancel_timer()
+        super().connection_lost(exc)
+
+    def evict(self) -> None:
+        """Closed to make room for a new connection (this one had no request in progress)."""
+        self._cancel_timer()
+        self.transport.close()
+
+    # -- bytes in ------------------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        if self.transport.is_closing():
+            return
+        self._unset_keepalive_if_required()
+        if self._awaiting_head:
+            if self._timer is None:  # the first byte of a later request: its head's clock starts
+                self._arm(self.limits.header_timeout_s, self._head_timed_out)
+            if not self._head_fits(data):
+                self.defences.add("heads over max_header_bytes (431)")
+                self._reply_and_close(431, "Request Header Fields Too Large")
+                return
+        elif self._in_body:
+            self._body_activity = self.loop.time()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # No WebSocket here (ws="none"): the request is answered like any other, then the connection
+            # closes (uvicorn would log two warnings per such request).
+            if self.cycle is not None:
+                self.cycle.keep_alive = False
+        except httptools.HttpParserError as exc:
+            if isinstance(exc.__context__, _TooManyHeaders):
+                self.defences.add("heads over max_headers (431)")
+                self._reply_and_close(431, "Request Header Fields Too Large")
+            else:
+                self.defences.add("malformed requests (400)")
+                self._reply_and_close(400, "Invalid HTTP request received.")
+
+    def _head_fits(self, data: bytes) -> bool:
+        """Count the bytes of ``data`` up to the blank line that ends the head; False past the limit."""
+        found = data.find(b"\r\n\r\n")
+        end: int | None = found if found >= 0 else None  # where the blank line starts, in data
+        if self._tail:
+            joint = (self._tail + data[:3]).find(b"\r\n\r\n")
+            if joint >= 0:  # it began in the previous read
+                end = joint - len(self._tail)
+        if end is None:
+            self._head_bytes += len(data)
+            self._tail = (self._tail + data[-3:])[-3:]
+        else:
+            self._head_bytes += end + 4
+        return self._head_bytes <= self.limits.max_header_bytes
+
+    # -- parser callbacks ----------------------------------------------------------------------
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if len(self.headers) >= self.limits.max_headers:
+            raise _TooManyHeaders()
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._cancel_timer()
+        self._awaiting_head = False
+        self._head_bytes = 0
+        self._tail = b""
+        self.guard.busy(self)
+        if self._health_only and httptools.parse_url(self.url).path.decode("latin-1") not in HEALTH_PATHS:
+            self.guard.note_health_only_refusal()
+            self.app = _over_capacity(self.limits.retry_after_s)
+        super().on_headers_complete()
+        self._in_body = True
+        self._body_activity = self.loop.time()
+        self._arm(self.limits.body_timeout_s, self._body_check)
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_body = False
+        self._awaiting_head = True
+        self._cancel_timer()
+        if self.cycle is not None and self.cycle.response_complete and not self.transport.is_closing():
+            # Answered before the body was all in (413, 401): the keep-alive timer uvicorn armed then was
+            # cancelled by the body's bytes, so arm it again.
+            self._unset_keepalive_if_required()
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.cycle is None or self.cycle.response_complete:  # not a pipelined request started just now
+            self.guard.idle_again(self)
+
+    # -- timers --------------------------------------------------------------------------------
+    def _arm(self, delay: float, callback: Any) -> None:
+        self._cancel_timer()
+        self._timer = self.loop.call_later(delay, callback)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _head_timed_out(self) -> None:
+        self._timer = None
+        if self.transport.is_closing() or not self._awaiting_head:
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            # The app is still answering the previous request; the next (pipelined) head can wait for it.
+            self._arm(self.limits.header_timeout_s, self._head_timed_out)
+            return
+        if self._head_bytes:
+            self.defences.add("heads not complete in time (408)")
+            self._reply_and_close(408, "Request Timeout: the request head did not arrive in time")
+        else:
+            self.defences.add("connections idle from the start (closed)")
+            self.transport.close()
+
+    def _body_check(self) -> None:
+        self._timer = None
+        if not self._in_body or self.transport.is_closing():
+            return
+        now = self.loop.time()
+        cycle = self.cycle
+        if self.flow.read_paused or (cycle is not None and cycle.waiting_for_100_continue):
+            self._body_activity = now  # the server is not reading: the client cannot be late
+        left = self._body_activity + self.limits.body_timeout_s - now
+        if left > 0:
+            self._arm(left, self._body_check)
+            return
+        self.defences.add("bodies stalled (408)")
+        if cycle is not None and not cycle.response_started:
+            self._reply_and_close(408, "Request Timeout: the request body stalled")
+        else:
+            self.transport.close()
+
+    # -- answers the app never sees --------------------------------------------------------------
+    def _reply_and_close(self, status: int, message: str, retry: bool = False) -> None:
+        """A plain-text ``status`` and close, written straight to the transport; a request the app is
+        still receiving sees a disconnect, and whatever it answers is dropped."""
+        self._cancel_timer()
+        self._awaiting_head = self._in_body = False
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.disconnected = True
+            cycle.message_event.set()
+            if cycle.response_started:  # halfway through an answer: no room for another
+                self.transport.close()
+                return
+        body = message.encode("ascii")
+        content = [STATUS_LINE[status]]
+        for name, value in self.server_state.default_headers:
+            content.extend([name, b": ", value, b"\r\n"])
+        if retry:
+            content.append(b"retry-after: %d\r\n" % self.limits.retry_after_s)
+        content.extend(
+            [
+                b"content-type: text/plain; charset=utf-8\r\n",
+                b"content-length: %d\r\n" % len(body),
+                b"connection: close\r\n\r\n",
+                body,
+            ]
+        )
+        self.transport.write(b"".join(content))
+        self.transport.close()
+
+
+def _over_capacity(retry_after_s: int) -> Any:
+    body = b"Service Unavailable: too many connections"
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 503,
+                "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"retry-after", str(retry_after_s).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+def protocol_class(limits: ServerLimits) -> type[GuardedProtocol]:
+    """A :class:`GuardedProtocol` subclass for one server: its limits, its connection registry."""
+    return type(
+        "WbvaeHttpProtocol",
+        (GuardedProtocol,),
+        {
+            "limits": limits,
+            "guard": ConnectionGuard(limits.max_connections),
+            "defences": _Tally(logging.INFO, "connections cut by the server's limits: %(counts)s in %(window)g s"),
+        },
+    )
+
+
+def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
+    """uvicorn's configuration for ``app``: the guarded protocol, no WebSocket, no Server header."""
+    limits = ServerLimits.from_settings(settings)
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        http=protocol_class(limits),
+        ws="none",  # no WebSocket routes: no upgrade path around the limits
+        log_config=None,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
+        timeout_keep_alive=math.ceil(settings.keep_alive_timeout_s),  # the protocol uses the exact value
+        server_header=False,  # no "server: uvicorn"
+        date_header=True,
+    )
+
+
+def run(app: Any, settings: Settings) -> None:
+    """Serve ``app`` until SIGINT/SIGTERM (what ``uvicorn.run`` does for one process)."""
+    server = uvicorn.Server(uvicorn_config(app, settings))
+    try:
+        server.run()
+    except KeyboardInterrupt:  # pragma: no cover
+        pass
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)

@@ -1,0 +1,387 @@
+"""Attack load test: a normal 12 MP correction while the service is under the attacks of issue #13.
+
+    python scripts/attack_load.py [--repeats 5] [--ramp 9] [--flood] [--url http://host:port]
+
+Acceptance (issue #13): "Two scan bombs, two RLE BMPs, 300 idle sockets, 50 slowloris connections and
+a 200 MB header sent together leave a normal 12 MP correction within 2x its quiet time, with /readyz
+honest throughout."
+
+Without ``--url`` it starts ``python -m app`` itself on a free 127.0.0.1 port (CPU; default settings
+unless WBVAE_* variables say otherwise). Then:
+
+1. quiet: one warm-up, then ``--repeats`` timed corrections of a 12 MP JPEG (the first reference photo
+   upscaled, ``bench.photos.photo_jpeg``; PNG out, as by default), one after the other;
+2. attack: a separate process (so that its work does not delay the measuring client's event loop)
+   holds 300 sockets that connect and send nothing and 50 slowloris connections (a partial head, then
+   a header line a second), opening again any the server closes. After ``--ramp`` seconds the
+   corrections are timed again, each sent together with a wave of the other attacks: 2 scan-bomb
+   JPEGs and 2 RLE8-bomb BMPs (``tests/attacks.py``) posted at once, and 1 connection streaming a
+   200 MB header. ``--flood``: the bombs (2 + 2 clients) and the header are instead sent back to back,
+   each again as soon as answered, for the whole attack (a request flood from the same machine);
+3. throughout the attack, GET /readyz every 0.25 s (5 s timeout): statuses and latencies.
+
+Prints a Markdown report: quiet and attacked correction times and their ratio (target <= 2), the
+/readyz samples, what each attacker got, the server's peak RSS and open descriptors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.photos import photo_jpeg  # noqa: E402
+from tests.attacks import rle8_bomb_bmp, scan_bomb_jpeg  # noqa: E402
+
+IDLE_SOCKETS = 300
+SLOWLORIS = 50
+HUGE_HEADER_BYTES = 200 * 2**20
+
+
+def start_server() -> tuple[subprocess.Popen, str, Any]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        "WBVAE_DEVICE": "cpu",
+        **os.environ,
+        "WBVAE_HOST": "127.0.0.1",
+        "WBVAE_PORT": str(port),
+        "WBVAE_LOG_LEVEL": "info",
+        "WBVAE_LOG_JSON": "false",
+    }
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=REPO, env=env, stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return proc, url, log
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("server never became ready")
+
+
+# -- the attacks (in their own process) -------------------------------------------------------------
+
+
+async def _open(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection(host, port)
+
+
+async def idle_socket(host: str, port: int, stop: asyncio.Event, stats: Counter) -> None:
+    while not stop.is_set():
+        try:
+            reader, writer = await _open(host, port)
+        except OSError:
+            stats["idle: connect failed"] += 1
+            await asyncio.sleep(0.5)
+            continue
+        stats["idle: connections"] += 1
+        try:
+            done, _ = await asyncio.wait(
+                {asyncio.ensure_future(reader.read()), asyncio.ensure_future(stop.wait())},
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if not stop.is_set():
+                stats["idle: closed by the server"] += 1
+        except OSError:
+            stats["idle: closed by the server"] += 1
+        finally:
+            writer.close()
+        await asyncio.sleep(0.1)
+
+
+async def slowloris(host: str, port: int, stop: asyncio.Event, stats: Counter) -> None:
+    while not stop.is_set():
+        try:
+            reader, writer = await _open(host, port)
+        except OSError:
+            stats["slowloris: connect failed"] += 1
+            await asyncio.sleep(0.5)
+            continue
+        stats["slowloris: connections"] += 1
+        start = time.monotonic()
+        try:
+            writer.write(b"POST /correct HTTP/1.1\r\nHost: attack\r\nContent-Type: image/jpeg\r\n")
+            while not stop.is_set():
+                await writer.drain()
+                try:
+                    answer = await asyncio.wait_for(reader.read(256), timeout=1.0)
+                except asyncio.TimeoutError:
+                    writer.write(b"X-Slow: %d\r\n" % int(time.monotonic()))
+                    continue
+                status = answer[9:12].decode(errors="replace") if answer else "closed"
+                stats[f"slowloris: cut ({status}) after {time.monotonic() - start:.0f} s"] += 1
+                break
+        except OSError:
+            stats["slowloris: reset"] += 1
+        finally:
+            writer.close()
+        await asyncio.sleep(0.1)
+
+
+async def huge_header(
+    host: str, port: int, stop: asyncio.Event, stats: Counter, accepted: list[int], repeat: bool
+) -> None:
+    chunk = b"a" * 65536
+    while not stop.is_set():
+        try:
+            reader, writer = await _open(host, port)
+        except OSError:
+            await asyncio.sleep(0.5)
+            continue
+        stats["200 MB header: attempts"] += 1
+        sent = 0
+        status = "closed"
+        try:
+            writer.write(b"GET /readyz HTTP/1.1\r\nHost: attack\r\nX-Huge: ")
+            while sent < HUGE_HEADER_BYTES and not stop.is_set():
+                writer.write(chunk)
+                sent += len(chunk)
+                await writer.drain()
+            answer = await asyncio.wait_for(reader.read(256), timeout=5)
+            status = answer[9:12].decode(errors="replace") if answer else "closed"
+        except (OSError, asyncio.TimeoutError):
+            status = "reset"
+        finally:
+            writer.close()
+        accepted.append(sent)
+        stats[f"200 MB header: cut ({status})"] += 1
+        if not repeat:
+            return
+        await asyncio.sleep(0.05)
+
+
+async def bomb(
+    url: str, name: str, payload: bytes, stop: asyncio.Event, stats: Counter, times: list[float], repeat: bool
+) -> None:
+    async with httpx.AsyncClient(timeout=300) as client:
+        while not stop.is_set():
+            start = time.monotonic()
+            try:
+                r = await client.post(f"{url}/correct", files={"file": (name, payload)})
+                stats[f"{name}: {r.status_code}"] += 1
+            except httpx.HTTPError as exc:
+                stats[f"{name}: {type(exc).__name__}"] += 1
+            times.append(time.monotonic() - start)
+            if not repeat:
+                return
+
+
+def attack_process(url: str, flood: bool, kinds: str, started: Any, commands: Any, results: Any) -> None:
+    """Hold the idle and slowloris sockets; on each "wave" command send the bombs and the huge header
+    once (``flood``: send them back to back from the start instead); report on "stop"."""
+    host, port = url.removeprefix("http://").split(":")
+    scan_bomb, bmp_bomb = scan_bomb_jpeg(), rle8_bomb_bmp()
+
+    async def run() -> None:
+        halt = asyncio.Event()
+        stats: Counter = Counter()
+        accepted: list[int] = []
+        bomb_times: dict[str, list[float]] = {"scan-bomb.jpg": [], "rle8-bomb.bmp": []}
+
+        def wave() -> list[asyncio.Task]:
+            tasks = []
+            if kinds in ("all", "uploads"):
+                tasks += [
+                    asyncio.create_task(bomb(url, name, payload, halt, stats, bomb_times[name], flood))
+                    for name, payload in (("scan-bomb.jpg", scan_bomb), ("rle8-bomb.bmp", bmp_bomb))
+                    for _ in range(2)
+                ]
+            if kinds in ("all", "sockets"):
+                tasks.append(asyncio.create_task(huge_header(host, int(port), halt, stats, accepted, flood)))
+            return tasks
+
+        tasks = []
+        if kinds in ("all", "sockets"):
+            tasks += [asyncio.create_task(slowloris(host, int(port), halt, stats)) for _ in range(SLOWLORIS)]
+            tasks += [asyncio.create_task(idle_socket(host, int(port), halt, stats)) for _ in range(IDLE_SOCKETS)]
+        if flood:
+            tasks += wave()
+        await asyncio.sleep(0.5)
+        started.set()
+        loop = asyncio.get_running_loop()
+        while (command := await loop.run_in_executor(None, commands.get)) != "stop":
+            if command == "wave" and not flood:
+                tasks += wave()
+        halt.set()
+        await asyncio.wait(tasks, timeout=30)
+        for t in tasks:
+            t.cancel()
+        results.put({"stats": dict(stats), "header_accepted": accepted, "bomb_times": bomb_times})
+
+    asyncio.run(run())
+
+
+# -- the measurements -------------------------------------------------------------------------------
+
+
+def correct_once(url: str, photo: bytes) -> tuple[float, int]:
+    start = time.monotonic()
+    r = httpx.post(f"{url}/correct", files={"file": ("photo-12mp.jpg", photo)}, timeout=300)
+    return time.monotonic() - start, r.status_code
+
+
+def sample_readyz(url: str, stop: threading.Event, samples: list[tuple[float, str, float]]) -> None:
+    with httpx.Client(timeout=5) as client:
+        while not stop.is_set():
+            start = time.monotonic()
+            try:
+                status = str(client.get(f"{url}/readyz").status_code)
+            except httpx.HTTPError as exc:
+                status = type(exc).__name__
+            samples.append((start, status, time.monotonic() - start))
+            stop.wait(max(0.0, 0.25 - (time.monotonic() - start)))
+
+
+def sample_server(pid: int, stop: threading.Event, peak: dict[str, int]) -> None:
+    proc = psutil.Process(pid)
+    while not stop.is_set():
+        try:
+            peak["rss"] = max(peak["rss"], proc.memory_info().rss)
+            peak["fds"] = max(peak["fds"], proc.num_fds())
+        except psutil.Error:
+            return
+        stop.wait(0.1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", help="a running service (no RSS/fd figures then)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed corrections, quiet and attacked")
+    parser.add_argument("--ramp", type=float, default=9.0, help="seconds of attack before the timed corrections")
+    parser.add_argument(
+        "--flood",
+        action="store_true",
+        help="send the bombs and the huge header back to back for the whole attack, not once with each correction",
+    )
+    parser.add_argument(
+        "--attacks",
+        choices=("all", "sockets", "uploads"),
+        default="all",
+        help="sockets: only the idle, slowloris and huge-header connections; uploads: only the bombs",
+    )
+    args = parser.parse_args()
+
+    photo = photo_jpeg(12)
+    proc, url, log = (None, args.url, None) if args.url else start_server()
+    try:
+        correct_once(url, photo)  # warm-up
+        quiet = [correct_once(url, photo) for _ in range(args.repeats)]
+
+        ctx = mp.get_context("spawn")
+        started, commands, results = ctx.Event(), ctx.Queue(), ctx.Queue()
+        attacker = ctx.Process(target=attack_process, args=(url, args.flood, args.attacks, started, commands, results))
+        halt = threading.Event()
+        samples: list[tuple[float, str, float]] = []
+        peak = {"rss": 0, "fds": 0}
+        samplers = [threading.Thread(target=sample_readyz, args=(url, halt, samples))]
+        if proc:
+            samplers.append(threading.Thread(target=sample_server, args=(proc.pid, halt, peak)))
+        attacker.start()
+        if not started.wait(60):
+            raise SystemExit("the attacks never started")
+        attack_start = time.monotonic()
+        cpu = {"attacker": psutil.Process(attacker.pid)}
+        if proc:
+            cpu["server"] = psutil.Process(proc.pid)
+        cpu_before = {k: sum(v.cpu_times()[:2]) for k, v in cpu.items()}
+        for t in samplers:
+            t.start()
+        time.sleep(args.ramp)
+        attacked, offsets = [], []
+        for _ in range(args.repeats):
+            commands.put("wave")  # the bombs and the huge header, sent with the correction
+            offsets.append(time.monotonic() - attack_start)
+            attacked.append(correct_once(url, photo))
+        attack_secs = time.monotonic() - attack_start
+        cpu_used = {k: sum(v.cpu_times()[:2]) - cpu_before[k] for k, v in cpu.items()}
+        commands.put("stop")
+        report = results.get(timeout=60)
+        attacker.join(timeout=30)
+        halt.set()
+        for t in samplers:
+            t.join()
+        after = time.monotonic()
+        after_status = httpx.get(f"{url}/readyz", timeout=5).status_code
+        after_latency = time.monotonic() - after
+        server_log = ""
+        if log is not None:
+            log.seek(0)
+            server_log = log.read().decode(errors="replace")
+    finally:
+        if proc:
+            proc.terminate()
+            proc.wait(timeout=60)
+
+    q = statistics.median(t for t, _ in quiet)
+    a = statistics.median(t for t, _ in attacked)
+    latencies = sorted(lat for _, _, lat in samples)
+    statuses = Counter(s for _, s, _ in samples)
+    mode = "flood" if args.flood else "a wave with each correction"
+    print(f"attacks: {args.attacks}, bombs and huge header: {mode}; ramp {args.ramp:g} s\n")
+    print(f"12 MP correction ({len(photo) / 1e6:.1f} MB JPEG in, PNG out), {args.repeats} each:\n")
+    print("| | times s | statuses | median s |")
+    print("| --- | --- | --- | --- |")
+    print(f"| quiet | {', '.join(f'{t:.2f}' for t, _ in quiet)} | {dict(Counter(s for _, s in quiet))} | {q:.2f} |")
+    print(
+        f"| under attack | {', '.join(f'{t:.2f}' for t, _ in attacked)} | "
+        f"{dict(Counter(s for _, s in attacked))} | {a:.2f} |"
+    )
+    print(f"(attacked corrections started {', '.join(f'{o:.1f}' for o in offsets)} s into the attack)")
+    worst = max(t for t, _ in attacked) / q
+    print(
+        f"\nratio attacked / quiet, medians: **{a / q:.2f}** (target <= 2: {'met' if a / q <= 2 else 'NOT met'}); "
+        f"slowest attacked / quiet median: {worst:.2f}\n"
+    )
+    print(
+        f"/readyz during the attack ({attack_secs:.0f} s, every 0.25 s): {len(samples)} samples, "
+        f"statuses {dict(statuses)}, latency p50 {statistics.median(latencies) * 1000:.0f} ms, "
+        f"p99 {latencies[int(0.99 * (len(latencies) - 1))] * 1000:.0f} ms, max {latencies[-1] * 1000:.0f} ms; "
+        f"after: {after_status} in {after_latency * 1000:.0f} ms"
+    )
+    print(
+        f"\nCPU used during the attack ({attack_secs:.0f} s, {os.cpu_count()} cores): "
+        + ", ".join(f"{k} {v:.1f} s" for k, v in cpu_used.items())
+    )
+    if proc:
+        print(f"\nserver: peak RSS {peak['rss'] / 2**20:.0f} MB, peak open descriptors {peak['fds']}")
+    print("\nattackers:\n")
+    for key, n in sorted(report["stats"].items()):
+        print(f"- {key}: {n}")
+    acc = report["header_accepted"]
+    if acc:
+        print(f"- 200 MB header: bytes the server took before cutting: max {max(acc) / 2**20:.1f} MB")
+    for name, times in report["bomb_times"].items():
+        if times:
+            print(f"- {name}: answered in median {statistics.median(times):.2f} s, max {max(times):.2f} s")
+    if server_log:
+        print("\nserver's defence log lines:\n")
+        for line in server_log.splitlines():
+            if "wbvae.server" in line:
+                print(f"    {line}")
+
+
+if __name__ == "__main__":
+    main()
