@@ -28,13 +28,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing as mp
 import os
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -49,37 +47,11 @@ sys.path.insert(0, str(REPO))
 
 from bench.photos import photo_jpeg  # noqa: E402
 from tests.attacks import rle8_bomb_bmp, scan_bomb_jpeg  # noqa: E402
+from tests.conftest import start_server  # noqa: E402
 
 IDLE_SOCKETS = 300
 SLOWLORIS = 50
 HUGE_HEADER_BYTES = 200 * 2**20
-
-
-def start_server() -> tuple[subprocess.Popen, str, Any]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {
-        "WBVAE_DEVICE": "cpu",
-        **os.environ,
-        "WBVAE_HOST": "127.0.0.1",
-        "WBVAE_PORT": str(port),
-        "WBVAE_LOG_LEVEL": "info",
-        "WBVAE_LOG_JSON": "false",
-    }
-    log = tempfile.TemporaryFile()
-    proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=REPO, env=env, stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return proc, url, log
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("server never became ready")
 
 
 # -- the attacks (in their own process) -------------------------------------------------------------
@@ -285,8 +257,9 @@ def main() -> None:
     args = parser.parse_args()
 
     photo = photo_jpeg(12)
-    proc, url, log = (None, args.url, None) if args.url else start_server()
-    try:
+    with contextlib.ExitStack() as stack:
+        server = None if args.url else stack.enter_context(start_server(WBVAE_LOG_LEVEL="info", WBVAE_LOG_JSON="false"))
+        proc, url = (server.proc, server.url) if server else (None, args.url)
         correct_once(url, photo)  # warm-up
         quiet = [correct_once(url, photo) for _ in range(args.repeats)]
 
@@ -326,14 +299,7 @@ def main() -> None:
         after = time.monotonic()
         after_status = httpx.get(f"{url}/readyz", timeout=5).status_code
         after_latency = time.monotonic() - after
-        server_log = ""
-        if log is not None:
-            log.seek(0)
-            server_log = log.read().decode(errors="replace")
-    finally:
-        if proc:
-            proc.terminate()
-            proc.wait(timeout=60)
+        server_log = server.output() if server else ""
 
     q = statistics.median(t for t, _ in quiet)
     a = statistics.median(t for t, _ in attacked)
