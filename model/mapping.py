@@ -4,11 +4,19 @@
 sRGB -> linear (256-entry table) -> 3x3 matrix -> sRGB (65,536-entry table).
 The first two steps are folded into three small tables, one per input
 channel: ``T_k[v] = M[:, k] * linear(v) * 65535`` (256 rows of 3 floats), so a
-pixel's table index is ``T_0[r] + T_1[g] + T_2[b]``: three row gathers and two
-adds instead of three scalar gathers, int64 conversions and a matmul. The work
-goes in chunks of ``CHUNK_PIXELS`` with preallocated buffers (about
-``CHUNK_PIXELS`` x 28 bytes, ~2 MB: cache-sized), so extra memory is bounded
-whatever the photo's size; only the uint8 output is allocated per call.
+pixel's table index is ``(T_0[r] + T_1[g]) + T_2[b]`` (float32, in that order).
+The CPU path goes further (``_tables``, cached per matrix): the first sum is a
+65,536-row table indexed by the pixel's ``r, g`` bytes read as one little-endian
+uint16, so a pixel costs two row gathers and one add. Rows are padded to 4 floats
+(16-byte rows gather several times faster than 12-byte ones in ``np.take``); the
+padding lane counts channels at or above ``HIGHLIGHT_START``, which finds the
+highlight pixels for free. The padded sums are packed back to 3 floats with
+overlapping 16-byte stores, then rounded, and the encode gather's ``mode="clip"``
+clamps the indices (``clip(rint(x)) == rint(clip(x))`` for integer bounds), so
+the result is bit-identical to gather, add, clip, rint, encode. The work goes in
+chunks of ``CHUNK_PIXELS`` with preallocated buffers (about ``CHUNK_PIXELS`` x 70
+bytes, ~2 MB: cache-sized), so extra memory is bounded whatever the photo's size;
+only the uint8 output is allocated per call.
 
 The result equals the plain "decode table, float32 matmul, round, encode
 table" computation except where the float32 sum lands within rounding of a
@@ -32,12 +40,14 @@ GPU path); it agrees with ``apply_matrix`` bit for bit on the CPU.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
 from model.colour import LUMA_709, linear_to_srgb, srgb_to_linear
 
-CHUNK_PIXELS = 1 << 16
+CHUNK_PIXELS = 1 << 15
 OUT_LEVELS = 65535
 
 _DECODE64 = srgb_to_linear(np.arange(256, dtype=np.float32) / 255.0).astype(np.float64)
@@ -81,6 +91,52 @@ def neutral_table(matrix: np.ndarray | torch.Tensor) -> np.ndarray:
     return (gain * _DECODE64 * OUT_LEVELS).astype(np.float32)
 
 
+_HOT = (np.arange(256) >= HIGHLIGHT_START).astype(np.float32)  # padding lane: 1 where a channel is hot
+_ALL_HOT = int(np.float32(3.0).view(np.uint32))  # the lane's bits when all three channels are
+_EXACT_BOUND = 2.0**60  # |table sums| below this: rint then an int64 cast is exact, no float clip needed
+
+
+def _overlapping_stores_in_order() -> bool:
+    """Whether NumPy copies 16-byte items into a buffer where they overlap (12 bytes apart) front to back, as
+    the packing in ``apply_matrix`` needs (10x faster than a strided 12-byte copy); checked once at import, so
+    a NumPy that copies otherwise gets the plain copy, not wrong colours."""
+    rows = np.arange(4 * 1024, dtype=np.float32).reshape(-1, 4)
+    packed = np.empty(3 * len(rows) + 1, np.float32)
+    stores = np.ndarray((len(rows),), np.complex128, buffer=packed, strides=(12,))
+    np.copyto(stores, rows.view(np.complex128).reshape(-1))
+    return bool(np.array_equal(packed[:-1].reshape(-1, 3), rows[:, :3]))
+
+
+_OVERLAPPING_STORES_IN_ORDER = _overlapping_stores_in_order()
+
+
+@functools.lru_cache(maxsize=8)  # ~1 MB each
+def _tables(key: bytes, protect_highlights: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, bool]:
+    """``apply_matrix``'s read-only tables for the float32 matrix with bytes ``key``.
+
+    ``pair``: (65536, 4) float32, row ``r + 256 g`` = ``T_0[r] + T_1[g]``, lane 3 = hot(r) + hot(g);
+    ``last``: (256, 4) float32, row ``b`` = ``T_2[b]``, lane 3 = hot(b); ``neutral_table`` (or None);
+    whether every sum is finite and small enough to skip the float clip.
+    """
+    m = np.frombuffer(key, np.float32).reshape(3, 3)
+    t0, t1, t2 = channel_tables(m)
+    pair = np.zeros((256, 256, 4), np.float32)  # [g, r]
+    np.add(t1[:, None, :], t0[None, :, :], out=pair[:, :, :3])  # float32 sums: commutative, so == T_0[r] + T_1[g]
+    pair[:, :, 3] = _HOT[:, None] + _HOT[None, :]
+    last = np.zeros((256, 4), np.float32)
+    last[:, :3] = t2
+    last[:, 3] = _HOT
+    neutral = neutral_table(m) if protect_highlights else None
+    with np.errstate(invalid="ignore", over="ignore"):
+        parts = [np.abs(t.astype(np.float64)).max() for t in (t0, t1, t2)]
+        bound = float(sum(parts)) if neutral is None else max(float(sum(parts)), float(np.abs(neutral).max()))
+    exact = bool(np.isfinite(bound) and bound < _EXACT_BOUND)
+    for arr in (pair, last, neutral):
+        if arr is not None:
+            arr.flags.writeable = False
+    return pair.reshape(65536, 4), last, neutral, exact
+
+
 def apply_matrix(
     img: np.ndarray,
     matrix: np.ndarray | torch.Tensor,
@@ -93,34 +149,45 @@ def apply_matrix(
     """
     if img.ndim < 2 or img.shape[-1] != 3 or img.dtype != np.uint8:
         raise ValueError(f"expected a uint8 (H, W, 3) array, got {img.dtype} {img.shape}")
-    t0, t1, t2 = channel_tables(matrix)
-    neutral = neutral_table(matrix) if protect_highlights else None
+    pair, last, neutral, exact = _tables(_matrix(matrix).tobytes(), protect_highlights)
     src = img.reshape(-1, 3)  # a view when img is contiguous; strided inputs work too
-    out = np.empty((src.shape[0], 3), dtype=np.uint8)
-    n = min(chunk_pixels, src.shape[0])
-    acc = np.empty((n, 3), np.float32)
-    tmp = np.empty((n, 3), np.float32)
-    idx = np.empty((n, 3), np.int32)
-    for start in range(0, src.shape[0], chunk_pixels):
-        block = src[start : start + chunk_pixels]
+    total = src.shape[0]
+    out = np.empty((total, 3), dtype=np.uint8)
+    n = min(chunk_pixels, total)
+    work = np.empty((2, n, 4), np.float32)  # padded sums and addends; later the encode indices
+    acc4, tmp4 = work
+    idx = work.reshape(-1).view(np.intp)[: 3 * n].reshape(n, 3)
+    packed = np.empty(3 * n + 1, np.float32)  # (n, 3) sums, + 1 for the last overlapping store
+    acc3 = packed[: 3 * n].reshape(n, 3)
+    stores = np.ndarray((n,), np.complex128, buffer=packed, strides=(12,))  # 16-byte items 12 bytes apart
+    rg_idx = np.empty(n, np.intp)
+    b_idx = np.empty(n, np.intp)
+    for start in range(0, total, chunk_pixels):
+        block = np.ascontiguousarray(src[start : start + chunk_pixels])
         k = block.shape[0]
-        a, t, i = acc[:k], tmp[:k], idx[:k]
-        np.take(t0, block[:, 0], axis=0, out=a, mode="clip")  # (k, 3) contributions of R
-        np.take(t1, block[:, 1], axis=0, out=t, mode="clip")
-        a += t
-        np.take(t2, block[:, 2], axis=0, out=t, mode="clip")
-        a += t
+        a4, t4, a, i = acc4[:k], tmp4[:k], acc3[:k], idx[:k]
+        np.copyto(rg_idx[:k], np.ndarray((k,), "<u2", buffer=block, strides=(3,)))  # r + 256 g
+        np.copyto(b_idx[:k], block[:, 2])
+        np.take(pair, rg_idx[:k], axis=0, out=a4, mode="wrap")  # indices in range: no checks
+        np.take(last, b_idx[:k], axis=0, out=t4, mode="wrap")
+        a4 += t4
+        if _OVERLAPPING_STORES_IN_ORDER:  # each store's 4th float is overwritten by the next store
+            np.copyto(stores[:k], a4.view(np.complex128).reshape(k))
+        else:
+            np.copyto(a, a4[:, :3])
         if neutral is not None:
-            darkest = np.minimum(np.minimum(block[:, 0], block[:, 1]), block[:, 2])
-            hot = np.flatnonzero(darkest >= HIGHLIGHT_START)
-            if hot.size:
-                h = _HIGHLIGHT[darkest[hot]][:, None]
+            lane = a4.view(np.uint32)[:, 3]  # 0, 1, 2 or 3 (float32) hot channels
+            if lane.max() == _ALL_HOT:
+                hot = np.flatnonzero(lane == _ALL_HOT)
+                bh = block[hot]
+                h = _HIGHLIGHT[np.minimum(np.minimum(bh[:, 0], bh[:, 1]), bh[:, 2])][:, None]
                 ah = a[hot]
-                a[hot] = ah + h * (neutral[block[hot]] - ah)
-        np.clip(a, 0.0, OUT_LEVELS, out=a)
+                a[hot] = ah + h * (neutral[bh] - ah)
+        if not exact:
+            np.clip(a, 0.0, OUT_LEVELS, out=a)
         np.rint(a, out=a)
-        i[...] = a  # exact: integral values in [0, 65535]
-        np.take(_ENCODE_NP, i, out=out[start : start + k], mode="clip")  # indices in range: no checks
+        np.copyto(i, a, casting="unsafe")  # exact: integral values, |x| < 2**60
+        np.take(_ENCODE_NP, i, out=out[start : start + k], mode="clip")  # clamps to [0, 65535]
     return out.reshape(img.shape)
 
 

@@ -4,7 +4,17 @@ import sys
 import numpy as np
 import pytest
 
-from model.mapping import apply_matrix, fit_matrix
+from model import mapping
+from model.mapping import (
+    _ENCODE_NP,
+    _HIGHLIGHT,
+    HIGHLIGHT_START,
+    OUT_LEVELS,
+    apply_matrix,
+    channel_tables,
+    fit_matrix,
+    neutral_table,
+)
 from model.stats import CUE_DIM, NUM_ESTIMATES, analyse, downsample
 from tests.conftest import REPO, load_rgb, real_pair_file
 
@@ -29,6 +39,50 @@ def test_known_transform_is_recovered():
 def test_chunking_does_not_change_the_result():
     img = np.random.default_rng(2).integers(0, 256, size=(123, 77, 3), dtype=np.uint8)
     assert np.array_equal(apply_matrix(img, KNOWN), apply_matrix(img, KNOWN, chunk_pixels=1000))
+
+
+def _plain_apply(img: np.ndarray, matrix: np.ndarray, protect_highlights: bool) -> np.ndarray:
+    """The reference: gather T_0, T_1, T_2 and add in that order, blend highlights, clip, rint, encode."""
+    t0, t1, t2 = channel_tables(matrix)
+    px = img.reshape(-1, 3)
+    a = t0[px[:, 0]] + t1[px[:, 1]]
+    a += t2[px[:, 2]]
+    if protect_highlights:
+        darkest = px.min(axis=1)
+        hot = np.flatnonzero(darkest >= HIGHLIGHT_START)
+        ah = a[hot]
+        a[hot] = ah + _HIGHLIGHT[darkest[hot]][:, None] * (neutral_table(matrix)[px[hot]] - ah)
+    idx = np.rint(np.clip(a, 0.0, OUT_LEVELS)).astype(np.int64)  # NaN: some integer, clipped below
+    return np.take(_ENCODE_NP, idx, mode="clip").reshape(img.shape)
+
+
+@pytest.mark.parametrize(
+    "matrix",
+    [
+        KNOWN,
+        np.diag([2.1, 1.0, 0.45]),  # strong cast, clips
+        np.array([[1.3, -0.35, -0.12], [-0.2, 1.25, -0.15], [-0.1, -0.4, 1.6]]),  # negative off-diagonals
+        np.array([[3.7, 0.5, 0.2], [0.3, 4.2, 0.4], [0.1, 0.6, 5.1]]),  # large gains
+        np.array([[80.0, -30.0, 5.0], [-70.0, 100.0, 1.0], [3.0, 2.0, -90.0]]),  # far out of range
+        np.array([[np.inf, 0.0, 0.0], [0.0, 1.0, np.nan], [0.0, 0.0, -np.inf]]),  # non-finite: the clipping path
+    ],
+)
+@pytest.mark.parametrize("overlapping_stores", [True, False], ids=["packed-by-overlapping-stores", "plain-copy"])
+def test_fast_path_is_bit_exact_with_the_plain_computation(matrix, overlapping_stores, monkeypatch):
+    monkeypatch.setattr(mapping, "_OVERLAPPING_STORES_IN_ORDER", overlapping_stores)
+    rng = np.random.default_rng(3)
+    colours = rng.integers(0, 256, size=(300, 700, 3), dtype=np.uint8)
+    colours[:60] = rng.integers(200, 256, size=(60, 700, 3), dtype=np.uint8)  # plenty of highlights
+    m = np.asarray(matrix, dtype=np.float32)
+    with np.errstate(invalid="ignore"):
+        for protect in (True, False):
+            want = _plain_apply(colours, m, protect)
+            assert np.array_equal(apply_matrix(colours, m, protect_highlights=protect), want)
+            assert np.array_equal(apply_matrix(colours, m, chunk_pixels=999, protect_highlights=protect), want)
+            strided = colours[::2, 1::3]  # not contiguous: chunks are copied
+            assert np.array_equal(
+                apply_matrix(strided, m, protect_highlights=protect), _plain_apply(strided, m, protect)
+            )
 
 
 @pytest.mark.slow
