@@ -68,6 +68,14 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.connections_cut = Counter(
+            "wbvae_connections_cut",
+            "Connections or requests cut by the HTTP server's own limits (app/server.py), by reason: "
+            "head too large or too many headers (431), head or body too slow (408), malformed (400), "
+            "silent connections, and the connection cap.",
+            ["reason"],
+            registry=self.registry,
+        )
         self.model_ready = Gauge(
             "wbvae_model_ready", "1 once the model is loaded and warmed up.", registry=self.registry
         )

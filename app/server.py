@@ -48,6 +48,7 @@ from uvicorn.config import STARTUP_FAILURE, Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from app.metrics import Metrics
 from app.settings import Settings
 
 log = logging.getLogger("wbvae.server")
@@ -119,8 +120,14 @@ class _Tally:
     an attack must not turn into a flood of log lines. ``context`` adds fields to the message."""
 
     def __init__(
-        self, level: int, text: str, context: Callable[[], dict[str, Any]] = dict, window_s: float = LOG_WINDOW_S
+        self,
+        level: int,
+        text: str,
+        context: Callable[[], dict[str, Any]] = dict,
+        window_s: float = LOG_WINDOW_S,
+        observe: Callable[[str], None] | None = None,
     ):
+        self.observe = observe  # each event as it happens (the metrics), besides the log line per window
         self.level = level
         self.text = text
         self.context = context
@@ -131,6 +138,8 @@ class _Tally:
 
     def add(self, kind: str) -> None:
         self.counts[kind] += 1
+        if self.observe is not None:
+            self.observe(kind)
         if self.flush_pending:
             return
         loop = asyncio.get_running_loop()
@@ -156,6 +165,7 @@ class ConnectionGuard:
 
     max_connections: int
     headroom: int = HEALTH_HEADROOM
+    observe: Callable[[str], None] | None = None
     open: set[GuardedProtocol] = field(default_factory=set)
     idle: dict[GuardedProtocol, None] = field(default_factory=dict)  # insertion order: idle longest first
     events: _Tally = field(init=False)
@@ -168,6 +178,7 @@ class ConnectionGuard:
             logging.WARNING,
             "connection cap of %(cap)d reached (%(open)d open): %(counts)s in the last %(window)g s",
             lambda: {"cap": self.max_connections, "open": len(self.open)},
+            observe=self.observe,
         )
 
     def admit(self, conn: GuardedProtocol) -> str:
@@ -432,27 +443,54 @@ def _over_capacity(retry_after_s: int) -> Any:
     return app
 
 
-def protocol_class(limits: ServerLimits) -> type[GuardedProtocol]:
-    """A :class:`GuardedProtocol` subclass for one server: its limits, its connection registry."""
+# Each event the limits log, as the bounded ``reason`` label of ``wbvae_connections_cut_total``.
+CUT_REASONS = {
+    "heads over max_header_bytes (431)": "head_too_large",
+    "heads over max_headers (431)": "too_many_headers",
+    "malformed requests (400)": "malformed",
+    "heads not complete in time (408)": "head_timeout",
+    "connections idle from the start (closed)": "silent_connection",
+    "bodies stalled (408)": "body_timeout",
+    "idle connections closed": "cap_closed_idle",
+    "connections refused": "cap_refused",
+    "requests refused with 503 (over the cap, not a health check)": "cap_not_health_check",
+}
+
+
+def protocol_class(limits: ServerLimits, observe: Callable[[str], None] | None = None) -> type[GuardedProtocol]:
+    """A :class:`GuardedProtocol` subclass for one server: its limits, its connection registry; ``observe``
+    gets each event of ``CUT_REASONS``'s keys as it happens."""
     return type(
         "WbvaeHttpProtocol",
         (GuardedProtocol,),
         {
             "limits": limits,
-            "guard": ConnectionGuard(limits.max_connections),
-            "defences": _Tally(logging.INFO, "connections cut by the server's limits: %(counts)s in %(window)g s"),
+            "guard": ConnectionGuard(limits.max_connections, observe=observe),
+            "defences": _Tally(
+                logging.INFO, "connections cut by the server's limits: %(counts)s in %(window)g s", observe=observe
+            ),
         },
     )
 
 
+def count_cuts(metrics: Metrics) -> Callable[[str], None]:
+    """An ``observe`` for :func:`protocol_class` that counts each event in ``metrics`` by its reason."""
+    counter = metrics.connections_cut
+    for reason in CUT_REASONS.values():  # every series exported from the start
+        counter.labels(reason)
+    return lambda kind: counter.labels(CUT_REASONS.get(kind, "other")).inc()
+
+
 def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
-    """uvicorn's configuration for ``app``: the guarded protocol, no WebSocket, no Server header."""
+    """uvicorn's configuration for ``app``: the guarded protocol, no WebSocket, no Server header. When ``app``
+    has its ``Metrics`` (``app.state.metrics``), connections cut by the limits are counted there."""
     limits = ServerLimits.from_settings(settings)
+    metrics = getattr(getattr(app, "state", None), "metrics", None)
     return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
-        http=protocol_class(limits),
+        http=protocol_class(limits, count_cuts(metrics) if isinstance(metrics, Metrics) else None),
         ws="none",  # no WebSocket routes: no upgrade path around the limits
         log_config=None,
         log_level=settings.log_level,

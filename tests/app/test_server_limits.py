@@ -171,6 +171,28 @@ def test_slowloris_head_is_cut_after_the_header_timeout(server):
     assert HEADER_TIMEOUT_S - 0.2 < took < HEADER_TIMEOUT_S + 1.5, took
 
 
+def _cuts(server) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families = {f.name: f for f in text_string_to_metric_families(httpx.get(f"{server.url}/metrics").text)}
+    return {s.labels["reason"]: s.value for s in families["wbvae_connections_cut"].samples if s.name.endswith("_total")}
+
+
+def test_cuts_are_counted_in_the_metrics_by_reason(server):
+    before = _cuts(server)
+    assert set(before) >= {"head_too_large", "too_many_headers", "head_timeout", "body_timeout", "cap_refused"}
+    with _connect(server) as sock:
+        sock.sendall(_head_of_size(MAX_HEADER_BYTES + 1, "GET /livez HTTP/1.1", {}))
+        _read_until_closed(sock)
+    with _connect(server) as sock:
+        sock.sendall(b"GET /livez HTTP/1.1\r\nHost: test\r\n")  # and no more: the head times out
+        _read_until_closed(sock)
+    after = _cuts(server)
+    assert after["head_too_large"] == before["head_too_large"] + 1
+    assert after["head_timeout"] == before["head_timeout"] + 1
+    assert after["body_timeout"] == before["body_timeout"]
+
+
 def test_connection_that_sends_nothing_is_closed(server):
     with _connect(server) as sock:
         start = time.monotonic()
