@@ -195,10 +195,20 @@ def start_server(*extra_args: str, **env: str):
         wait_ready(proc, url, output=lambda: _read(log))
         yield Server(url, proc, log)
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(timeout=30)
+        stop_process(proc, timeout=30)
         log.close()
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 40) -> None:
+    """SIGTERM, then SIGKILL if it is still running after ``timeout`` seconds; waits for the exit."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _read(log) -> str:

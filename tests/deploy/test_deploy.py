@@ -36,7 +36,7 @@ import yaml
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import REPO, free_port, require, wait_ready
+from tests.conftest import REPO, free_port, require, stop_process, wait_ready
 
 DEPLOY = REPO / "deploy"
 K8S = DEPLOY / "k8s"
@@ -95,15 +95,6 @@ def constraint_pins() -> dict[str, str]:
 
 def load_yaml_docs(path: Path) -> list[dict]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=40)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def post_photo(base: str, photo: Path) -> httpx.Response:
@@ -359,7 +350,7 @@ def test_image_install_and_start_commands_work_in_a_fresh_venv(tmp_path, wild_ph
         assert r.status_code == 200 and r.headers["content-type"] == "image/png", r.text[:300]
         assert Image.open(io.BytesIO(r.content)).size == Image.open(wild_photo).size
     finally:
-        stop(proc)
+        stop_process(proc)
 
 
 # ---------------------------------------------------------------------------- Compose
@@ -481,7 +472,7 @@ def scraped_metric_names(wild_photo) -> set[str]:
         httpx.post(f"{base}/correct", files={"file": ("x.jpg", b"not an image")}, timeout=30)
         text = httpx.get(f"{base}/metrics", timeout=10).text
     finally:
-        stop(proc)
+        stop_process(proc)
     return {s.name for family in text_string_to_metric_families(text) for s in family.samples}
 
 

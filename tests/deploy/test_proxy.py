@@ -32,7 +32,7 @@ from PIL import Image
 
 from app.middleware import MULTIPART_SLACK_BYTES
 from app.settings import Settings
-from tests.conftest import REPO, free_port, require, start_server
+from tests.conftest import REPO, free_port, require, start_server, stop_process
 
 NGINX_CONF = REPO / "deploy" / "nginx" / "nginx.conf"
 INGRESS = REPO / "deploy" / "k8s" / "base" / "ingress.yaml"
@@ -140,12 +140,7 @@ def running_nginx(conf: Path, tmp: Path, port: int):
             time.sleep(0.1)
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=15)
         log.close()
 
 
