@@ -33,6 +33,7 @@ header is off; the date is kept.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import resource
@@ -49,6 +50,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from app.metrics import Metrics
+from app.middleware import send_json
 from app.settings import Settings
 
 log = logging.getLogger("wbvae.server")
@@ -115,6 +117,20 @@ def fit_to_fd_limit(max_connections: int) -> int:
     return max_connections
 
 
+# What the limits cut, by the bounded ``reason`` label of ``wbvae_connections_cut_total``, and as the log says it.
+CUT_REASONS = {
+    "head_too_large": "heads over max_header_bytes (431)",
+    "too_many_headers": "heads over max_headers (431)",
+    "malformed": "malformed requests (400)",
+    "head_timeout": "heads not complete in time (408)",
+    "silent_connection": "connections idle from the start (closed)",
+    "body_timeout": "bodies stalled (408)",
+    "cap_closed_idle": "idle connections closed",
+    "cap_refused": "connections refused",
+    "cap_not_health_check": "requests refused with 503 (over the cap, not a health check)",
+}
+
+
 class _Tally:
     """Counts events and logs them as one line per window (the first at once), never one per event:
     an attack must not turn into a flood of log lines. ``context`` adds fields to the message."""
@@ -154,7 +170,7 @@ class _Tally:
         self.flush_pending = False
         self.last = asyncio.get_running_loop().time()
         if self.counts:
-            counts = ", ".join(f"{n} {kind}" for kind, n in sorted(self.counts.items()))
+            counts = ", ".join(f"{n} {CUT_REASONS[kind]}" for kind, n in sorted(self.counts.items()))
             log.log(self.level, self.text, {"counts": counts, "window": self.window_s, **self.context()})
             self.counts.clear()
 
@@ -188,11 +204,11 @@ class ConnectionGuard:
             if victim is not None:
                 self.forget(victim)
                 victim.evict()
-                self._note("idle connections closed")
+                self._note("cap_closed_idle")
             elif len(self.open) < self.max_connections + self.headroom:
                 verdict = self.HEALTH_ONLY
             else:
-                self._note("connections refused")
+                self._note("cap_refused")
                 return self.REFUSED
         self.open.add(conn)
         self.idle[conn] = None
@@ -202,7 +218,7 @@ class ConnectionGuard:
         self.events.add(kind)
 
     def note_health_only_refusal(self) -> None:
-        self._note("requests refused with 503 (over the cap, not a health check)")
+        self._note("cap_not_health_check")
 
     def busy(self, conn: GuardedProtocol) -> None:
         self.idle.pop(conn, None)
@@ -275,7 +291,7 @@ class GuardedProtocol(HttpToolsProtocol):
             if self._timer is None:  # the first byte of a later request: its head's clock starts
                 self._arm(self.limits.header_timeout_s, self._head_timed_out)
             if not self._head_fits(data):
-                self.defences.add("heads over max_header_bytes (431)")
+                self.defences.add("head_too_large")
                 self._reply_and_close(431, "Request Header Fields Too Large")
                 return
         elif self._in_body:
@@ -289,10 +305,10 @@ class GuardedProtocol(HttpToolsProtocol):
                 self.cycle.keep_alive = False
         except httptools.HttpParserError as exc:
             if isinstance(exc.__context__, _TooManyHeaders):
-                self.defences.add("heads over max_headers (431)")
+                self.defences.add("too_many_headers")
                 self._reply_and_close(431, "Request Header Fields Too Large")
             else:
-                self.defences.add("malformed requests (400)")
+                self.defences.add("malformed")
                 self._reply_and_close(400, "Invalid HTTP request received.")
 
     def _head_fits(self, data: bytes) -> bool:
@@ -367,10 +383,10 @@ class GuardedProtocol(HttpToolsProtocol):
             self._arm(self.limits.header_timeout_s, self._head_timed_out)
             return
         if self._head_bytes:
-            self.defences.add("heads not complete in time (408)")
+            self.defences.add("head_timeout")
             self._reply_and_close(408, "Request Timeout: the request head did not arrive in time")
         else:
-            self.defences.add("connections idle from the start (closed)")
+            self.defences.add("silent_connection")
             self.transport.close()
 
     def _body_check(self) -> None:
@@ -385,7 +401,7 @@ class GuardedProtocol(HttpToolsProtocol):
         if left > 0:
             self._arm(left, self._body_check)
             return
-        self.defences.add("bodies stalled (408)")
+        self.defences.add("body_timeout")
         if cycle is not None and not cycle.response_started:
             self._reply_and_close(408, "Request Timeout: the request body stalled")
         else:
@@ -393,8 +409,8 @@ class GuardedProtocol(HttpToolsProtocol):
 
     # -- answers the app never sees --------------------------------------------------------------
     def _reply_and_close(self, status: int, message: str, retry: bool = False) -> None:
-        """A plain-text ``status`` and close, written straight to the transport; a request the app is
-        still receiving sees a disconnect, and whatever it answers is dropped."""
+        """A ``{"detail": message}`` answer with ``status``, then close, written straight to the transport; a
+        request the app is still receiving sees a disconnect, and whatever it answers is dropped."""
         self._cancel_timer()
         self._awaiting_head = self._in_body = False
         cycle = self.cycle
@@ -404,7 +420,7 @@ class GuardedProtocol(HttpToolsProtocol):
             if cycle.response_started:  # halfway through an answer: no room for another
                 self.transport.close()
                 return
-        body = message.encode("ascii")
+        body = json.dumps({"detail": message}).encode()  # errors are JSON, as the app's own
         content = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:
             content.extend([name, b": ", value, b"\r\n"])
@@ -412,7 +428,7 @@ class GuardedProtocol(HttpToolsProtocol):
             content.append(b"retry-after: %d\r\n" % self.limits.retry_after_s)
         content.extend(
             [
-                b"content-type: text/plain; charset=utf-8\r\n",
+                b"content-type: application/json\r\n",
                 b"content-length: %d\r\n" % len(body),
                 b"connection: close\r\n\r\n",
                 body,
@@ -423,43 +439,18 @@ class GuardedProtocol(HttpToolsProtocol):
 
 
 def _over_capacity(retry_after_s: int) -> Any:
-    body = b"Service Unavailable: too many connections"
+    """The ASGI app that answers a request let in past the cap for the health paths only."""
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 503,
-                "headers": [
-                    (b"content-type", b"text/plain; charset=utf-8"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"retry-after", str(retry_after_s).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        retry = [(b"retry-after", str(retry_after_s).encode())]
+        await send_json(send, 503, "Service Unavailable: too many connections", extra_headers=retry)
 
     return app
 
 
-# Each event the limits log, as the bounded ``reason`` label of ``wbvae_connections_cut_total``.
-CUT_REASONS = {
-    "heads over max_header_bytes (431)": "head_too_large",
-    "heads over max_headers (431)": "too_many_headers",
-    "malformed requests (400)": "malformed",
-    "heads not complete in time (408)": "head_timeout",
-    "connections idle from the start (closed)": "silent_connection",
-    "bodies stalled (408)": "body_timeout",
-    "idle connections closed": "cap_closed_idle",
-    "connections refused": "cap_refused",
-    "requests refused with 503 (over the cap, not a health check)": "cap_not_health_check",
-}
-
-
 def protocol_class(limits: ServerLimits, observe: Callable[[str], None] | None = None) -> type[GuardedProtocol]:
     """A :class:`GuardedProtocol` subclass for one server: its limits, its connection registry; ``observe``
-    gets each event of ``CUT_REASONS``'s keys as it happens."""
+    gets each event (a key of ``CUT_REASONS``) as it happens."""
     return type(
         "WbvaeHttpProtocol",
         (GuardedProtocol,),
@@ -476,9 +467,9 @@ def protocol_class(limits: ServerLimits, observe: Callable[[str], None] | None =
 def count_cuts(metrics: Metrics) -> Callable[[str], None]:
     """An ``observe`` for :func:`protocol_class` that counts each event in ``metrics`` by its reason."""
     counter = metrics.connections_cut
-    for reason in CUT_REASONS.values():  # every series exported from the start
+    for reason in CUT_REASONS:  # every series exported from the start
         counter.labels(reason)
-    return lambda kind: counter.labels(CUT_REASONS.get(kind, "other")).inc()
+    return lambda reason: counter.labels(reason).inc()
 
 
 def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:

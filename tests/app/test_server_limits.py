@@ -4,6 +4,7 @@ request-head size and count limits, head/body/idle timeouts, the connection cap,
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import socket
 import time
@@ -114,6 +115,10 @@ def test_head_one_byte_over_the_limit_gets_431(server):
         sock.sendall(_head_of_size(MAX_HEADER_BYTES + 1, "GET /livez HTTP/1.1", {}))
         response = _read_until_closed(sock)
     assert _status(response) == 431 and b"connection: close" in response
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert (
+        b"content-type: application/json" in head and b"Header Fields Too Large" in json.loads(body)["detail"].encode()
+    )
 
 
 def test_too_many_header_fields_get_431(server):
