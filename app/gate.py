@@ -29,7 +29,6 @@ class CorrectionGate:
 
     def __init__(self, slots: int, queue: int):
         self.slots, self.queue = slots, queue
-        self.running = 0
         self.waiting = 0
         self._started: dict[int, float] = {}  # id of running work -> when it got its slot (monotonic)
         self._free = asyncio.Semaphore(slots)
@@ -46,7 +45,6 @@ class CorrectionGate:
             raise DeadlineExceeded() from None
         finally:
             self.waiting -= 1
-        self.running += 1
         loop = asyncio.get_running_loop()
         context = contextvars.copy_context()  # carries the request id into the worker's log lines
         future = loop.run_in_executor(self._pool, context.run, fn, *args)
@@ -56,6 +54,11 @@ class CorrectionGate:
             return await asyncio.wait_for(asyncio.shield(future), timeout=max(deadline - time.monotonic(), 0))
         except (TimeoutError, asyncio.TimeoutError):
             raise DeadlineExceeded() from None
+
+    @property
+    def running(self) -> int:
+        """Corrections holding a slot (their work not ended yet)."""
+        return len(self._started)
 
     def oldest_running_s(self) -> float:
         """How long the longest-running correction has held its slot (0 when none runs)."""
@@ -68,7 +71,6 @@ class CorrectionGate:
 
     def _release(self, future) -> None:
         self._started.pop(id(future), None)
-        self.running -= 1
         if not future.cancelled():
             future.exception()  # retrieved here, so work abandoned by a timed-out request logs no warning
         self._free.release()
