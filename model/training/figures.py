@@ -35,7 +35,6 @@ def save_figures(run: Path, history: list[dict], model: WBVAE, frames: list, dev
     axes[2].plot(epochs, [h["val_de2000_cast"] for h in history], label="val dE2000 (casts)")
     axes[2].plot(epochs, [h["val_de2000_neutral"] for h in history], label="val dE2000 (balanced in)")
     axes[2].set_title("validation, full frame")
-    axes[2].set_xlabel("epoch")
     axes[2].legend()
     for ax in axes:
         ax.set_xlabel("epoch")
