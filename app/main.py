@@ -245,10 +245,20 @@ async def unless_client_leaves(request: Request, work: Coroutine[Any, Any, T]) -
         await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         watcher.cancel()
-    if not task.done():
-        task.cancel()
+        gone = not task.done()
+        if gone:
+            task.cancel()
+            # Its outcome is nobody's now: cancelled, or (when the cancel came too late, Python 3.11's wait_for
+            # swallows it) Abandoned or any error of the work; retrieved here so that asyncio logs no traceback.
+            task.add_done_callback(_ignore_outcome)
+    if gone:
         raise ClientGone()
     return task.result()
+
+
+def _ignore_outcome(task: asyncio.Future) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 RAW_OR_MULTIPART = (

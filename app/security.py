@@ -32,18 +32,24 @@ SECURITY_HEADERS = (
     (b"referrer-policy", b"no-referrer"),
     (b"cross-origin-resource-policy", b"same-origin"),
 )
+# What an answer that no route made carries (the server's own 400/408/431/503, an unhandled error's 500).
+API_SECURITY_HEADERS = (*SECURITY_HEADERS, (b"content-security-policy", API_CSP.encode()))
 
 
 class ApiKeyGuard:
     """401 for a request to a protected path without ``Authorization: Bearer <key>`` naming a configured
     key, answered from the headers alone: the body is never read and the connection is closed, so a
-    refused upload costs no memory or disk. CORS preflights (``OPTIONS``) pass: browsers send no key."""
+    refused upload costs no memory or disk. CORS preflights (``OPTIONS``) pass: browsers send no key.
+    A request with more than one ``Authorization`` header is 400 on any path (which one counts would be
+    up to each proxy on the way)."""
 
     def __init__(self, app, keys: list[str]):
         self.app = app
         self.keys = [k.encode() for k in keys]
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and sum(name == b"authorization" for name, _ in scope.get("headers", [])) > 1:
+            return await send_json(send, 400, "more than one Authorization header; send one")
         if (
             scope["type"] != "http"
             or not self.keys

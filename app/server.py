@@ -27,12 +27,18 @@ passed to uvicorn as the ``http`` protocol class) adds, per connection:
 These are transport-level concerns, so they live in the protocol, not in ASGI middleware: the timers
 see the bytes (and the reads the server paused), and the head is refused before it is parsed. A request
 cut mid-body ends quietly as status 499 (``app.middleware.RequestMetrics``). uvicorn's "server: uvicorn"
-header is off; the date is kept.
+header is off; the date is kept. Every answer, the protocol's own included, carries the security headers of
+:mod:`app.security`.
+
+:class:`GuardedProtocol` overrides and calls private parts of uvicorn's ``HttpToolsProtocol``, so it holds only
+for the releases in ``WRITTEN_FOR``: ``pyproject.toml`` and ``constraints.txt`` pin exactly those, the server warns
+at start-up when others are installed, and ``tests/app/test_server_pins.py`` fails.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import json
 import logging
 import math
@@ -51,9 +57,12 @@ from uvicorn.server import ServerState
 
 from app.metrics import Metrics
 from app.middleware import send_json
+from app.security import API_SECURITY_HEADERS, SecurityHeaders
 from app.settings import Settings
 
 log = logging.getLogger("wbvae.server")
+
+WRITTEN_FOR = {"uvicorn": "0.54.0", "httptools": "0.9.0"}  # see the module docstring; move with pyproject.toml
 
 HEALTH_PATHS = frozenset({"/livez", "/healthz", "/readyz"})
 HEALTH_HEADROOM = 16  # connections let in past the cap, for the health paths, when none is idle
@@ -422,7 +431,7 @@ class GuardedProtocol(HttpToolsProtocol):
                 return
         body = json.dumps({"detail": message}).encode()  # errors are JSON, as the app's own
         content = [STATUS_LINE[status]]
-        for name, value in self.server_state.default_headers:
+        for name, value in (*self.server_state.default_headers, *API_SECURITY_HEADERS):
             content.extend([name, b": ", value, b"\r\n"])
         if retry:
             content.append(b"retry-after: %d\r\n" % self.limits.retry_after_s)
@@ -442,7 +451,7 @@ def _over_capacity(retry_after_s: int) -> Any:
     """The ASGI app that answers a request let in past the cap for the health paths only."""
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
-        retry = [(b"retry-after", str(retry_after_s).encode())]
+        retry = [(b"retry-after", str(retry_after_s).encode()), *API_SECURITY_HEADERS]
         await send_json(send, 503, "Service Unavailable: too many connections", extra_headers=retry)
 
     return app
@@ -472,13 +481,21 @@ def count_cuts(metrics: Metrics) -> Callable[[str], None]:
     return lambda reason: counter.labels(reason).inc()
 
 
+def version_mismatches() -> list[str]:
+    """``name installed X, written for Y`` for each package of ``WRITTEN_FOR`` installed at another release."""
+    installed = {name: importlib.metadata.version(name) for name in WRITTEN_FOR}
+    return [f"{n} {installed[n]} installed, written for {v}" for n, v in WRITTEN_FOR.items() if installed[n] != v]
+
+
 def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
     """uvicorn's configuration for ``app``: the guarded protocol, no WebSocket, no Server header. When ``app``
     has its ``Metrics`` (``app.state.metrics``), connections cut by the limits are counted there."""
+    for mismatch in version_mismatches():
+        log.warning("the server's limits may not hold: %s (app/server.py uses uvicorn's internals)", mismatch)
     limits = ServerLimits.from_settings(settings)
     metrics = getattr(getattr(app, "state", None), "metrics", None)
     return uvicorn.Config(
-        app,
+        SecurityHeaders(app),  # around Starlette's own error handler too: its 500 (headers already set are kept)
         host=settings.host,
         port=settings.port,
         http=protocol_class(limits, count_cuts(metrics) if isinstance(metrics, Metrics) else None),

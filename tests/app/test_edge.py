@@ -3,12 +3,14 @@ leave, stuck slots, plain-text logs, a CUDA device that is not there."""
 
 import asyncio
 import io
+import json
 import logging
 import socket
 import threading
 import time
 
 import httpx
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -209,3 +211,37 @@ def _rejected(url: str) -> dict[str, float]:
 
     families = {f.name: f for f in text_string_to_metric_families(httpx.get(f"{url}/metrics").text)}
     return {s.labels["reason"]: s.value for s in families["wbvae_rejected_requests"].samples if s.value}
+
+
+def test_two_authorization_headers_are_400_with_or_without_keys(client):
+    two = [("Authorization", "Bearer a"), ("Authorization", "Bearer b")]
+    for app_client in (client, TestClient(create_app(Settings(api_keys="a,b")))):
+        for path in ("/correct", "/livez"):
+            r = app_client.request("POST" if path == "/correct" else "GET", path, headers=two, content=_png())
+            assert (r.status_code, r.json()) == (400, {"detail": "more than one Authorization header; send one"})
+            assert r.headers["x-content-type-options"] == "nosniff"
+
+
+@pytest.mark.slow
+def test_20_clients_that_leave_at_once_log_no_error():
+    """Each sends a photo and hangs up at once: one INFO line each ("client disconnected" while its correction
+    waits or runs, else a 499 access line while its body was read), never an ERROR record or a traceback."""
+    rgb = np.random.default_rng(4).integers(60, 200, (1500, 2000, 3), dtype=np.uint8)
+    photo = photos.save(Image.fromarray(rgb), "JPEG", quality=90)
+    with start_server(WBVAE_LOG_LEVEL="info", WBVAE_MAX_QUEUED_CORRECTIONS="20") as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        head = f"POST /correct HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: {len(photo)}"
+        for _ in range(20):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.sendall(head.encode() + b"\r\n\r\n" + photo)
+        deadline = time.monotonic() + 30
+        while server.output().count('"status": 499') < 20 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1)  # whatever was still running is done
+        records = [json.loads(line) for line in server.output().splitlines() if line.startswith("{")]
+    errors = [r for r in records if r["level"] in ("error", "critical")]
+    assert errors == [], errors[:2]
+    assert not any("exc" in r for r in records)
+    assert [r.get("status") for r in records if r["msg"] == "request"] == [499] * 20
+    gone = [r for r in records if r["msg"] == "client disconnected; correction dropped"]
+    assert 1 <= len(gone) <= 20 and all(r["level"] == "info" for r in gone)

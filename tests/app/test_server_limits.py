@@ -116,9 +116,26 @@ def test_head_one_byte_over_the_limit_gets_431(server):
         response = _read_until_closed(sock)
     assert _status(response) == 431 and b"connection: close" in response
     head, _, body = response.partition(b"\r\n\r\n")
+    _assert_security_headers(head)
     assert (
         b"content-type: application/json" in head and b"Header Fields Too Large" in json.loads(body)["detail"].encode()
     )
+
+
+def _assert_security_headers(head: bytes) -> None:
+    """The security headers the app's own answers carry (app.security), on an answer of the protocol's own."""
+    from app.security import API_SECURITY_HEADERS
+
+    for name, value in API_SECURITY_HEADERS:
+        assert b"\r\n%s: %s\r\n" % (name, value) in head + b"\r\n", (name, head)
+
+
+def test_malformed_request_gets_400_with_the_security_headers(server):
+    with _connect(server) as sock:
+        sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        response = _read_until_closed(sock)
+    assert _status(response) == 400
+    _assert_security_headers(response.partition(b"\r\n\r\n")[0])
 
 
 def test_too_many_header_fields_get_431(server):
@@ -174,6 +191,7 @@ def test_slowloris_head_is_cut_after_the_header_timeout(server):
         took = time.monotonic() - start
     assert _status(response) == 408, response[:100]
     assert HEADER_TIMEOUT_S - 0.2 < took < HEADER_TIMEOUT_S + 1.5, took
+    _assert_security_headers(response.partition(b"\r\n\r\n")[0])
 
 
 def _cuts(server) -> dict[str, float]:
@@ -305,6 +323,7 @@ def test_connection_cap_refuses_with_503_logs_a_warning_and_keeps_health_checks(
         not_health.sendall(_request("/metrics"))
         response = _read_until_closed(not_health)
         assert _status(response) == 503 and b"retry-after: " in response
+        _assert_security_headers(response.partition(b"\r\n\r\n")[0])
         over = stack.enter_context(_connect(server))
         over.sendall(_request("/readyz"))
         assert over.recv(65536).startswith(b"HTTP/1.1 200 ")
