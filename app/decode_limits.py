@@ -26,9 +26,10 @@ class ImageTooLarge(ValueError):
 
 # The limits bound what a file can add to its pixels' cost whatever its bytes: passes over the image (JPEG scans),
 # the per-segment Python work of Pillow's parsers (JPEG markers, PNG chunks, TIFF strips and tiles), Pillow's
-# Python RLE decoder (BMP), and scans too short for the image their frame declares (libjpeg would decode them,
-# filling the rest with gray). Each check reads headers only: well under a millisecond for a photo; at worst a
-# regex scan for the next JPEG marker, a few ns per byte of upload (0.5 s for 50 MB of 0xFF fill bytes).
+# Python RLE decoder (BMP: its codes as well as its pixels), and scans too short for the image their frame
+# declares (libjpeg would decode them, filling the rest with gray). Each check reads headers only: well under a
+# millisecond for a photo; at worst a regex scan for the next JPEG marker, a few ns per byte of upload (0.5 s for
+# 50 MB of 0xFF fill bytes).
 
 JPEG_MAX_SCANS = 100
 """Most scans a JPEG may hold. libjpeg decodes every scan a file holds, and each walks all the blocks it covers: a
@@ -51,6 +52,11 @@ RLE_BMP_MAX_PIXELS = 1_000_000
 """Largest RLE-compressed BMP (RLE8, RLE4). Pillow's RLE decoder is Python and pads a row one byte at a time after
 an end-of-line code: up to ~0.2 us a pixel whatever the file size (a 5 KB 50000x1000 file took 10-18 s). RLE BMPs
 are palette icons and clip art, never camera photos; a 1 MP one decodes within ~0.2 s."""
+RLE_BMP_MAX_CODES_PER_PIXEL = 2
+"""Most RLE codes an RLE8/RLE4 BMP may hold per pixel (and row) of its image. Pillow's decoder takes each code in a
+turn of its Python loop (~0.6 us), and runs past the end of a row are clipped to nothing, so a 1 MP file can ask for
+25 M turns in 50 MB (12 s). An encoder writes at most one code per pixel (runs of one), one end-of-line per row and
+an end-of-bitmap; every code is two bytes at least, so the bytes after the pixel-data offset bound the codes read."""
 
 _JPEG_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 """The next marker the way libjpeg finds it, in a scan's data or between segments: 0xFF 0x00 is a stuffed data
@@ -70,6 +76,8 @@ def check_work(data: bytes, max_pixels: int) -> None:
         _check_png(data)
     elif data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
         _check_tiff(data)
+    elif data.startswith(b"BM"):
+        _check_bmp(data)
 
 
 @dataclass
@@ -199,3 +207,22 @@ def _check_tiff(data: bytes) -> None:
     for tag, _, values in struct.iter_unpack(fmt, data[start : start + count * entry]):
         if tag in (273, 324) and values > TIFF_MAX_STRIPS:  # StripOffsets, TileOffsets
             raise ImageTooLarge(f"TIFF has {values} strips or tiles; the limit is {TIFF_MAX_STRIPS}")
+
+
+def _check_bmp(data: bytes) -> None:
+    """An RLE8/RLE4 BMP holds room for at most ``RLE_BMP_MAX_CODES_PER_PIXEL`` codes per pixel and row."""
+    if len(data) < 34:
+        return  # Pillow reports a header this short
+    offset, header = struct.unpack_from("<II", data, 10)
+    if header < 40:  # OS/2 1.x core header: no compression field
+        return
+    width, height, _, _, compression = struct.unpack_from("<iiHHI", data, 18)
+    if compression not in (1, 2):  # BI_RLE8, BI_RLE4
+        return
+    codes = max(len(data) - offset, 0) // 2
+    allowed = RLE_BMP_MAX_CODES_PER_PIXEL * (abs(width) * abs(height) + abs(height) + 1)
+    if codes > allowed:
+        raise ImageTooLarge(
+            f"RLE-compressed BMP of {width}x{abs(height)} pixels holds room for {codes} RLE codes; the limit is "
+            f"{allowed} ({RLE_BMP_MAX_CODES_PER_PIXEL} per pixel and row)"
+        )

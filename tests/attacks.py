@@ -7,6 +7,8 @@ far more than their size suggests, or that decode to something other than what t
   decode time grows with the number of copies, not with the file size.
 - :func:`rle8_bomb_bmp`: an RLE8 BMP of one pixel then end-of-line per row; Pillow's RLE decoder is
   Python and pads each row to its width one byte at a time.
+- :func:`rle_nop_bomb_bmp`: an RLE8 or RLE4 BMP within the RLE pixel limit whose runs after its first row add no
+  pixel: millions of codes, each a turn of that decoder's loop, for a megapixel.
 - :func:`short_progressive_jpeg`: a progressive JPEG whose frame header declares a much larger image
   than its scans code; libjpeg fills the missing blocks with zeros (a mostly gray image), with no error.
 - :func:`marker_flood_jpeg`, :func:`chunk_flood_png`, :func:`strip_flood_tiff`: tiny images padded with
@@ -86,6 +88,20 @@ def rle8_bomb_bmp(width: int = 50000, height: int = 1000) -> bytes:
     pixels = b"\x01\x80\x00\x00" * height + b"\x00\x01"  # (1 pixel of index 128, end of line) per row; end
     offset = 14 + 40 + len(palette)
     info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 8, 1, len(pixels), 2835, 2835, 256, 0)
+    return b"BM" + struct.pack("<IHHI", offset + len(pixels), 0, 0, offset) + info + palette + pixels
+
+
+def rle_nop_bomb_bmp(width: int = 1000, height: int = 1000, codes: int = 25_000_000, rle4: bool = False) -> bytes:
+    """A ``width`` x ``height`` BMP, RLE8 (or RLE4) compressed: its first row filled by runs, then ``codes`` runs
+    that add no pixel (a row is full: Pillow clips each run to nothing), then end of bitmap. 1000 x 1000 with
+    25 M codes: 50 MB, each code a turn of Pillow's Python decoder loop."""
+    colours = 16 if rle4 else 256
+    palette = b"".join(bytes((i * 255 // (colours - 1),) * 3 + (0,)) for i in range(colours))
+    first_row = b"\xff\x11" * (width // 255) + (bytes((width % 255, 0x11)) if width % 255 else b"")
+    pixels = first_row + b"\x01\x11" * codes + b"\x00\x01"
+    offset = 14 + 40 + len(palette)
+    bits, compression = (4, 2) if rle4 else (8, 1)
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, bits, compression, len(pixels), 2835, 2835, colours, 0)
     return b"BM" + struct.pack("<IHHI", offset + len(pixels), 0, 0, offset) + info + palette + pixels
 
 

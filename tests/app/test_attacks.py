@@ -43,6 +43,14 @@ ATTACKS = {
             "1000000 (send it uncompressed, or as PNG)"
         ),
     ),
+    "RLE8 codes that add no pixel": (
+        attacks.rle_nop_bomb_bmp,  # 1000 x 1000, 25 M codes in 50 MB: 12-13 s of Pillow's RLE decoder before
+        413,
+        lambda data: (
+            "RLE-compressed BMP of 1000x1000 pixels holds room for 25000005 RLE codes; the limit is 2002002 "
+            "(2 per pixel and row)"
+        ),
+    ),
     "short progressive JPEG": (
         attacks.short_progressive_jpeg,  # 900 x 600 of scans under a 7000 x 7000 frame: a gray 49 MP image before
         422,
@@ -131,6 +139,28 @@ def test_rle_bmp_limit_edges():
     assert decode(attacks.rle8_bomb_bmp(1000, 1000), MAX_PIXELS).rgb.shape == (1000, 1000, 3)
     with pytest.raises(ImageTooLarge, match="RLE-compressed BMP of 1001x1000"):
         decode(attacks.rle8_bomb_bmp(1001, 1000), MAX_PIXELS)
+
+
+@pytest.mark.parametrize("rle4", [False, True], ids=["RLE8", "RLE4"])
+def test_rle_code_limit_edges_and_the_worst_file_allowed_decodes_well_within_a_slot_budget(rle4):
+    """A file of one-pixel runs (the most codes an encoder writes) decodes; the most codes the limit lets through
+    cost ~1 s of Pillow's loop here (docs/load-test.md), bounded generously at 5 s; one code more is refused."""
+    runs = bytearray()
+    for _ in range(200):
+        runs += b"\x01\x05" * 300 + b"\x00\x00"  # 300 one-pixel runs, end of line
+    data = attacks.rle_nop_bomb_bmp(300, 200, 0, rle4)
+    offset = int.from_bytes(data[10:14], "little")
+    honest = data[:offset] + bytes(runs) + b"\x00\x01"
+    assert decode(honest, MAX_PIXELS).rgb.shape == (200, 300, 3)
+    allowed = 2 * (1000 * 1000 + 1000 + 1)
+    first_row = 4  # codes: 1000 pixels in runs of 255
+    worst = attacks.rle_nop_bomb_bmp(1000, 1000, allowed - first_row - 1, rle4)  # + end of bitmap: at the limit
+    start = time.perf_counter()
+    with pytest.raises(CorruptImage):  # its rows past the first are missing
+        decode(worst, MAX_PIXELS)
+    assert time.perf_counter() - start < 5
+    with pytest.raises(ImageTooLarge, match="holds room for 2002003 RLE codes; the limit is 2002002"):
+        decode(attacks.rle_nop_bomb_bmp(1000, 1000, allowed - first_row, rle4), MAX_PIXELS)
 
 
 def test_tiff_png_and_jpeg_floods_under_their_limits_still_decode():
