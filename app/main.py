@@ -24,7 +24,7 @@ from app.formats import DEFAULT_FORMAT, FORMATS, OutputFormat, OutputTooLarge, f
 from app.gate import Busy, CorrectionGate, DeadlineExceeded
 from app.imaging import ACCEPTED_NAMES, CorruptImage, ImageTooLarge, UnsupportedImage
 from app.metrics import Metrics
-from app.middleware import CLIENT_CLOSED_REQUEST, BodySizeLimit, RequestMetrics
+from app.middleware import CLIENT_CLOSED_REQUEST, BodySizeLimit, RequestMetrics, UploadBudget
 from app.pipeline import Limits, Options, correct_upload
 from app.security import ApiKeyGuard, SecurityHeaders, install_cors
 from app.settings import Settings
@@ -349,8 +349,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_web(app)  # the page at / and its /static assets
     install_docs(app)
     # Outermost last: metrics and the request id see every answer, CORS headers reach the 401s,
-    # and a request without a valid key is refused before BodySizeLimit or a route reads its body.
+    # and a request without a valid key is refused before UploadBudget counts it or a route reads its body.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(
+        UploadBudget,
+        max_bytes=settings.max_body_bytes_in_flight,
+        per_request_bytes=settings.max_upload_bytes,
+        retry_after_s=settings.retry_after_s,
+        metrics=metrics,
+    )
     app.add_middleware(ApiKeyGuard, keys=settings.api_key_list)
     install_cors(app, settings.cors_origin_list)
     app.add_middleware(SecurityHeaders)

@@ -87,6 +87,44 @@ class _BodyTooLarge(Exception):
     pass
 
 
+class UploadBudget:
+    """At most ``max_bytes`` of request bodies in progress at once, in memory or spooled to disk: each request is
+    counted at its ``Content-Length`` (a chunked one at ``per_request_bytes``, the most BodySizeLimit lets in) from
+    its head until the app has answered it, and one that would take the total past ``max_bytes`` gets 503 with
+    ``Retry-After`` before a byte of its body is read. A declared length over ``per_request_bytes`` is left to
+    BodySizeLimit (413) uncounted."""
+
+    def __init__(self, app, max_bytes: int, per_request_bytes: int, retry_after_s: int, metrics: Metrics):
+        self.app = app
+        self.max_bytes = max_bytes
+        self.per_request_bytes = per_request_bytes + MULTIPART_SLACK_BYTES
+        self.retry = [(b"retry-after", str(retry_after_s).encode())]
+        self.metrics = metrics
+        self.held = 0
+        metrics.body_bytes_in_flight.set_function(lambda: self.held)
+
+    def cost(self, headers: dict[bytes, bytes]) -> int:
+        declared = headers.get(b"content-length")
+        if declared is not None:
+            size = int(declared) if declared.isdigit() else 0
+            return size if size <= self.per_request_bytes else 0
+        return self.per_request_bytes if b"chunked" in headers.get(b"transfer-encoding", b"").lower() else 0
+
+    async def __call__(self, scope, receive, send):
+        cost = self.cost(dict(scope.get("headers", []))) if scope["type"] == "http" else 0
+        if not cost:
+            return await self.app(scope, receive, send)
+        if self.held + cost > self.max_bytes:
+            self.metrics.rejected.labels("upload_budget").inc()
+            detail = "busy: too many uploads in progress; retry later"
+            return await send_json(send, 503, detail, extra_headers=self.retry)
+        self.held += cost
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.held -= cost
+
+
 def route_label(scope, incoming: dict) -> str:
     """The route template that served a request (``/static/{path}`` for the static files, the docs' own
     paths), or ``unmatched``: a bounded set of label values. ``incoming``: the scope as it arrived (routing

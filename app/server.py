@@ -13,12 +13,15 @@ passed to uvicorn as the ``http`` protocol class) adds, per connection:
 - one timer: from the connection's start (and from the first byte of each later request on a
   keep-alive connection) to the end of the head, ``header_timeout_s`` (408 then close; an idle
   connection that sent nothing is just closed); then, while a body is being received, at most
-  ``body_timeout_s`` without a byte (408 before the response, else close). Time the server itself
+  ``body_timeout_s`` without a byte, less than ``min_body_rate_bytes_s`` averaged over any
+  ``body_rate_window_s`` (the first window is the grace period; a fast start buys no time for a trickle
+  after it), or ``body_deadline_s`` in all (408 before the response, else close). Time the server itself
   does not read (its buffer full while the app is busy, a client waiting for ``100 Continue``) does
   not count. Between requests uvicorn's own keep-alive timeout applies;
 - a connection cap (:class:`ConnectionGuard`): at ``max_connections`` open connections a new one
   first closes the connection that has been idle longest (no request in progress: waiting for a
-  head, or between requests); if every connection is busy with a request, a few more are let in for
+  head, or between requests), else the one whose request body has come slowest, when under the minimum
+  rate (408 and close); if every connection is busy otherwise, a few more are let in for
   the health paths only (503 for anything else), and past those the new connection gets a 503 at
   once and is closed. The cap is lowered, with a warning, to what the process's file-descriptor
   limit allows (the soft limit is first raised towards the hard one). Cap events are logged as one
@@ -81,6 +84,9 @@ class ServerLimits:
     keep_alive_timeout_s: float = 5.0
     header_timeout_s: float = 10.0
     body_timeout_s: float = 30.0
+    min_body_rate_bytes_s: int = 16 * 1024
+    body_rate_window_s: float = 10.0
+    body_deadline_s: float = 300.0
     max_connections: int = 1000
     retry_after_s: int = 2
 
@@ -92,6 +98,9 @@ class ServerLimits:
             keep_alive_timeout_s=settings.keep_alive_timeout_s,
             header_timeout_s=settings.header_timeout_s,
             body_timeout_s=settings.body_timeout_s,
+            min_body_rate_bytes_s=settings.min_body_rate_bytes_s,
+            body_rate_window_s=settings.body_rate_window_s,
+            body_deadline_s=settings.body_deadline_s,
             max_connections=fit_to_fd_limit(settings.max_connections),
             retry_after_s=settings.retry_after_s,
         )
@@ -134,6 +143,9 @@ CUT_REASONS = {
     "head_timeout": "heads not complete in time (408)",
     "silent_connection": "connections idle from the start (closed)",
     "body_timeout": "bodies stalled (408)",
+    "body_too_slow": "bodies under the minimum rate (408)",
+    "body_deadline": "bodies over the body deadline (408)",
+    "cap_closed_slow_body": "bodies under the minimum rate closed to make room (408)",
     "cap_closed_idle": "idle connections closed",
     "cap_refused": "connections refused",
     "cap_not_health_check": "requests refused with 503 (over the cap, not a health check)",
@@ -191,8 +203,10 @@ class ConnectionGuard:
     max_connections: int
     headroom: int = HEALTH_HEADROOM
     observe: Callable[[str], None] | None = None
+    min_body_rate: float = 0.0  # bytes/s; a body below it is closed before a new connection is refused (0: never)
     open: set[GuardedProtocol] = field(default_factory=set)
     idle: dict[GuardedProtocol, None] = field(default_factory=dict)  # insertion order: idle longest first
+    receiving: set[GuardedProtocol] = field(default_factory=set)  # busy with a request whose body is arriving
     events: _Tally = field(init=False)
     ADMITTED: ClassVar[str] = "admitted"
     HEALTH_ONLY: ClassVar[str] = "health only"
@@ -210,10 +224,15 @@ class ConnectionGuard:
         verdict = self.ADMITTED
         if len(self.open) >= self.max_connections:
             victim = next(iter(self.idle), None)
+            slow = None if victim is not None else self.slowest_body()
             if victim is not None:
                 self.forget(victim)
                 victim.evict()
                 self._note("cap_closed_idle")
+            elif slow is not None:
+                self.forget(slow)
+                slow.evict_slow_body()
+                self._note("cap_closed_slow_body")
             elif len(self.open) < self.max_connections + self.headroom:
                 verdict = self.HEALTH_ONLY
             else:
@@ -222,6 +241,14 @@ class ConnectionGuard:
         self.open.add(conn)
         self.idle[conn] = None
         return verdict
+
+    def slowest_body(self) -> GuardedProtocol | None:
+        """The connection whose request body has come slowest so far, if under ``min_body_rate``."""
+        if not self.min_body_rate or not self.receiving:
+            return None
+        now = asyncio.get_running_loop().time()
+        conn = min(self.receiving, key=lambda c: c.body_rate(now))
+        return conn if conn.body_rate(now) < self.min_body_rate else None
 
     def _note(self, kind: str) -> None:
         self.events.add(kind)
@@ -240,6 +267,7 @@ class ConnectionGuard:
     def forget(self, conn: GuardedProtocol) -> None:
         self.open.discard(conn)
         self.idle.pop(conn, None)
+        self.receiving.discard(conn)
 
 
 class _TooManyHeaders(Exception):
@@ -269,6 +297,10 @@ class GuardedProtocol(HttpToolsProtocol):
         self._tail = b""  # the last bytes of the head so far: its end may straddle two reads
         self._in_body = False
         self._body_activity = 0.0
+        self._body_start = 0.0  # when the head ended
+        self._body_bytes = 0
+        self._window_start = 0.0  # the body rate's current window
+        self._window_bytes = 0
         self._health_only = False
 
     # -- connection ----------------------------------------------------------------------------
@@ -290,6 +322,14 @@ class GuardedProtocol(HttpToolsProtocol):
         """Closed to make room for a new connection (this one had no request in progress)."""
         self._cancel_timer()
         self.transport.close()
+
+    def evict_slow_body(self) -> None:
+        """Closed to make room for a new connection: its request body was the slowest, under the minimum rate."""
+        self._reply_and_close(408, "Request Timeout: the request body arrived too slowly")
+
+    def body_rate(self, now: float) -> float:
+        """Bytes a second of the request body since its head ended (the first second counted as one)."""
+        return self._body_bytes / max(now - self._body_start, 1.0)
 
     # -- bytes in ------------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
@@ -352,12 +392,20 @@ class GuardedProtocol(HttpToolsProtocol):
             self.app = _over_capacity(self.limits.retry_after_s)
         super().on_headers_complete()
         self._in_body = True
-        self._body_activity = self.loop.time()
-        self._arm(self.limits.body_timeout_s, self._body_check)
+        self._body_activity = self._body_start = self._window_start = self.loop.time()
+        self._body_bytes = self._window_bytes = 0
+        self.guard.receiving.add(self)
+        self._arm(min(self.limits.body_timeout_s, self._next_rate_check()), self._body_check)
+
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        self._window_bytes += len(body)
+        super().on_body(body)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._in_body = False
+        self.guard.receiving.discard(self)
         self._awaiting_head = True
         self._cancel_timer()
         if self.cycle is not None and self.cycle.response_complete and not self.transport.is_closing():
@@ -398,21 +446,43 @@ class GuardedProtocol(HttpToolsProtocol):
             self.defences.add("silent_connection")
             self.transport.close()
 
+    def _next_rate_check(self) -> float:
+        """Seconds to the end of the body rate's window (to the deadline when the rate is off)."""
+        if not self.limits.min_body_rate_bytes_s:
+            return self._body_start + self.limits.body_deadline_s - self.loop.time()
+        return self._window_start + self.limits.body_rate_window_s - self.loop.time()
+
     def _body_check(self) -> None:
+        """The body's clocks: its silence (``body_timeout_s``), its rate over each window and its deadline."""
         self._timer = None
         if not self._in_body or self.transport.is_closing():
             return
         now = self.loop.time()
-        cycle = self.cycle
+        limits, cycle = self.limits, self.cycle
         if self.flow.read_paused or (cycle is not None and cycle.waiting_for_100_continue):
-            self._body_activity = now  # the server is not reading: the client cannot be late
-        left = self._body_activity + self.limits.body_timeout_s - now
-        if left > 0:
-            self._arm(left, self._body_check)
+            # The server is not reading: the client cannot be late; its rate is measured afresh once it reads.
+            self._body_activity = self._window_start = now
+            self._window_bytes = 0
+        cut, message = None, ""
+        if now - self._body_start >= limits.body_deadline_s:
+            cut, message = "body_deadline", f"the request body took over {limits.body_deadline_s:g} s"
+        elif now - self._body_activity >= limits.body_timeout_s:
+            cut, message = "body_timeout", "the request body stalled"
+        elif limits.min_body_rate_bytes_s and now - self._window_start >= limits.body_rate_window_s:
+            if self._window_bytes < limits.min_body_rate_bytes_s * (now - self._window_start):
+                cut, message = "body_too_slow", "the request body arrived too slowly"
+            self._window_start, self._window_bytes = now, 0
+        if cut is None:
+            left = min(
+                self._body_activity + limits.body_timeout_s - now,
+                self._body_start + limits.body_deadline_s - now,
+                self._next_rate_check(),
+            )
+            self._arm(max(left, 0.01), self._body_check)
             return
-        self.defences.add("body_timeout")
+        self.defences.add(cut)
         if cycle is not None and not cycle.response_started:
-            self._reply_and_close(408, "Request Timeout: the request body stalled")
+            self._reply_and_close(408, f"Request Timeout: {message}")
         else:
             self.transport.close()
 
@@ -465,7 +535,9 @@ def protocol_class(limits: ServerLimits, observe: Callable[[str], None] | None =
         (GuardedProtocol,),
         {
             "limits": limits,
-            "guard": ConnectionGuard(limits.max_connections, observe=observe),
+            "guard": ConnectionGuard(
+                limits.max_connections, observe=observe, min_body_rate=limits.min_body_rate_bytes_s
+            ),
             "defences": _Tally(
                 logging.INFO, "connections cut by the server's limits: %(counts)s in %(window)g s", observe=observe
             ),

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.middleware import MULTIPART_SLACK_BYTES
 from model.corrector import DEFAULT_CHECKPOINT
 
 
@@ -49,6 +50,25 @@ class Settings(BaseSettings):
     body_timeout_s: float = Field(
         30.0, gt=0, description="Longest silence while a request body is arriving; 408 (or closed) after."
     )
+    min_body_rate_bytes_s: int = Field(
+        16 * 1024,
+        ge=0,
+        description="Slowest request body accepted, averaged over each WBVAE_BODY_RATE_WINDOW_S; 408 and closed "
+        "below (0: off). At the connection cap, the slowest body below it is closed to let a new connection in.",
+    )
+    body_rate_window_s: float = Field(
+        10.0, gt=0, description="The window the body rate is averaged over (the first one is the grace period)."
+    )
+    body_deadline_s: float = Field(
+        300.0, gt=0, description="Longest a request body may take in all, however steady; 408 and closed after."
+    )
+    max_body_bytes_in_flight: int = Field(
+        512 * 1024 * 1024,
+        ge=1,
+        description="Bytes that request bodies in progress may hold together, in memory or temporary files (each "
+        "counted at its Content-Length, a chunked one at the upload limit): 503 with Retry-After before the body "
+        "is read beyond. At least WBVAE_MAX_UPLOAD_BYTES plus 64 KiB.",
+    )
     max_connections: int = Field(
         1000,
         ge=1,
@@ -81,6 +101,15 @@ class Settings(BaseSettings):
     default_quality: int = Field(90, ge=1, le=100, description="JPEG/WebP quality unless the request sets one.")
     log_level: str = Field("info", description="Log level of the service and uvicorn.")
     log_json: bool = Field(True, description="One JSON object per log line (False: plain text).")
+
+    @model_validator(mode="after")
+    def _one_upload_fits_the_budget(self) -> Settings:
+        if self.max_body_bytes_in_flight < self.max_upload_bytes + MULTIPART_SLACK_BYTES:
+            raise ValueError(
+                f"WBVAE_MAX_BODY_BYTES_IN_FLIGHT ({self.max_body_bytes_in_flight}) must hold one upload: "
+                f"WBVAE_MAX_UPLOAD_BYTES ({self.max_upload_bytes}) + {MULTIPART_SLACK_BYTES}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _no_open_cors_with_keys(self) -> Settings:

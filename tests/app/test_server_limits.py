@@ -35,6 +35,7 @@ LIMITS = {
     "WBVAE_MAX_HEADER_BYTES": str(MAX_HEADER_BYTES),
     "WBVAE_MAX_HEADERS": str(MAX_HEADERS),
     "WBVAE_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
+    "WBVAE_MIN_BODY_RATE_BYTES_S": "0",  # the body rate and the slow-body eviction: tests/app/test_slow_clients.py
 }
 
 

@@ -242,7 +242,7 @@ def test_stage_and_size_metrics(client, photo):
     mp = [s for s in families["wbvae_input_megapixels"].samples if s.name.endswith("_sum")][0]
     assert mp.value >= 0.54
     reasons = {s.labels["reason"] for s in families["wbvae_rejected_requests"].samples}
-    assert reasons == {"queue_full", "timeout", "gpu_oom", "client_gone"}
+    assert reasons == {"queue_full", "timeout", "gpu_oom", "client_gone", "upload_budget"}
     assert "wbvae_corrections_in_flight" in families and "wbvae_corrections_queued" in families
 
 

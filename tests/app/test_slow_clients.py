@@ -1,0 +1,256 @@
+"""Slow and greedy clients against a real ``python -m app``: the minimum body rate and the body deadline
+(app/server.py), slow bodies closed at the connection cap, and the budget of body bytes in flight
+(app.middleware.UploadBudget)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import threading
+import time
+
+import httpx
+import psutil
+import pytest
+from PIL import Image
+
+from tests import photos
+from tests.conftest import start_server
+
+pytestmark = pytest.mark.slow  # server processes
+
+WINDOW_S = 1.0
+DEADLINE_S = 4.0
+MAX_CONNECTIONS = 200
+SLOW_HEAD = (
+    b"POST /correct HTTP/1.1\r\nHost: test\r\nContent-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\n"
+)
+
+
+@pytest.fixture(scope="module")
+def server():
+    env = {
+        "WBVAE_MIN_BODY_RATE_BYTES_S": "16384",
+        "WBVAE_BODY_RATE_WINDOW_S": str(WINDOW_S),
+        "WBVAE_BODY_DEADLINE_S": str(DEADLINE_S),
+        "WBVAE_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
+    }
+    with start_server(**env) as s:
+        yield s
+
+
+def _connect(server) -> socket.socket:
+    host, port = server.url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=15)
+
+
+def _answer(sock: socket.socket) -> tuple[int | None, dict]:
+    """The status and JSON body the server sends before it closes."""
+    out = b""
+    try:
+        while chunk := sock.recv(65536):
+            out += chunk
+    except (ConnectionResetError, TimeoutError):
+        pass
+    head, _, body = out.partition(b"\r\n\r\n")
+    status = int(head[9:12]) if head.startswith(b"HTTP/1.1 ") else None
+    return status, json.loads(body) if body.startswith(b"{") else {}
+
+
+def _trickle(sock: socket.socket, every_s: float, for_s: float) -> None:
+    """A byte every ``every_s`` until the server closes the connection or ``for_s`` has passed."""
+    end = time.monotonic() + for_s
+    try:
+        while time.monotonic() < end:
+            sock.sendall(b"x")
+            time.sleep(every_s)
+    except OSError:  # closed by the server
+        pass
+
+
+def _photo() -> bytes:
+    return photos.save(Image.new("RGB", (64, 48), (180, 120, 90)), "PNG")
+
+
+def test_a_trickling_body_gets_408_after_the_first_window(server):
+    with _connect(server) as sock:
+        start = time.monotonic()
+        sock.sendall(SLOW_HEAD)
+        threading.Thread(target=_trickle, args=(sock, 0.2, 10), daemon=True).start()
+        status, body = _answer(sock)
+        took = time.monotonic() - start
+    assert (status, body) == (408, {"detail": "Request Timeout: the request body arrived too slowly"})
+    assert WINDOW_S - 0.2 < took < 2 * WINDOW_S + 1, took
+
+
+def test_a_fast_start_buys_no_time_for_a_trickle(server):
+    head = SLOW_HEAD.replace(b"100000", b"10000000")
+    with _connect(server) as sock:
+        sock.sendall(head + b"x" * 2_000_000)  # 2 MB at once: far over the rate in the first window
+        start = time.monotonic()
+        threading.Thread(target=_trickle, args=(sock, 0.2, 10), daemon=True).start()
+        status, body = _answer(sock)
+        took = time.monotonic() - start
+    assert status == 408 and "too slowly" in body["detail"]
+    assert took < 2 * WINDOW_S + 1, took
+
+
+def test_a_steady_body_past_the_deadline_gets_408(server):
+    head = SLOW_HEAD.replace(b"100000", b"10000000")
+    with _connect(server) as sock:
+        start = time.monotonic()
+        sock.sendall(head)
+
+        def steady():  # 40 KiB/s: over the minimum rate, under the 10 MB it announced in 4 s
+            try:
+                while True:
+                    sock.sendall(b"x" * 4096)
+                    time.sleep(0.1)
+            except OSError:
+                pass
+
+        threading.Thread(target=steady, daemon=True).start()
+        status, body = _answer(sock)
+        took = time.monotonic() - start
+    assert (status, body) == (408, {"detail": f"Request Timeout: the request body took over {DEADLINE_S:g} s"})
+    assert DEADLINE_S - 0.2 < took < DEADLINE_S + WINDOW_S + 1, took
+
+
+def test_1000_slow_body_clients_do_not_lock_out_normal_uploads(server):
+    """1,000 connections (5x the cap) each send a head and then 1 byte per 10 s, reconnecting whenever the server
+    closes them; meanwhile normal uploads keep being answered 200: at the cap the slowest bodies are closed."""
+    stop = threading.Event()
+    statuses: list[int | None] = []
+    host, port = server.url.removeprefix("http://").split(":")
+
+    async def slow_client():
+        while not stop.is_set():
+            try:
+                reader, writer = await asyncio.open_connection(host, int(port))
+                writer.write(SLOW_HEAD + b"x")
+                await writer.drain()
+                answer = await reader.read(65536)
+                statuses.append(int(answer[9:12]) if answer.startswith(b"HTTP/1.1 ") else None)
+                writer.close()
+            except OSError:
+                await asyncio.sleep(0.05)
+
+    async def attack():
+        tasks = [asyncio.create_task(slow_client()) for _ in range(1000)]
+        while not stop.is_set():
+            await asyncio.sleep(0.1)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    attacker = threading.Thread(target=asyncio.run, args=(attack(),), daemon=True)
+    attacker.start()
+    try:
+        time.sleep(2)  # the cap is full of slow bodies by now
+        photo, answers = _photo(), []
+        for _ in range(10):
+            start = time.monotonic()
+            r = httpx.post(f"{server.url}/correct", content=photo, headers={"Content-Type": "image/png"}, timeout=30)
+            answers.append((r.status_code, time.monotonic() - start))
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        attacker.join(30)
+    assert [status for status, _ in answers] == [200] * 10, answers
+    assert max(took for _, took in answers) < 5, answers
+    assert statuses.count(408) > 1000, {s: statuses.count(s) for s in set(statuses)}  # cut and reconnected
+    assert "bodies under the minimum rate closed to make room" in server.output()
+
+
+BUDGET = 200 * 2**20
+DECLARED = 49 * 2**20
+SENT = 45 * 2**20
+
+
+def _temp_bytes(pid: int, tmpdir: str) -> int:
+    """Bytes of the temporary files the process holds open in ``tmpdir`` (unlinked ones included)."""
+    total = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith(tmpdir):
+                total += os.stat(f"/proc/{pid}/fd/{fd}").st_size
+        except OSError:
+            pass
+    return total
+
+
+def test_100_trickling_45_mb_uploads_are_held_to_the_budget(tmp_path):
+    """Raw and multipart uploads announcing 49 MB, each sending 45 MB and then trickling: past the budget they
+    get 503 with Retry-After before their body is read; RSS and temporary files stay within the budget, the
+    trickling ones are cut by the rate, and afterwards the temporary files are gone and photos are served."""
+    env = {
+        "WBVAE_MAX_BODY_BYTES_IN_FLIGHT": str(BUDGET),
+        "WBVAE_BODY_RATE_WINDOW_S": "2",
+        "TMPDIR": str(tmp_path),
+    }
+    with start_server(**env) as server:
+        proc = psutil.Process(server.proc.pid)
+        httpx.post(f"{server.url}/correct", content=_photo(), headers={"Content-Type": "image/png"}, timeout=30)
+        rss_before = proc.memory_info().rss
+        peak = {"rss": rss_before, "temp": 0}
+        sampling = threading.Event()
+
+        def sample():
+            while not sampling.is_set():
+                peak["rss"] = max(peak["rss"], proc.memory_info().rss)
+                peak["temp"] = max(peak["temp"], _temp_bytes(proc.pid, str(tmp_path)))
+                time.sleep(0.05)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        refused, admitted = [], []
+        boundary = b"b0undary"
+        for i in range(100):
+            sock = _connect(server)
+            if i % 2:
+                preamble = b'--%s\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n' % boundary
+                kind = b"multipart/form-data; boundary=" + boundary
+            else:
+                preamble, kind = b"", b"image/jpeg"
+            sock.sendall(
+                b"POST /correct HTTP/1.1\r\nHost: t\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s"
+                % (kind, DECLARED, preamble)
+            )
+            sock.settimeout(0.3)
+            try:
+                answer = sock.recv(65536)
+            except TimeoutError:
+                answer = b""
+            if answer:
+                refused.append(answer)
+                sock.close()
+                continue
+            sock.settimeout(30)
+            sock.sendall(b"\xff" * SENT)
+            admitted.append(sock)
+        trickles = [threading.Thread(target=_trickle, args=(s, 0.5, 15), daemon=True) for s in admitted]
+        for t in trickles:
+            t.start()
+        cut = [_answer(s)[0] for s in admitted]
+        sampling.set()
+        sampler.join()
+        for s in admitted:
+            s.close()
+        assert len(admitted) == BUDGET // DECLARED and len(refused) == 100 - len(admitted)
+        assert all(a.startswith(b"HTTP/1.1 503 ") and b"retry-after: 2" in a for a in refused), refused[0][:300]
+        assert b"too many uploads in progress" in refused[0]
+        assert cut == [408] * len(admitted)
+        model_working_set = 300 * 2**20  # generous: the model, a decode, the event loop's buffers
+        assert peak["rss"] - rss_before < BUDGET + model_working_set, (peak["rss"] - rss_before) / 2**20
+        assert peak["temp"] <= BUDGET, peak["temp"] / 2**20
+        deadline = time.monotonic() + 10
+        while _temp_bytes(proc.pid, str(tmp_path)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _temp_bytes(proc.pid, str(tmp_path)) == 0
+        r = httpx.post(f"{server.url}/correct", content=_photo(), headers={"Content-Type": "image/png"}, timeout=30)
+        assert r.status_code == 200
+        metrics = httpx.get(f"{server.url}/metrics").text
+        assert "wbvae_body_bytes_in_flight 0.0" in metrics
+        assert f'wbvae_rejected_requests_total{{reason="upload_budget"}} {len(refused)}.0' in metrics
