@@ -19,7 +19,8 @@ loss. ``A_k`` (3x3) and ``b`` are global parameters: a learned linear
 combination of the estimates ("corrected moments", Finlayson, ICCV 2013),
 the content-independent base; ``a_k`` are per-image weights from the head
 on top of it, ``r`` a
-residual, ``delta`` a bounded 3x3 residual and ``p`` the predicted probability
+residual, ``delta`` a bounded 3x3 residual (nine free terms: with ``full_matrix`` the head owns
+it outright; otherwise it is scaled by ``p``) and ``p`` the predicted probability
 that the photo has a cast at all. With ``anchor_white`` the gains of ChromaNet's
 white point are added to that sum as they are (the white point anchored): the
 head then learns corrections to a direct illuminant estimate instead of finding it.
@@ -67,6 +68,9 @@ class WBVAEConfig:
     gate_base: bool = True  # the cast probability also scales the global combination
     anchor_white: bool = False  # gains start from ChromaNet's white point; the head corrects it
     dead_zone: float = 0.0  # corrections whose white point lies this close to neutral (log-chroma) fade out
+    full_matrix: bool = (
+        False  # the 3x3 residual is a free mapping (bound max_delta), not scaled by the cast probability
+    )
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -224,7 +228,9 @@ class WBVAE(nn.Module):
         if cfg.anchor_white and self.chroma_net is not None:
             log_g = log_g + (p * log_gains[:, -1] if cfg.gate_base else log_gains[:, -1])
         log_g = cfg.max_log_gain * torch.tanh(log_g / cfg.max_log_gain)
-        delta = cfg.max_delta * torch.tanh(delta.view(-1, 3, 3)) * p[..., None]
+        delta = cfg.max_delta * torch.tanh(delta.view(-1, 3, 3))
+        if not cfg.full_matrix:
+            delta = delta * p[..., None]
         eye = torch.eye(3, dtype=latent.dtype, device=latent.device)
         matrix = (eye + delta) @ torch.diag_embed(log_g.exp())
         # Keep the luminance of the illuminant the gains neutralise.

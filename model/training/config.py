@@ -48,6 +48,8 @@ class TrainConfig:
     procedural_rate: float = 0.2
     recolour_rate: float = 0.5
     relight_rate: float = 0.5
+    relight_daylight_rate: float = 0.0  # raw renders: share of relit scenes under daylight (4500-8000 K)
+    in_camera_rate: float = 0.0  # raw renders through an in-camera pipeline (one look renders both images)
     exposure_min: float = 0.12  # raw renders: ground truth's mean linear luminance, log-uniform ...
     exposure_max: float = 0.45  # ... between these (photos from phones and cameras: mostly 0.15-0.35)
     val_fraction: float = 0.25
@@ -61,6 +63,8 @@ class TrainConfig:
     max_minutes: float | None = None
     max_source_cast: float = 0.5
     base_lr_scale: float = 10.0
+    init: str | None = None  # start from this checkpoint's weights (its architecture must match)
+    select_pairs: str | None = None  # comma-separated pairs.tsv files: real pairs that choose the checkpoint
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -79,8 +83,10 @@ _MODEL_FLAGS = (
     "anchor_white",
     "chroma_width",
     "luma_weighted_chroma",
+    "full_matrix",
+    "max_delta",
 )
-_OPTIONAL_TYPES = {"max_minutes": float, "resume": str, "folds": str}
+_OPTIONAL_TYPES = {"max_minutes": float, "resume": str, "folds": str, "init": str, "select_pairs": str}
 
 
 def _add_flag(p: argparse.ArgumentParser, name: str, value, dest: str) -> None:

@@ -393,6 +393,8 @@ class Raw:
                 small_cast_rate=cfg.small_cast_rate,
                 relight_rate=cfg.relight_rate,
                 exposure_range=(cfg.exposure_min, cfg.exposure_max),
+                in_camera_rate=cfg.in_camera_rate,
+                relight_daylight_rate=cfg.relight_daylight_rate,
             ),
         )
         return RawPairs(renderer, cfg.steps_per_epoch * cfg.batch_size, cfg.seed, cfg.model)

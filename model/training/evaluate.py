@@ -4,7 +4,7 @@ Usage::
 
     python -m model.training.evaluate SOURCE [SOURCE ...] [--checkpoint PATH] [--device cpu|cuda]
         [--out DIR] [--limit N] [--no-baselines | --baselines NAMES] [--no-model]
-        [--identity] [--deepwb JSON] [--quiet]
+        [--identity] [--deepwb JSON] [--decompose] [--quiet]
 
 ``SOURCE`` is ``set1=DIR``, ``set2=DIR``, ``cube=DIR`` or ``pairs=FILE.tsv``
 (see :mod:`model.training.datasets`), or ``heldout[=N]``: N (default 96) emulated
@@ -25,6 +25,12 @@ baselines of :mod:`model.training.baselines`. Written to ``--out`` (default
   ``../shared/data/deepwb_set2_per_image.json``, skipped silently if absent):
   one row per matched image, every method's metrics beside Deep WB's; the
   summary then gets a "Deep WB (published)" row over those same images.
+
+``--decompose`` prints, per pair and as means, where the model's error comes from
+(:mod:`model.training.decomposition`): no correction, its own white point as a diagonal, its own
+mapping, and the fitted floors of the diagonal, 3x3 and polynomial families; written to
+``decomposition.md``. E.g. ``python -m model.training.evaluate --decompose
+pairs=../shared/data/real-pairs/pairs.tsv pairs=../shared/data/real-pairs-set2/pairs.tsv``.
 
 ``--identity`` is the do-no-harm check: each distinct ground truth is fed as
 the input and scored against itself (0 is perfect).
@@ -311,6 +317,11 @@ def _build_parser() -> argparse.ArgumentParser:
         default=Path("../shared/data/deepwb_set2_per_image.json"),
         help="published Deep WB per-image results (skipped if absent)",
     )
+    p.add_argument(
+        "--decompose",
+        action="store_true",
+        help="per pair: no correction, own white point as a diagonal, own mapping, and the fitted floors",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -400,6 +411,29 @@ def _illuminant_report(raw_source, correctors: dict[str, Corrector], limit: int 
     ]
 
 
+def _decompose(args, parser, sources, out: Path) -> int:
+    """``--decompose``: the decomposition table of each source (model.training.decomposition)."""
+    from model.training.config import TrainConfig
+    from model.training.decomposition import decompose, decomposition_table
+
+    if args.no_model:
+        parser.error("--decompose needs the model")
+    corrector = _load_model(args, parser).__self__
+    parts = ["# Decomposition (mean dE2000, full resolution)", ""]
+    try:
+        for name, src, limit in sources:
+            frames = _progress(src.evaluation(TrainConfig(), limit, args.heldout_gt_style), name, not args.quiet)
+            parts.append(decomposition_table(decompose(corrector, frames), name))
+    except ValueError as exc:
+        parser.error(str(exc))
+    out.mkdir(parents=True, exist_ok=True)
+    text = "\n".join(parts)
+    (out / "decomposition.md").write_text(text)
+    print(text)
+    print(f"wrote {out}/decomposition.md")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
@@ -408,8 +442,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from model.training.config import TrainConfig
 
     sources = _sources(args, parser)
-    correctors = _correctors(args, parser)
     out = args.out or Path("runs") / f"eval-{datetime.now():%Y%m%d-%H%M%S}"
+    if args.decompose:
+        return _decompose(args, parser, sources, out)
+    correctors = _correctors(args, parser)
     out.mkdir(parents=True, exist_ok=True)
     records: list[dict] = []
     try:

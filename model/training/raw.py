@@ -73,6 +73,7 @@ docs/emulator.md ("Raw renders").
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Iterable
@@ -416,6 +417,9 @@ class RawRenderConfig:
     relight_rate: float = 0.5
     relight_kelvin: tuple[float, float] = (2300.0, 8000.0)
     relight_tint_sigma: float = 0.002
+    #: share of relit scenes whose light is daylight (``daylight_kelvin``), as most photos are
+    relight_daylight_rate: float = 0.0
+    daylight_kelvin: tuple[float, float] = (4500.0, 8000.0)
     #: presets (keys of ``emulator.PRESETS``) of cast pairs
     preset_probs: dict[str, float] = field(default_factory=lambda: {"T": 0.2, "F": 0.2, "D": 0.2, "C": 0.2, "S": 0.2})
     #: Duv sigma of a random tint added to the preset's own Duv
@@ -428,10 +432,22 @@ class RawRenderConfig:
     #: of their pixels clip at the sensor
     overexposure_rate: float = 0.1
     overexposure_clip: tuple[float, float] = (0.02, 0.15)
+    #: in-camera pipelines: both images of a pair through one camera look (``Look``) and one
+    #: in-camera tone curve (``IC`` style ranges); the rest are ACR-like (AS ground truth)
+    in_camera_rate: float = 0.0
+    look_hue: float = 0.12  # radians, per harmonic amplitude
+    look_sat_harmonic: float = 0.12
+    look_saturation: tuple[float, float] = (0.0, 0.25)  # global log saturation
+    look_knee: tuple[float, float] = (0.8, 2.5)
+    in_camera_contrast: tuple[float, float] = (0.1, 0.35)
+    in_camera_lift: tuple[float, float] = (0.0, 0.1)
     #: random crop (fraction of the side, uniform) and horizontal flip
     augment: bool = True
     crop_range: tuple[float, float] = (0.6, 1.0)
     flip_rate: float = 0.5
+
+
+_cached_output_lut = functools.lru_cache(maxsize=512)(_output_lut)  # tone parameters are rounded
 
 
 def pair_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -477,16 +493,73 @@ def _pixel_max(x: np.ndarray) -> np.ndarray:
     return np.maximum(np.maximum(x[:, 0], x[:, 1]), x[:, 2])
 
 
-def _develop(raw: np.ndarray, gains: np.ndarray, to_srgb: np.ndarray, lut: np.ndarray) -> np.ndarray:
-    """Exposed, sensor-clipped raw (N, 3) -> gains -> highlight clip -> matrix -> LUT -> uint8."""
+def _develop(
+    raw: np.ndarray, gains: np.ndarray, to_srgb: np.ndarray, lut: np.ndarray, look: Look | None = None
+) -> np.ndarray:
+    """Exposed, sensor-clipped raw (N, 3) -> gains -> highlight clip -> matrix -> working-space clip
+    -> [look -> gamut clip] -> LUT -> uint8."""
     wb = raw * gains.astype(np.float32)
     np.minimum(wb, np.float32(1.0), out=wb)
     top = np.float32(_OUT_SIZE - 1)
-    out = wb @ (to_srgb.T * top).astype(np.float32)
+    if look is None:
+        out = wb @ (to_srgb.T * top).astype(np.float32)
+    else:
+        out = look.apply(np.clip(wb @ to_srgb.T.astype(np.float32), 0.0, 1.0)) * top
     np.maximum(out, np.float32(0.0), out=out)
     np.minimum(out, top, out=out)
     out += np.float32(0.5)
     return np.take(lut, out.astype(np.int32))
+
+
+# Opponent coordinates on linear sRGB: a = (R - G) / sqrt 2, b = (R + G - 2B) / sqrt 6, and luminance.
+_OPPONENT = np.array(
+    [[1 / np.sqrt(2), -1 / np.sqrt(2), 0.0], [1 / np.sqrt(6), 1 / np.sqrt(6), -2 / np.sqrt(6)], list(LUMA_709)]
+)
+_FROM_OPPONENT = np.linalg.inv(_OPPONENT)
+
+
+@dataclass(frozen=True)
+class Look:
+    """An in-camera picture look applied after white balance, on linear sRGB (grays stay gray).
+
+    With ``h`` the hue angle and ``c`` the chroma relative to luminance in opponent coordinates:
+    ``h' = h + sum_k hue[k] . (sin kh, cos kh)`` (a hue turn that depends on the hue),
+    ``c' = c exp(sat + sum_k sat_k . (sin kh, cos kh))`` (a saturation that depends on the hue),
+    then ``knee * tanh(c' / knee)`` (saturation roll-off: vivid colours compress, as camera looks
+    keep them in gamut). Harmonics k = 1, 2. Luminance is kept; the result is clipped to [0, 1].
+    """
+
+    hue: tuple[tuple[float, float], ...]  # per harmonic (sin, cos) amplitudes, radians
+    sat_harmonics: tuple[tuple[float, float], ...]  # per harmonic (sin, cos) amplitudes of log saturation
+    sat: float  # global log saturation
+    knee: float  # relative chroma where the roll-off bends
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, config: RawRenderConfig) -> Look:
+        """A random look within ``config``'s ranges."""
+        h, s = config.look_hue, config.look_sat_harmonic
+        k_lo, k_hi = config.look_knee
+        hue = tuple((float(a), float(b)) for a, b in rng.uniform(-h, h, size=(2, 2)))
+        sat_h = tuple((float(a), float(b)) for a, b in rng.uniform(-s, s, size=(2, 2)))
+        g_lo, g_hi = config.look_saturation
+        return cls(hue, sat_h, float(rng.uniform(g_lo, g_hi)), float(rng.uniform(k_lo, k_hi)))
+
+    def apply(self, lin: np.ndarray) -> np.ndarray:
+        """(N, 3) linear sRGB in [0, 1] -> the same pixels through the look, float32 in [0, 1]."""
+        opp = lin.astype(np.float32) @ _OPPONENT.T.astype(np.float32)
+        a, b, y = opp[:, 0], opp[:, 1], opp[:, 2]
+        h = np.arctan2(b, a)
+        c = np.hypot(a, b) / np.maximum(y, 1e-4)
+        turn = np.zeros_like(h)
+        log_sat = np.full_like(h, self.sat)
+        for k, ((hs, hc), (ss, sc)) in enumerate(zip(self.hue, self.sat_harmonics), start=1):
+            sk, ck = np.sin(k * h), np.cos(k * h)
+            turn += hs * sk + hc * ck
+            log_sat += ss * sk + sc * ck
+        c = self.knee * np.tanh(c * np.exp(log_sat) / self.knee) * np.maximum(y, 1e-4)
+        h = h + turn
+        opp[:, 0], opp[:, 1] = c * np.cos(h), c * np.sin(h)
+        return np.clip(opp @ _FROM_OPPONENT.T.astype(np.float32), 0.0, 1.0)
 
 
 class RawRenderer:
@@ -575,8 +648,12 @@ class RawRenderer:
         measured = camera.labels[cap_no].astype(np.float64)
         relit = bool(u[0] < cfg.relight_rate)
         if relit:
-            lo, hi = 1e6 / cfg.relight_kelvin[1], 1e6 / cfg.relight_kelvin[0]
-            true_mired = lo + u[1] * (hi - lo)
+            lo, hi, w = 1e6 / cfg.relight_kelvin[1], 1e6 / cfg.relight_kelvin[0], u[1]
+            if w < cfg.relight_daylight_rate:  # one uniform draw serves the two-part mixture
+                lo, hi, w = 1e6 / cfg.daylight_kelvin[1], 1e6 / cfg.daylight_kelvin[0], w / cfg.relight_daylight_rate
+            elif cfg.relight_daylight_rate > 0:
+                w = (w - cfg.relight_daylight_rate) / (1 - cfg.relight_daylight_rate)
+            true_mired = lo + w * (hi - lo)
             light = locus.light(true_mired, relight_tint * cfg.relight_tint_sigma)
         else:
             true_mired = float(locus.mired_of(measured))
@@ -620,6 +697,16 @@ class RawRenderer:
             w = rng.random(2) * (_IMAGE_SIDE - side)
             crop = (float(w[0]), float(w[1]), float(side))
             flip = bool(u[10] < cfg.flip_rate)
+        look, in_camera_tone = None, None
+        if cfg.in_camera_rate > 0 and rng.random() < cfg.in_camera_rate:  # drawn last: other draws unchanged
+            look = Look.draw(rng, cfg)
+            v = rng.random(2)
+            in_camera_tone = (
+                round(
+                    float(cfg.in_camera_contrast[0] + v[0] * (cfg.in_camera_contrast[1] - cfg.in_camera_contrast[0])), 2
+                ),
+                round(float(cfg.in_camera_lift[0] + v[1] * (cfg.in_camera_lift[1] - cfg.in_camera_lift[0])), 3),
+            )
         return {
             "camera_index": cam_no,
             "capture_index": cap_no,
@@ -638,6 +725,8 @@ class RawRenderer:
             "clip_share": clip_share,
             "crop": crop,
             "flip": flip,
+            "look": look,
+            "in_camera_tone": in_camera_tone,
         }
 
     # -------------------------------------------------------------- render
@@ -697,13 +786,18 @@ class RawRenderer:
         np.minimum(raw, np.float32(1.0), out=raw)
         clipped = float(np.mean(_pixel_max(raw) >= 1.0))
 
-        gt = _develop(raw, g_true, self._gt_to_srgb[cam_no], self._gt_lut)
         g_in = _min_normalised_gains(s["preset_light"])
-        if s["neutral"] and s["style"] == "AS":
-            inp = gt.copy()
+        if s["look"] is not None:  # in-camera: one look and tone curve render both images
+            lut = _cached_output_lut(*s["in_camera_tone"])
+            gt = _develop(raw, g_true, camera.ccm, lut, s["look"])
+            inp = gt.copy() if s["neutral"] else _develop(raw, g_in, camera.ccm, lut, s["look"])
         else:
-            sat, contrast, lift = s["style_params"]
-            inp = _develop(raw, g_in, _saturation_matrix(sat) @ camera.ccm, _output_lut(contrast, lift))
+            gt = _develop(raw, g_true, self._gt_to_srgb[cam_no], self._gt_lut)
+            if s["neutral"] and s["style"] == "AS":
+                inp = gt.copy()
+            else:
+                sat, contrast, lift = s["style_params"]
+                inp = _develop(raw, g_in, _saturation_matrix(sat) @ camera.ccm, _cached_output_lut(contrast, lift))
         ratio = g_in / g_true
         cast = np.eye(3) if s["neutral"] else camera.ccm @ np.diag(ratio) @ np.linalg.inv(camera.ccm)
         shape = (_IMAGE_SIDE, _IMAGE_SIDE, 3)
@@ -714,8 +808,9 @@ class RawRenderer:
             "true_kelvin": 1e6 / s["true_mired"],
             "camera": camera.name,
             "name": str(camera.names[s["capture_index"]]),
-            "style": s["style"],
-            "style_params": s["style_params"],
+            "style": "IC" if s["look"] is not None else s["style"],
+            "style_params": s["in_camera_tone"] if s["look"] is not None else s["style_params"],
+            "pipeline": "in-camera" if s["look"] is not None else "acr",
             "is_cast": not s["neutral"],
             "is_small_cast": s["small"],
             "relit": s["relit"],

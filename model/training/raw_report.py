@@ -1,7 +1,8 @@
 """Raw renders beside real camera renderings, and the statistical baselines on raw captures.
 
-``python -m model.training.raw_report [--speed] [--realism]`` prints the numbers of
-docs/emulator.md, "Raw renders"; ``raw_baseline_estimates`` gives the gray world, shades of
+``python -m model.training.raw_report [--speed] [--realism] [--families]`` prints the numbers of
+docs/emulator.md, "Raw renders" (``--families``: renders of both pipelines beside the real pairs on
+the fitted families); ``raw_baseline_estimates`` gives the gray world, shades of
 gray, white patch and gray edge illuminants of a linear raw capture (``model.training.evaluate``
 compares the model's illuminant with them).
 """
@@ -165,6 +166,76 @@ def realism_numbers(
     return out
 
 
+def family_numbers(fits: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, float]:
+    """What separates inputs from truths, over uint8 ``(input, truth, valid)`` pairs: the fitted 3x3's
+    off-diagonal mass (sum of |off-diagonal| / sum of |diagonal|), the share of pairs whose fitted 3x3
+    has complex eigenvalues (a hue turn), and the mean dE2000 floors of the diagonal, 3x3 and
+    11-term polynomial families (``model.training.decomposition``) with their ratios."""
+    from model.mapping import apply_matrix
+    from model.training.decomposition import (
+        apply_polynomial,
+        fitted_diagonal,
+        fitted_matrix,
+        fitted_polynomial,
+    )
+    from model.training.metrics import delta_e2000
+
+    off, turn, floors = [], [], []
+    for inp, gt, valid in fits:
+        m = fitted_matrix(inp, gt, valid).astype(np.float64)
+        off.append(np.abs(m - np.diag(np.diag(m))).sum() / np.abs(np.diag(m)).sum())
+        turn.append(bool(np.any(np.abs(np.linalg.eigvals(m).imag) > 1e-6)))
+        floors.append(
+            (
+                delta_e2000(inp, gt, valid),
+                delta_e2000(apply_matrix(inp, fitted_diagonal(inp, gt, valid), protect_highlights=False), gt, valid),
+                delta_e2000(apply_matrix(inp, m, protect_highlights=False), gt, valid),
+                delta_e2000(apply_polynomial(inp, fitted_polynomial(inp, gt, valid)), gt, valid),
+            )
+        )
+    none, diag, full, poly = np.mean(floors, axis=0)
+    return {
+        "pairs": len(fits),
+        "off_diagonal_mass": float(np.mean(off)),
+        "off_diagonal_q1_q3": tuple(np.percentile(off, [25, 75]).round(2)),
+        "complex_eigenvalues": float(np.mean(turn)),
+        "none": none,
+        "diagonal": diag,
+        "3x3": full,
+        "polynomial": poly,
+        "3x3/diagonal": full / diag,
+        "polynomial/diagonal": poly / diag,
+    }
+
+
+def family_populations(
+    cameras: list[RawCamera], real_tsvs: list[Path], pairs: int = 300, seed: int = 0
+) -> dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    """Populations for ``family_numbers``: each real-pair folder box-downscaled to 64 px (as training
+    sees photos), and ``pairs`` cast renders of the ACR-like and of the in-camera pipeline."""
+    from model.stats import downsample
+    from model.training.data import downsample_mask
+    from model.training.datasets import list_pairs, load_pair
+
+    out: dict[str, list] = {}
+    for tsv in real_tsvs:
+        items = []
+        for pair in list_pairs(f"pairs={tsv}"):
+            inp, gt, valid = load_pair(pair)
+            small, _ = downsample(inp, _IMAGE_SIDE)
+            gt_small, _ = downsample(gt, _IMAGE_SIDE)
+            items.append((small, gt_small, downsample_mask(valid, small.shape[:2]) & (gt_small.max(2) > 0)))
+        out[f"real: {Path(tsv).parent.name} (64 px)"] = items
+    for label, rate in (("renders: ACR-like", 0.0), ("renders: in-camera", 1.0)):
+        renderer = RawRenderer(cameras, RawRenderConfig(augment=False, neutral_rate=0.0, in_camera_rate=rate))
+        items = []
+        for index in np.linspace(0, len(renderer) - 1, pairs).astype(int):
+            inp, gt, _ = renderer.render(int(index), pair_rng(seed, 0, int(index)))
+            items.append((inp, gt, gt.max(2) > 0))
+        out[label] = items
+    return out
+
+
 def render_speed(renderer: RawRenderer, pairs: int = 2000, seed: int = 0) -> float:
     """Pairs per second of ``render`` (this process, as configured)."""
     n = len(renderer)
@@ -181,6 +252,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--root", type=Path, default=DEFAULT_RAW_DIR)
     ap.add_argument("--realism", action="store_true", help="dE2000 numbers against the real pairs")
     ap.add_argument("--speed", action="store_true", help="pairs per second (set OMP_NUM_THREADS=1 for one thread)")
+    ap.add_argument(
+        "--families",
+        nargs="*",
+        type=Path,
+        metavar="PAIRS_TSV",
+        help="fitted-family numbers of renders beside these real pairs (default: both shared folders)",
+    )
     ap.add_argument("--pairs", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
@@ -199,6 +277,22 @@ def main(argv: list[str] | None = None) -> int:
             f"speed: {render_speed(r):.0f} pairs/s (default config); "
             f"{render_speed(RawRenderer(cameras, RawRenderConfig(augment=False))):.0f} pairs/s (augment off)"
         )
+    if a.families is not None:
+        shared = DEFAULT_REAL_PAIRS_DIR.parent
+        tsvs = a.families or [shared / "real-pairs" / "pairs.tsv", shared / "real-pairs-set2" / "pairs.tsv"]
+        print(
+            "\n| population | pairs | off-diagonal mass (Q1-Q3) | complex eigenvalues | none | diagonal | 3x3 "
+            "| polynomial | 3x3/diagonal | polynomial/diagonal |"
+        )
+        print("| --- |" + " ---: |" * 9)
+        for label, fits in family_populations(cameras, tsvs, a.pairs, a.seed).items():
+            n = family_numbers(fits)
+            q1, q3 = n["off_diagonal_q1_q3"]
+            print(
+                f"| {label} | {n['pairs']} | {n['off_diagonal_mass']:.2f} ({q1:.2f}-{q3:.2f}) | "
+                f"{n['complex_eigenvalues']:.0%} | {n['none']:.2f} | {n['diagonal']:.2f} | {n['3x3']:.2f} | "
+                f"{n['polynomial']:.2f} | {n['3x3/diagonal']:.2f} | {n['polynomial/diagonal']:.2f} |"
+            )
     if a.realism:
         from model.training.emulator_realism import report
 

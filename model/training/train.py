@@ -35,6 +35,23 @@ from model.training.metrics import delta_e2000 as mean_de2000
 from model.vae import WBVAE, vae_loss
 
 
+def load_select_pairs(cfg: TrainConfig) -> dict[str, list]:
+    """``--select-pairs``: each pairs.tsv's real pairs at full resolution, by the folder's name."""
+    from model.training.datasets import list_pairs, load_pair
+
+    groups: dict[str, list] = {}
+    for tsv in filter(None, (cfg.select_pairs or "").split(",")):
+        name = Path(tsv).parent.name or Path(tsv).stem
+        groups[name] = [(*load_pair(p), True) for p in list_pairs(f"pairs={tsv}")]
+    return groups
+
+
+def selection_score(row: dict) -> float:
+    """What chooses the checkpoint: the held-out renders' dE2000, averaged with each real-pair group's."""
+    parts = [row["val_de2000"]] + [v for k, v in row.items() if k.startswith("val_pairs_")]
+    return float(np.mean(parts))
+
+
 def baseline_scores(frames: list) -> dict[str, float]:
     """Shades of gray on the same validation frames: the fallback the model must beat."""
     sog = BASELINES["shades of gray"]
@@ -43,9 +60,14 @@ def baseline_scores(frames: list) -> dict[str, float]:
 
 @torch.no_grad()
 def validate(
-    model: WBVAE, frames: list[tuple[np.ndarray, np.ndarray, np.ndarray, bool]], device: torch.device, cfg: TrainConfig
+    model: WBVAE,
+    frames: list[tuple[np.ndarray, np.ndarray, np.ndarray, bool]],
+    device: torch.device,
+    cfg: TrainConfig,
+    pair_groups: dict[str, list] | None = None,
 ) -> dict[str, float]:
-    """Full-frame dE2000 of the corrected image (cast and neutral pairs), plus the VAE losses."""
+    """Full-frame dE2000 of the corrected image (cast and neutral pairs), plus the VAE losses; with
+    ``pair_groups``, each group's mean dE2000 (``val_pairs_NAME``) and the selection score."""
     model.eval()
     de_cast, de_neutral, losses = [], [], []
     for inp, gt, valid, is_cast in frames:
@@ -56,17 +78,27 @@ def validate(
         losses.append((recon.item(), kl.item()))
         corrected = apply_matrix(inp, out["matrix"][0].float().cpu())
         (de_cast if is_cast else de_neutral).append(mean_de2000(corrected, gt, valid))
+    groups = {}
+    for name, pairs in (pair_groups or {}).items():
+        scores = []
+        for inp, gt, valid, _ in pairs:
+            s = make_sample(inp, gt, valid, True, None, model.config)
+            out = model(*(s[k][None].to(device) for k in MODEL_INPUTS), sample=False)
+            scores.append(mean_de2000(apply_matrix(inp, out["matrix"][0].float().cpu()), gt, valid))
+        groups[f"val_pairs_{name}"] = float(np.mean(scores))
     model.train()
     rec, kl = np.mean(losses, axis=0)
     all_de = de_cast + de_neutral
-    return {
+    row = {
         "val_recon": float(rec),
         "val_kl": float(kl),
         "val_loss": float(rec + cfg.beta * kl),
         "val_de2000": float(np.mean(all_de)),
         "val_de2000_cast": float(np.mean(de_cast)) if de_cast else float("nan"),
         "val_de2000_neutral": float(np.mean(de_neutral)) if de_neutral else float("nan"),
+        **groups,
     }
+    return {**row, "val_select": selection_score(row)}
 
 
 @dataclass
@@ -159,7 +191,7 @@ def train_epoch(
 def record_epoch(
     run: Path, row: dict, history: list[dict], best: float, model: WBVAE, cfg: TrainConfig, optimizer, scheduler
 ) -> float:
-    """metrics.csv, best.pt (if this epoch's held-out dE2000 is the lowest) and last.pt; returns the best."""
+    """metrics.csv, best.pt (if this epoch's selection score is the lowest) and last.pt; returns the best."""
     history.append(row)
     with (run / "metrics.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(history[-1]))
@@ -170,8 +202,8 @@ def record_epoch(
         "train_config": cfg.to_dict(),
         "val": {k: v for k, v in row.items() if k.startswith("val_")},
     }
-    if row["val_de2000"] < best:
-        best = row["val_de2000"]
+    if row["val_select"] < best:
+        best = row["val_select"]
         save_checkpoint(run / "best.pt", model, **meta)
     save_checkpoint(
         run / "last.pt",
@@ -203,6 +235,10 @@ def main(argv: list[str] | None = None) -> Path:
         run.mkdir(parents=True, exist_ok=True)
     dataset, val_frames = build_data(cfg, proc.log)
     model = WBVAE(cfg.model).to(proc.device)
+    if cfg.init:
+        model.load_state_dict(torch.load(cfg.init, map_location="cpu", weights_only=True)["state_dict"])
+        proc.log(f"weights from {cfg.init}")
+    pair_groups = load_select_pairs(cfg) if proc.is_main else {}
     optimizer, scheduler = make_optimizer(
         model, cfg, cfg.epochs * math.ceil(len(dataset) / (cfg.batch_size * proc.world))
     )
@@ -246,7 +282,7 @@ def main(argv: list[str] | None = None) -> Path:
             row = {
                 "epoch": epoch + 1,
                 **{f"train_{k}": v / max(count, 1) for k, v in sums.items()},
-                **validate(model, val_frames, proc.device, cfg),
+                **validate(model, val_frames, proc.device, cfg, pair_groups),
                 **reference,
                 "images_per_s": count * proc.world / seconds,
                 "seconds": seconds,
@@ -260,7 +296,7 @@ def main(argv: list[str] | None = None) -> Path:
             break
     if proc.distributed:
         dist.destroy_process_group()
-    proc.log(f"best val dE2000 {best:.3f}; checkpoints in {run}")
+    proc.log(f"best selection score {best:.3f}; checkpoints in {run}")
     return run
 
 
