@@ -20,6 +20,13 @@ unless WBVAE_* variables say otherwise). Then:
    each again as soon as answered, for the whole attack (a request flood from the same machine);
 3. throughout the attack, GET /readyz every 0.25 s (5 s timeout): statuses and latencies.
 
+``--attacks slow`` runs instead the four attacks of issue #20, one after the other, each for ``--phase`` seconds
+with a 12 MP correction every 2 s and /readyz sampled: 1,000 connections sending their body at 1 byte per 10 s
+(reconnecting when cut); 100 raw uploads announcing 49 MB that send 45 MB and then trickle; 2 RLE8 BMPs of
+1000 x 1000 with 25 M codes that add no pixel (50 MB), resent as answered; 20 clients that send a photo and leave
+at once. It reports the answers each attacker got, the server's RSS before, at its peak and after each, and the
+ERROR records in the server's log.
+
 Prints a Markdown report: quiet and attacked correction times and their ratio (target <= 2), the
 /readyz samples, what each attacker got, the server's peak RSS and open descriptors.
 """
@@ -46,7 +53,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.photos import photo_jpeg  # noqa: E402
-from tests.attacks import rle8_bomb_bmp, scan_bomb_jpeg  # noqa: E402
+from tests.attacks import rle8_bomb_bmp, rle_nop_bomb_bmp, scan_bomb_jpeg  # noqa: E402
 from tests.conftest import start_server  # noqa: E402
 
 IDLE_SOCKETS = 300
@@ -206,6 +213,142 @@ def attack_process(url: str, flood: bool, kinds: str, started: Any, commands: An
     asyncio.run(run())
 
 
+# -- issue #20: slow and greedy clients (in a thread of this process) -----------------------------------
+
+SLOW_BODY_HEAD = b"POST /correct HTTP/1.1\r\nHost: attack\r\nContent-Type: image/jpeg\r\nContent-Length: 100000\r\n\r\n"
+
+
+async def slow_body(host: str, port: int, stop: threading.Event, stats: Counter) -> None:
+    """A body at 1 byte per 10 s; again whenever the server closes the connection."""
+    while not stop.is_set():
+        try:
+            reader, writer = await _open(host, port)
+            writer.write(SLOW_BODY_HEAD + b"x")
+            while not stop.is_set():
+                try:
+                    answer = await asyncio.wait_for(reader.read(256), timeout=10)
+                    stats[f"slow body: {answer[9:12].decode(errors='replace') if answer else 'closed'}"] += 1
+                    break
+                except asyncio.TimeoutError:
+                    writer.write(b"x")
+            writer.close()
+        except OSError:
+            stats["slow body: reset"] += 1
+            await asyncio.sleep(0.1)
+
+
+async def trickling_upload(host: str, port: int, stop: threading.Event, stats: Counter) -> None:
+    """Announce 49 MB, send 45 MB, then a byte a second."""
+    try:
+        reader, writer = await _open(host, port)
+        writer.write(b"POST /correct HTTP/1.1\r\nHost: attack\r\nContent-Type: image/jpeg\r\n")
+        writer.write(b"Content-Length: %d\r\n\r\n" % (49 * 2**20))
+        answer = b""
+        try:
+            answer = await asyncio.wait_for(reader.read(256), timeout=0.5)
+        except asyncio.TimeoutError:
+            chunk = b"\xff" * 2**20
+            for _ in range(45):
+                writer.write(chunk)
+                await writer.drain()
+            while not stop.is_set() and not answer:
+                try:
+                    answer = await asyncio.wait_for(reader.read(256), timeout=1)
+                except asyncio.TimeoutError:
+                    writer.write(b"x")
+        stats[f"49 MB upload: {answer[9:12].decode(errors='replace') if answer else 'closed'}"] += 1
+        writer.close()
+    except OSError:
+        stats["49 MB upload: reset"] += 1
+
+
+async def rle_bomb(url: str, payload: bytes, stop: threading.Event, stats: Counter, times: list[float]) -> None:
+    async with httpx.AsyncClient(timeout=300) as client:
+        while not stop.is_set():
+            start = time.monotonic()
+            r = await client.post(f"{url}/correct", files={"file": ("nop.bmp", payload)})
+            stats[f"RLE8 no-op codes: {r.status_code}"] += 1
+            times.append(time.monotonic() - start)
+
+
+async def leaver(host: str, port: int, photo: bytes, stats: Counter) -> None:
+    _, writer = await _open(host, port)
+    writer.write(b"POST /correct HTTP/1.1\r\nHost: attack\r\nContent-Type: image/jpeg\r\n")
+    writer.write(b"Content-Length: %d\r\n\r\n" % len(photo) + photo)
+    await writer.drain()
+    writer.close()
+    stats["left at once"] += 1
+
+
+def slow_attacks(url: str, proc: Any, server: Any, photo: bytes, phase_s: float) -> None:
+    """Issue #20's four attacks, one phase each, with corrections every 2 s; a Markdown report."""
+    host, port = url.removeprefix("http://").split(":")
+    nop_bomb = rle_nop_bomb_bmp()
+    ps = psutil.Process(proc.pid) if proc else None
+    print(f"issue #20 attacks, {phase_s:g} s each; a 12 MP correction every 2 s during each\n")
+    print("| attack | corrections (s) | statuses | /readyz | RSS MB before / peak / after | attackers got |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for name in ("1,000 slow bodies", "100 trickling 49 MB uploads", "2 RLE8 no-op-code BMPs", "20 leave at once"):
+        stop, stats, bomb_times = threading.Event(), Counter(), []
+        errors_before = server.output().count('"level": "error"') if server else 0
+
+        async def attack(
+            name: str = name, stop: threading.Event = stop, stats: Counter = stats, bomb_times: list = bomb_times
+        ) -> None:
+            tasks: list[asyncio.Task] = []
+            if name.startswith("1,000"):
+                tasks = [asyncio.create_task(slow_body(host, int(port), stop, stats)) for _ in range(1000)]
+            elif name.startswith("100"):
+                tasks = [asyncio.create_task(trickling_upload(host, int(port), stop, stats)) for _ in range(100)]
+            elif name.startswith("2 RLE8"):
+                tasks = [asyncio.create_task(rle_bomb(url, nop_bomb, stop, stats, bomb_times)) for _ in range(2)]
+            else:
+                await asyncio.gather(*[leaver(host, int(port), photo, stats) for _ in range(20)])
+            while not stop.is_set():
+                await asyncio.sleep(0.1)
+            if tasks:
+                await asyncio.wait(tasks, timeout=30)
+            for task in tasks:
+                task.cancel()
+
+        rss_before = ps.memory_info().rss if ps else 0
+        peak = {"rss": rss_before, "fds": 0}
+        halt, samples = threading.Event(), []
+        samplers = [threading.Thread(target=sample_readyz, args=(url, halt, samples))]
+        if ps:
+            samplers.append(threading.Thread(target=sample_server, args=(ps.pid, halt, peak)))
+        attacker = threading.Thread(target=asyncio.run, args=(attack(),))
+        attacker.start()
+        for t in samplers:
+            t.start()
+        time.sleep(2)
+        runs, end = [], time.monotonic() + phase_s
+        while time.monotonic() < end:
+            runs.append(correct_once(url, photo))
+            time.sleep(max(0.0, 2 - runs[-1][0]))
+        stop.set()
+        attacker.join(60)
+        time.sleep(3)  # what the attacks held is let go
+        halt.set()
+        for t in samplers:
+            t.join()
+        rss_after = ps.memory_info().rss if ps else 0
+        ready = Counter(s for _, s, _ in samples)
+        lat = max((x for _, _, x in samples), default=0) * 1000
+        times = sorted(t for t, _ in runs)
+        got = "; ".join(f"{k}: {n}" for k, n in sorted(stats.items()))
+        if bomb_times:
+            got += f"; answered in median {statistics.median(bomb_times):.2f} s, max {max(bomb_times):.2f} s"
+        if server:
+            errors = server.output().count('"level": "error"') - errors_before
+            got += f"; ERROR records in the log: {errors}"
+        print(
+            f"| {name} | median {statistics.median(times):.2f}, max {times[-1]:.2f} | "
+            f"{dict(Counter(s for _, s in runs))} | {dict(ready)}, max {lat:.0f} ms | "
+            f"{rss_before / 2**20:.0f} / {peak['rss'] / 2**20:.0f} / {rss_after / 2**20:.0f} | {got} |"
+        )
+
+
 # -- the measurements -------------------------------------------------------------------------------
 
 
@@ -250,13 +393,22 @@ def main() -> None:
     )
     parser.add_argument(
         "--attacks",
-        choices=("all", "sockets", "uploads"),
+        choices=("all", "sockets", "uploads", "slow"),
         default="all",
-        help="sockets: only the idle, slowloris and huge-header connections; uploads: only the bombs",
+        help="sockets: only the idle, slowloris and huge-header connections; uploads: only the bombs; "
+        "slow: the four attacks of issue #20 instead",
     )
+    parser.add_argument("--phase", type=float, default=20.0, help="--attacks slow: seconds of each attack")
     args = parser.parse_args()
 
     photo = photo_jpeg(12)
+    if args.attacks == "slow":
+        with contextlib.ExitStack() as stack:
+            server = None if args.url else stack.enter_context(start_server(WBVAE_LOG_LEVEL="info"))
+            proc, url = (server.proc, server.url) if server else (None, args.url)
+            correct_once(url, photo)  # warm-up
+            slow_attacks(url, proc, server, photo, args.phase)
+        return
     with contextlib.ExitStack() as stack:
         server = None if args.url else stack.enter_context(start_server(WBVAE_LOG_LEVEL="info", WBVAE_LOG_JSON="false"))
         proc, url = (server.proc, server.url) if server else (None, args.url)
