@@ -12,6 +12,7 @@ from model.training.emulator import _output_lut
 from model.training.raw import (
     DEFAULT_RAW_DIR,
     HELDOUT_CAMERAS,
+    Look,
     RawRenderConfig,
     RawRenderer,
     angular_error,
@@ -211,3 +212,52 @@ def test_gray_world_error_on_a_pack(cameras):
     assert 1.0 <= errors["gray_world"] <= 6.0  # README: medians 2.5-4.3 degrees per set
     for k, e in errors.items():
         assert e < 10.0, (k, e)
+
+
+def test_looks_keep_grays_gray_and_turn_colours():
+    look = Look(hue=((0.1, -0.05), (0.05, 0.02)), sat_harmonics=((0.1, 0.0), (0.0, -0.1)), sat=0.2, knee=1.2)
+    grays = np.repeat(np.linspace(0, 1, 11, dtype=np.float32)[:, None], 3, axis=1)
+    np.testing.assert_allclose(look.apply(grays), grays, atol=1e-5)
+    colours = np.array([[0.5, 0.2, 0.1], [0.1, 0.3, 0.6], [0.2, 0.5, 0.2]], dtype=np.float32)
+    out = look.apply(colours)
+    assert out.min() >= 0 and out.max() <= 1
+    assert np.abs(out - colours).max() > 0.02  # a look changes colours ...
+    luma = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
+    np.testing.assert_allclose(out @ luma, colours @ luma, atol=1e-3)  # ... and keeps their luminance
+
+
+def test_in_camera_pairs_share_one_look(cameras):
+    ic = _renderer(cameras, in_camera_rate=1.0, **PLAIN)
+    acr = _renderer(cameras, in_camera_rate=0.0, **PLAIN)
+    for i in _indices(ic, 8):
+        inp, gt, info = ic.render(i, pair_rng(2, 0, i))
+        assert info["pipeline"] == "in-camera" and info["style"] == "IC"
+        a_inp, a_gt, a_info = acr.render(i, pair_rng(2, 0, i))
+        assert a_info["pipeline"] == "acr" and a_info["preset"] == info["preset"]  # the same draws otherwise
+        if not info["is_cast"]:
+            assert np.array_equal(inp, gt)
+    # Rate 0 renders what the renderer rendered before looks existed (its draws come last).
+    plain = RawRenderer(cameras, RawRenderConfig(**PLAIN))
+    for i in _indices(acr, 4):
+        assert acr.render(i, pair_rng(5, 1, i))[0].tobytes() == plain.render(i, pair_rng(5, 1, i))[0].tobytes()
+
+
+def test_in_camera_renders_need_more_than_a_diagonal(cameras):
+    """The fitted 3x3 between an in-camera pair's images is further from diagonal than an ACR-like one's."""
+    from model.training.raw_report import family_numbers
+
+    def numbers(rate):
+        r = _renderer(cameras, in_camera_rate=rate, neutral_rate=0.0, small_cast_rate=0.0, **PLAIN)
+        return family_numbers([(*r.render(i, pair_rng(0, 0, i))[:2], np.ones((64, 64), bool)) for i in _indices(r, 30)])
+
+    ic, acr = numbers(1.0), numbers(0.0)
+    assert ic["off_diagonal_mass"] > acr["off_diagonal_mass"]
+    assert ic["complex_eigenvalues"] > acr["complex_eigenvalues"]
+    assert ic["3x3"] < ic["diagonal"]
+
+
+def test_daylight_share_of_relit_scenes(cameras):
+    r = _renderer(cameras, relight_rate=1.0, relight_daylight_rate=0.6)
+    kelvins = np.array([r.render(i, pair_rng(0, 0, i))[2]["true_kelvin"] for i in _indices(r, 200)])
+    assert kelvins.min() >= 2290 and kelvins.max() <= 8010
+    assert 0.55 < (kelvins >= 4490).mean() < 0.85  # 0.6 daylight + the full range's own daylight part

@@ -67,3 +67,30 @@ def test_raw_evaluation_reports_baselines_and_illuminant_errors(tmp_path, capsys
     rows = list(csv.DictReader((tmp_path / "per_image.csv").open()))
     names = {r["name"] for r in rows}
     assert len(names) == 6 and all(n.split("/")[0] in ("Sony IMX135", "Nikon D5200", "Fujifilm X-M1") for n in names)
+
+
+@pytest.mark.slow
+def test_in_camera_full_matrix_run_starts_from_weights_and_chooses_with_real_pairs(tmp_path):
+    import torch
+
+    from model.training.train import main
+
+    raw = shared_data("raw-thumbs")
+    pairs = shared_data("real-pairs-set2/pairs.tsv")
+    common = [f"raw={raw}", "--steps-per-epoch", "2", "--batch-size", "8", "--val-size", "4", "--workers", "0"]
+    common += ["--latent-dim", "16", "--full-matrix", "--in-camera-rate", "0.5", "--relight-daylight-rate", "0.6"]
+    first = main(common + ["--epochs", "1", "--out", str(tmp_path / "a")])
+    run = main(
+        common
+        + ["--epochs", "2", "--init", str(first / "best.pt"), "--select-pairs", str(pairs)]
+        + ["--out", str(tmp_path / "b")]
+    )
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    scores = [float(r["val_select"]) for r in rows]
+    for r in rows:  # the selection averages the held-out renders with the real pairs' folder
+        expected = (float(r["val_de2000"]) + float(r["val_pairs_real-pairs-set2"])) / 2
+        assert abs(float(r["val_select"]) - expected) < 1e-6
+    best = torch.load(run / "best.pt", weights_only=True)
+    assert best["meta"]["epoch"] == int(np.argmin(scores))
+    assert best["model_args"]["full_matrix"] is True
+    assert best["meta"]["train_config"]["init"] == str(first / "best.pt")
