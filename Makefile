@@ -55,7 +55,7 @@ constraints:
 	rm -rf $(CONSTRAINTS_VENV)
 
 train: install-dev
-	$(BIN)/python -m model.training.sources prepare
+	$(BIN)/python -m model.training.photos prepare
 	$(BIN)/python -m model.training.train synthetic --epochs 16 --steps-per-epoch 100 --val-size 128 --out runs/default
 
 evaluate: install-dev

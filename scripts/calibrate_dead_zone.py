@@ -14,7 +14,7 @@ import torch
 
 from model.corrector import Corrector, load_model
 from model.training.metrics import delta_e2000
-from model.training.raw import RawRenderConfig, RawRenderer, load_raw_cameras, split_cameras
+from model.training.raw_renderer import RawRenderConfig, RawRenderer, load_raw_cameras, split_cameras
 
 _, held = split_cameras(load_raw_cameras())
 r = RawRenderer(held, RawRenderConfig(augment=False, relight_rate=0.5))

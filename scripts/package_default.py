@@ -15,12 +15,12 @@ from pathlib import Path
 import torch
 
 from model.corrector import load_model, save_checkpoint
-from model.training.raw import HELDOUT_CAMERAS
+from model.training.raw_renderer import HELDOUT_CAMERAS
 
 TRAINING_DATA = (
     "Raw captures with measured illuminants, as 64x64 thumbnails (the shared raw-thumbs pack): "
     "Cube+ (Banic & Loncaric), the NUS 8-camera set (Cheng et al.), Intel-TAU (Laakom et al.) and the "
-    "Gehler-Shi ColorChecker set (reprocessed); rendered through camera pipelines by model.training.raw. "
+    "Gehler-Shi ColorChecker set (reprocessed); rendered through camera pipelines by model.training.raw_renderer. "
     f"Held out of training: {', '.join(HELDOUT_CAMERAS)}. The datasets are published for research; "
     "their terms apply to these weights."
 )

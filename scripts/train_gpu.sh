@@ -3,7 +3,7 @@
 #   scripts/train_gpu.sh NAME "TRAIN ARGS" [NAME "TRAIN ARGS" ...]
 # Each run: python -m model.training.train synthetic TRAIN ARGS --device ${DEVICE:-cuda} --out $OUT/NAME, with the
 # machine's CPU cores shared out as data workers (the emulator renders on the CPU). Source photos come
-# from $WBVAE_SOURCES (default ~/.cache/wbvae/sources; `python -m model.training.sources prepare` fills it).
+# from $WBVAE_SOURCES (default ~/.cache/wbvae/sources; `python -m model.training.photos prepare` fills it).
 # Logs stream to $OUT/NAME/train.log; checkpoints, metrics.csv and figures land in $OUT/NAME.
 set -uo pipefail
 cd "$(dirname "$0")/.."

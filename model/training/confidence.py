@@ -18,7 +18,9 @@ from scipy.stats import spearmanr
 from model.corrector import DEFAULT_CHECKPOINT, Corrector
 from model.mapping import apply_matrix
 from model.stats import analyse
+from model.training.eval_sets import list_pairs, load_pair
 from model.training.metrics import delta_e2000
+from model.training.source_registry import load_heldout_frames
 
 
 @torch.no_grad()
@@ -64,13 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     corrector = Corrector.from_checkpoint(args.checkpoint, "cpu")
     rows = []
     if args.heldout:
-        from model.training.data import load_heldout_frames
-
         frames = [(i, g, v) for i, g, v, cast in load_heldout_frames(args.heldout, size=256)]
         rows.append(("emulated, held-out photos", measure(corrector, frames)))
     if args.pairs:
-        from model.training.datasets import list_pairs, load_pair
-
         rows.append(("real pairs", measure(corrector, [load_pair(x) for x in list_pairs(f"pairs={args.pairs}")])))
     print("| frames | n | Spearman(spread, dE2000) | mean spread | mean dE2000 |\n| --- | ---: | ---: | ---: | ---: |")
     for name, r in rows:

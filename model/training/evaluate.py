@@ -7,9 +7,9 @@ Usage::
         [--identity] [--deepwb JSON] [--decompose] [--quiet]
 
 ``SOURCE`` is ``set1=DIR``, ``set2=DIR``, ``cube=DIR`` or ``pairs=FILE.tsv``
-(see :mod:`model.training.datasets`), or ``heldout[=N]``: N (default 96) emulated
+(see :mod:`model.training.eval_sets`), or ``heldout[=N]``: N (default 96) emulated
 full-frame pairs (long side 512 px) of the source photos that training holds
-out (same split, same emulator; needs ``python -m model.training.sources prepare``), e.g.
+out (same split, same emulator; needs ``python -m model.training.photos prepare``), e.g.
 ``python -m model.training.evaluate pairs=../shared/data/real-pairs/pairs.tsv``.
 
 Every method runs at full resolution on the same pairs in one run (docs/accuracy.md, "Protocol"):
@@ -53,8 +53,14 @@ from pathlib import Path
 import numpy as np
 
 from model.training.baselines import BASELINES
-from model.training.datasets import PairSpec, load_pair
+from model.training.config import TrainConfig
+from model.training.decomposition import decompose, decomposition_table
+from model.training.emulator import _saturation_matrix
+from model.training.eval_sets import PairSpec, load_pair
 from model.training.metrics import METRICS, all_metrics, summarise
+from model.training.raw_renderer import RawRenderConfig, RawRenderer, angular_error
+from model.training.raw_report import raw_baseline_estimates
+from model.training.source_registry import source as data_source
 
 __all__ = [
     "DEEPWB_METHOD",
@@ -139,10 +145,6 @@ def illuminant_errors(
     input's white ``M^-1 @ 1``, taken back to camera RGB through the render's own style, colour
     matrix and preset gains. The tone curve maps neutral to neutral, so it drops out.
     """
-    from model.training.emulator import _saturation_matrix
-    from model.training.raw import RawRenderConfig, RawRenderer, angular_error
-    from model.training.raw_report import raw_baseline_estimates
-
     renderer = RawRenderer(held, RawRenderConfig(augment=False, relight_rate=0.0, neutral_rate=0.0))
     errors: dict[str, list[float]] = {}
     for index in np.linspace(0, len(renderer) - 1, count).astype(int):
@@ -341,8 +343,6 @@ def _load_model(args, parser) -> Corrector:
 
 def _sources(args, parser) -> list[tuple[str, object, int | None]]:
     """(spec, registry source, frame limit) per SOURCE argument."""
-    from model.training.data import source as data_source
-
     sources = []
     try:
         for spec in args.sources:
@@ -413,9 +413,6 @@ def _illuminant_report(raw_source, correctors: dict[str, Corrector], limit: int 
 
 def _decompose(args, parser, sources, out: Path) -> int:
     """``--decompose``: the decomposition table of each source (model.training.decomposition)."""
-    from model.training.config import TrainConfig
-    from model.training.decomposition import decompose, decomposition_table
-
     if args.no_model:
         parser.error("--decompose needs the model")
     corrector = _load_model(args, parser).__self__
@@ -439,8 +436,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         parser.error("--limit must be at least 1")
-    from model.training.config import TrainConfig
-
     sources = _sources(args, parser)
     out = args.out or Path("runs") / f"eval-{datetime.now():%Y%m%d-%H%M%S}"
     if args.decompose:

@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 
 from model.mapping import apply_matrix
-from model.training.data import MODEL_INPUTS, make_sample
 from model.training.metrics import delta_e2000 as mean_de2000
+from model.training.source_registry import MODEL_INPUTS, make_sample
 from model.vae import WBVAE
 
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from model.colour import linear_to_srgb, srgb_to_linear
-from model.training.data import MODEL_INPUTS
+from model.training.source_registry import MODEL_INPUTS
 from model.vae import vae_loss
 
 if TYPE_CHECKING:

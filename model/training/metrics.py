@@ -3,7 +3,7 @@
 Every metric takes ``(corrected, truth, mask)``: two ``(H, W, 3)`` uint8 sRGB
 images of the same shape and a ``(H, W)`` bool array, True for the pixels to
 score (colour chart / calibration object and pixels that are all-zero in both
-images excluded; see :func:`model.training.datasets.load_pair`). Each returns one float:
+images excluded; see :func:`model.training.eval_sets.load_pair`). Each returns one float:
 
 - :func:`mse`: mean over scored pixels and channels of the squared error on
   0..255.

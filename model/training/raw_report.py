@@ -15,7 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from model.training.raw import (
+from model.mapping import apply_matrix
+from model.stats import downsample
+from model.training.decomposition import apply_polynomial, fitted_diagonal, fitted_matrix, fitted_polynomial
+from model.training.emulator_report import pair_numbers, real_pairs, report
+from model.training.eval_sets import list_pairs, load_pair
+from model.training.metrics import delta_e2000
+from model.training.raw_renderer import (
     _IMAGE_SIDE,
     DEFAULT_RAW_DIR,
     DEFAULT_REAL_PAIRS_DIR,
@@ -26,6 +32,7 @@ from model.training.raw import (
     pair_rng,
     split_cameras,
 )
+from model.training.source_registry import downsample_mask
 
 # --------------------------------------------------------------------------
 # Statistical baselines on linear raw.
@@ -79,8 +86,6 @@ def raw_baseline_estimates(raw: np.ndarray, saturation: float = 0.98, p: float =
 
 
 def _load_real_pairs(real_dir: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    from model.training.emulator_realism import real_pairs
-
     return real_pairs(Path(real_dir))
 
 
@@ -125,7 +130,6 @@ def realism_numbers(
     over all cameras. Chart pixels excluded. Each value is
     ``emulator_realism``'s dict (unc, fit, preset, style, small).
     """
-    from model.training.emulator_realism import pair_numbers
 
     def empty() -> dict:
         return {"unc": [], "fit": [], "preset": [], "style": [], "small": []}
@@ -171,15 +175,6 @@ def family_numbers(fits: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dic
     off-diagonal mass (sum of |off-diagonal| / sum of |diagonal|), the share of pairs whose fitted 3x3
     has complex eigenvalues (a hue turn), and the mean dE2000 floors of the diagonal, 3x3 and
     11-term polynomial families (``model.training.decomposition``) with their ratios."""
-    from model.mapping import apply_matrix
-    from model.training.decomposition import (
-        apply_polynomial,
-        fitted_diagonal,
-        fitted_matrix,
-        fitted_polynomial,
-    )
-    from model.training.metrics import delta_e2000
-
     off, turn, floors = [], [], []
     for inp, gt, valid in fits:
         m = fitted_matrix(inp, gt, valid).astype(np.float64)
@@ -213,10 +208,6 @@ def family_populations(
 ) -> dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
     """Populations for ``family_numbers``: each real-pair folder box-downscaled to 64 px (as training
     sees photos), and ``pairs`` cast renders of the ACR-like and of the in-camera pipeline."""
-    from model.stats import downsample
-    from model.training.data import downsample_mask
-    from model.training.datasets import list_pairs, load_pair
-
     out: dict[str, list] = {}
     for tsv in real_tsvs:
         items = []
@@ -294,8 +285,6 @@ def main(argv: list[str] | None = None) -> int:
                 f"{n['polynomial']:.2f} | {n['3x3/diagonal']:.2f} | {n['polynomial/diagonal']:.2f} |"
             )
     if a.realism:
-        from model.training.emulator_realism import report
-
         t1 = time.time()
         configs = {
             "raw renders, default config": RawRenderConfig(),

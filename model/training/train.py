@@ -1,8 +1,8 @@
 """Train the white-balance VAE: ``python -m model.training.train [SOURCE ...] [options]``.
 
-Sources (combinable; ``model.training.data``): ``raw[=DIR]`` (real raw captures rendered through
+Sources (combinable; ``model.training.source_registry``): ``raw[=DIR]`` (real raw captures rendered through
 camera pipelines), ``synthetic`` (the emulator over the photo cache of
-``python -m model.training.sources prepare`` plus procedural scenes), ``set2=DIR``, ``set1=DIR``,
+``python -m model.training.photos prepare`` plus procedural scenes), ``set2=DIR``, ``set1=DIR``,
 ``cube=DIR``, ``pairs=FILE.tsv``. Runs unchanged under ``torchrun --nproc_per_node=N``
 (DistributedDataParallel: gloo on CPU, NCCL on GPU). Writes to ``--out``: ``metrics.csv`` (per
 epoch), ``best.pt`` (the lowest full-frame dE2000 on the sources' held-out frames), ``last.pt``
@@ -28,17 +28,16 @@ from model.corrector import resolve_device, save_checkpoint
 from model.mapping import apply_matrix
 from model.training.baselines import BASELINES
 from model.training.config import TrainConfig, parse_args
-from model.training.data import MODEL_INPUTS, build_data, make_sample, set_epoch
+from model.training.eval_sets import list_pairs, load_pair
 from model.training.figures import save_figures
 from model.training.losses import training_loss
 from model.training.metrics import delta_e2000 as mean_de2000
+from model.training.source_registry import MODEL_INPUTS, build_data, make_sample, set_epoch
 from model.vae import WBVAE, vae_loss
 
 
 def load_select_pairs(cfg: TrainConfig) -> dict[str, list]:
     """``--select-pairs``: each pairs.tsv's real pairs at full resolution, by the folder's name."""
-    from model.training.datasets import list_pairs, load_pair
-
     groups: dict[str, list] = {}
     for tsv in filter(None, (cfg.select_pairs or "").split(",")):
         name = Path(tsv).parent.name or Path(tsv).stem

@@ -17,7 +17,7 @@ from model.training.emulator import (
     camera_matrices,
     wb_gains,
 )
-from model.training.sources import list_source_photos, load_photo, procedural_scene
+from model.training.photos import list_source_photos, load_photo, procedural_scene
 
 
 def _daylight_scene(size: int = 96) -> np.ndarray:

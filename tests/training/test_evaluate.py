@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from model.training.baselines import BASELINES
-from model.training.datasets import PairSpec, list_pairs
+from model.training.eval_sets import PairSpec, list_pairs
 from model.training.evaluate import DEEPWB_METHOD, evaluate, evaluate_frames, main, summarise_records
 from tests.conftest import real_pair_file
 

@@ -132,7 +132,7 @@ def test_real_pairs_with_published_folds(tmp_path):
 
 
 def test_views_keep_the_photo_shape_when_asked():
-    from model.training.data import random_view
+    from model.training.source_registry import random_view
 
     rng = np.random.default_rng(0)
     photo = np.zeros((60, 120, 3), np.uint8)
@@ -146,8 +146,8 @@ def test_views_keep_the_photo_shape_when_asked():
 
 def test_ground_truth_in_adobe_standard_marks_style_changes_as_corrections():
     """With gt_style="AS" a neutral pair rendered in CS still needs a correction (its style); AS ones do not."""
-    from model.training.data import needs_correction
     from model.training.emulator import CameraPipelineEmulator, EmulatorConfig
+    from model.training.source_registry import needs_correction
 
     emulator = CameraPipelineEmulator(EmulatorConfig(neutral_rate=1.0, gt_style="AS"))
     scene = np.random.default_rng(1).uniform(0.05, 0.9, (16, 16, 3)).astype(np.float32)

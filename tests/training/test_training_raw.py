@@ -7,7 +7,7 @@ import pytest
 
 from model.corrector import Corrector
 from model.training.config import parse_args
-from model.training.data import SOURCES, source
+from model.training.source_registry import SOURCES, source
 from tests.conftest import shared_data
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model.training.datasets import (
+from model.training.eval_sets import (
     PairSpec,
     SourceSpec,
     list_pairs,

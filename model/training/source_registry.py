@@ -4,13 +4,13 @@ A source is named ``KIND`` or ``KIND=ARG`` on the command line. Each kind in ``S
 training pairs and evaluation frames (input, ground truth, valid mask, is_cast) from the same code:
 
 ``synthetic``
-    the camera-pipeline emulator over the photo cache (``python -m model.training.sources prepare``)
+    the camera-pipeline emulator over the photo cache (``python -m model.training.photos prepare``)
     plus procedural scenes; evaluation frames are held-out photos (split by scene).
 ``raw[=DIR]``
-    real raw captures rendered through camera pipelines (``model.training.raw``); whole cameras
+    real raw captures rendered through camera pipelines (``model.training.raw_renderer``); whole cameras
     (``raw.HELDOUT_CAMERAS``) are held out for evaluation and checkpoint choice.
 ``set1=DIR``, ``set2=DIR``, ``cube=DIR``, ``pairs=FILE.tsv``
-    pairs on disk (``model.training.datasets``), split by scene (or by published folds).
+    pairs on disk (``model.training.eval_sets``), split by scene (or by published folds).
 
 Adding a source is one class with ``train_set`` and ``eval_frames`` and one ``SOURCES`` entry.
 """
@@ -22,7 +22,6 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -31,11 +30,19 @@ from torch.utils.data import ConcatDataset, Dataset
 
 from model.colour import linear_to_srgb, srgb_to_linear
 from model.stats import THUMB_SIZE, analyse_small, downsample
+from model.training.config import TrainConfig
 from model.training.emulator import CameraPipelineEmulator, EmulatorConfig
+from model.training.eval_sets import (
+    list_pairs,
+    load_pair,
+    parse_source,
+    read_fold_file,
+    scene_disjoint_split,
+    select_pairs,
+)
+from model.training.photos import list_source_photos, load_photo, procedural_scene
+from model.training.raw_renderer import DEFAULT_RAW_DIR, RawRenderConfig, RawRenderer, load_raw_cameras, split_cameras
 from model.vae import WBVAEConfig
-
-if TYPE_CHECKING:
-    from model.training.config import TrainConfig
 
 MODEL_INPUTS = ("thumb", "cues", "log_gains", "chroma")
 Frame = tuple[np.ndarray, np.ndarray, np.ndarray, bool]  # (input, ground truth, valid mask, is_cast)
@@ -165,8 +172,6 @@ class SyntheticPairs(Dataset):
         return self.length
 
     def render(self, i: int) -> tuple[np.ndarray, np.ndarray, dict]:
-        from model.training.sources import procedural_scene
-
         rng = np.random.default_rng([self.seed, self.epoch, i])
         if not self.photos or rng.random() < self.procedural_rate:
             scene = procedural_scene(rng, self.size)
@@ -195,8 +200,6 @@ class RealPairs(Dataset):
     """Pairs from a dataset on disk, kept in memory at the statistics size (long side <= 256)."""
 
     def __init__(self, pairs: list, size: int, seed: int, train: bool, model: WBVAEConfig | None = None):
-        from model.training.datasets import load_pair
-
         self.items = []
         for p in pairs:
             inp, gt, valid = load_pair(p)
@@ -228,7 +231,7 @@ class RealPairs(Dataset):
 
 
 class RawPairs(Dataset):
-    """Renders of real raw captures (``model.training.raw``); sample i is a pure function of (seed, epoch, i)."""
+    """Renders of real raw captures (``raw_renderer``); sample i is a pure function of (seed, epoch, i)."""
 
     def __init__(self, renderer, length: int, seed: int, model: WBVAEConfig):
         self.renderer, self.length, self.seed, self.model, self.epoch = renderer, length, seed, model, 0
@@ -277,8 +280,6 @@ def balanced_photos(paths: list[Path], max_cast: float, log=lambda msg: None) ->
     A photo the emulator treats as ground truth must be balanced, or its labels
     contradict the statistics: colour-graded shots and single-colour close-ups go.
     """
-    from model.training.sources import load_photo
-
     kept = []
     for p in paths:
         photo = (np.clip(load_photo(p), 0, 1) * 255 + 0.5).astype(np.uint8)
@@ -316,12 +317,10 @@ class Synthetic:
         )
 
     def _paths(self, cfg: TrainConfig, log: Log) -> tuple[list[Path], list[Path]]:
-        from model.training.sources import list_source_photos
-
         cache = Path(self.arg or cfg.photo_cache)
         paths = list_source_photos(cache) if cache.is_dir() else []
         if not paths:
-            log(f"no photos in {cache} (run: python -m model.training.sources prepare); procedural scenes only")
+            log(f"no photos in {cache} (run: python -m model.training.photos prepare); procedural scenes only")
         return photo_split(paths, cfg.val_fraction, cfg.seed)
 
     def train_set(self, cfg: TrainConfig, log: Log) -> Dataset:
@@ -353,7 +352,7 @@ class Synthetic:
         """Held-out photos through the emulator, full frame, long side 512 px (default 96 frames)."""
         frames = self.eval_frames(cfg, limit or 96, 512, gt_style)
         if not frames:
-            raise ValueError("no held-out source photos; run: python -m model.training.sources prepare")
+            raise ValueError("no held-out source photos; run: python -m model.training.photos prepare")
         for i, (inp, gt, valid, _) in enumerate(frames):
             yield f"heldout-{i:03d}", inp, gt, valid
 
@@ -368,8 +367,6 @@ class Raw:
     def _cameras(self, log: Log) -> tuple[list, list]:
         """(training cameras, held-out cameras), read from disk once per source."""
         if self._split is None:
-            from model.training.raw import DEFAULT_RAW_DIR, load_raw_cameras, split_cameras
-
             self._split = split_cameras(load_raw_cameras(self.arg or DEFAULT_RAW_DIR))
             train, held = self._split
             log(
@@ -383,8 +380,6 @@ class Raw:
         return self._cameras(lambda msg: None)[1]
 
     def train_set(self, cfg: TrainConfig, log: Log) -> Dataset:
-        from model.training.raw import RawRenderConfig, RawRenderer
-
         train, _ = self._cameras(log)
         renderer = RawRenderer(
             train,
@@ -401,8 +396,6 @@ class Raw:
 
     def eval_frames(self, cfg: TrainConfig, count: int, log: Log = lambda msg: None) -> list[Frame]:
         """``count`` whole-frame renders of the held-out cameras' captures, evenly spread, fixed seed."""
-        from model.training.raw import RawRenderConfig, RawRenderer
-
         _, held = self._cameras(log)
         renderer = RawRenderer(held, RawRenderConfig(augment=False, relight_rate=cfg.relight_rate))
         frames = []
@@ -413,8 +406,6 @@ class Raw:
 
     def evaluation(self, cfg: TrainConfig, limit: int | None, gt_style: str = "same") -> Iterator[NamedFrame]:
         """Whole-frame renders of the held-out cameras under their measured light (default 600 frames)."""
-        from model.training.raw import RawRenderConfig, RawRenderer
-
         renderer = RawRenderer(self.held_cameras(), RawRenderConfig(augment=False, relight_rate=0.0))
         for i in np.linspace(0, len(renderer) - 1, limit or 600).astype(int):
             inp, gt, info = renderer.render(int(i), np.random.default_rng([cfg.seed + 1, int(i)]))
@@ -429,8 +420,6 @@ class PairsOnDisk:
     arg: str | None = None
 
     def _split(self, cfg: TrainConfig, log: Log):
-        from model.training.datasets import list_pairs, parse_source, read_fold_file, scene_disjoint_split, select_pairs
-
         pairs = list_pairs(parse_source(f"{self.kind}={self.arg}"))
         if cfg.folds:  # Set 1's published folds: fold K validates, the others train
             folds = read_fold_file(cfg.folds)
@@ -452,8 +441,6 @@ class PairsOnDisk:
 
     def evaluation(self, cfg: TrainConfig, limit: int | None, gt_style: str = "same") -> Iterator[NamedFrame]:
         """Every pair of the dataset at full resolution (the first ``limit``), loaded one at a time."""
-        from model.training.datasets import list_pairs, load_pair, parse_source
-
         for pair in list_pairs(parse_source(f"{self.kind}={self.arg}"))[:limit]:
             yield (pair.name, *load_pair(pair))
 
@@ -488,9 +475,7 @@ def build_data(cfg: TrainConfig, log: Log) -> tuple[Dataset, list[Frame]]:
 
 def load_heldout_frames(count: int = 96, size: int = 512, gt_style: str = "same") -> list[Frame]:
     """Held-out synthetic frames as training splits them, for evaluation (``gt_style="AS"``: Rendered WB protocol)."""
-    from model.training.config import TrainConfig
-
     frames = Synthetic().eval_frames(TrainConfig(), count, size, gt_style)
     if not frames:
-        raise ValueError("no held-out source photos; run: python -m model.training.sources prepare")
+        raise ValueError("no held-out source photos; run: python -m model.training.photos prepare")
     return frames

@@ -2,7 +2,7 @@
 
 Data preparation (never run at service time)::
 
-    python -m model.training.sources prepare [--cache DIR]
+    python -m model.training.photos prepare [--cache DIR]
 
 collects well-balanced photographs into ``DIR`` (default
 ``~/.cache/wbvae/sources``) as JPEG files, long side at most 1024 px:
@@ -511,7 +511,7 @@ def prepare(cache: Path, deb_dir: Path | None = None, verbose: bool = True) -> d
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m model.training.sources", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m model.training.photos", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("prepare", help="collect well-balanced photos into the cache")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)

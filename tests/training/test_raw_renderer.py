@@ -1,4 +1,4 @@
-"""Raw renders from real captures (model/training/raw.py): fast, CPU only, needs shared/data/raw-thumbs."""
+"""Raw renders from real captures (model/training/raw_renderer.py): fast, CPU only, needs shared/data/raw-thumbs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from model.colour import srgb_to_linear
 from model.training.emulator import _output_lut
-from model.training.raw import (
+from model.training.raw_renderer import (
     DEFAULT_RAW_DIR,
     HELDOUT_CAMERAS,
     Look,

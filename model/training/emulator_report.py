@@ -1,6 +1,6 @@
 """How realistic are the emulator's pairs? Numbers for docs/emulator.md.
 
-    python -m model.training.emulator_realism [--pairs 300] [--side 320] [--seed 0]
+    python -m model.training.emulator_report [--pairs 300] [--side 320] [--seed 0]
 
 For every pair (input, ground truth) it fits the transform family that the
 real Rendered WB pairs follow, "linearise -> 3x3 matrix -> per-channel cubic
@@ -11,7 +11,7 @@ cast). Populations:
 * the ten real pairs of ``shared/data/real-pairs`` (chart pixels, all-zero in
   both images, excluded), at full resolution;
 * emulated pairs from that scene's ground-truth photo;
-* emulated pairs from the cached source photos (``model.training.sources``);
+* emulated pairs from the cached source photos (``model.training.photos``);
 
 each with the emulator's default (ground truth in the input's style) and with
 ``gt_style="AS"`` (ground truth always in the neutral style, the dataset's
@@ -31,7 +31,7 @@ from skimage.color import deltaE_ciede2000, rgb2lab
 
 from model.colour import linear_to_srgb, srgb_to_linear
 from model.training.emulator import CameraPipelineEmulator, EmulatorConfig
-from model.training.sources import DEFAULT_CACHE, list_source_photos, load_photo
+from model.training.photos import DEFAULT_CACHE, list_source_photos, load_photo
 
 REAL_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "real-pairs"
 
@@ -190,7 +190,7 @@ def matched_light(
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m model.training.emulator_realism")
+    ap = argparse.ArgumentParser(prog="python -m model.training.emulator_report")
     ap.add_argument("--pairs", type=int, default=300, help="emulated pairs per population")
     ap.add_argument("--side", type=int, default=320, help="long side of emulated images")
     ap.add_argument("--seed", type=int, default=0)
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             res = emulated(imgs, a.pairs, cfg, a.seed + 1)
             report(f"emulated from {len(photos)} source photos, {label}", res)
     else:
-        print(f"\n(no source photos in {a.cache}: run `python -m model.training.sources prepare`)")
+        print(f"\n(no source photos in {a.cache}: run `python -m model.training.photos prepare`)")
     print(f"\n{time.time() - t0:.0f} s")
     return 0
 
