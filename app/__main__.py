@@ -1,7 +1,7 @@
 """``python -m app``: serve the default (or configured) checkpoint with uvicorn.
 
 The server's limits (request head size, head/body/keep-alive timeouts, connection cap) are set in
-``app/server.py``. On SIGTERM uvicorn stops accepting connections and gives in-flight requests
+``app/server/protocol.py``. On SIGTERM uvicorn stops accepting connections and gives in-flight requests
 ``WBVAE_SHUTDOWN_GRACE_S`` seconds to finish before the lifespan shuts down.
 """
 

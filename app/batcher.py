@@ -1,9 +1,10 @@
 """Micro-batching of the model forward across concurrent requests (on by default on CUDA).
 
-Each correction decodes and analyses its photo on its own worker thread, then hands the analysis
-to the batcher and waits. The batcher's one thread runs ``Corrector.estimate_batch`` on up to
-``max_size`` waiting analyses at once. Before a forward it waits, at most ``max_wait_s``, for more
-only while other corrections are still decoding (``expect``): a lone request never waits.
+A ``ModelBatcher`` takes what a ``Corrector`` takes: ``estimate(photo)`` analyses the photo on the
+calling worker thread, then hands the analysis to the batcher and waits. The batcher's one thread
+runs ``Corrector.estimate_batch`` on up to ``max_size`` waiting analyses at once. Before a forward it
+waits, at most ``max_wait_s``, for more only while other corrections are still decoding (inside
+``expect``, on their own threads): a lone request never waits.
 A photo's correction does not depend on its batch (``Corrector``'s per-sample linear layers), and
 an error in a forward (CUDA out of memory) is raised in every request of that batch.
 """
@@ -14,7 +15,9 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+
+import numpy as np
 
 from app.metrics import Metrics
 from model.corrector import Analysis, Correction, Corrector
@@ -41,31 +44,36 @@ class ModelBatcher:
         self._waiting: list[tuple[Analysis, Future]] = []
         self._expected = 0  # corrections between expect() and their estimate()
         self._closed = False
+        self._announced = threading.local()  # this thread's correction inside expect(), not handed in yet
         self._thread = threading.Thread(target=self._run, name="model-batcher", daemon=True)
         self._thread.start()
 
     @contextmanager
-    def expect(self) -> Iterator[_Expected]:
-        """Around a correction's work before the model: the batcher may wait for it (``estimate`` inside)."""
+    def expect(self) -> Iterator[None]:
+        """Around a correction's work before the model, on its worker thread: the batcher may wait for it until
+        this thread's ``estimate`` hands it in (or the block ends without one)."""
         with self._cond:
             self._expected += 1
-        token = _Expected()
+        self._announced.pending = True
         try:
-            yield token
+            yield
         finally:
-            if not token.arrived:
+            if self._announced.pending:
+                self._announced.pending = False
                 with self._cond:
                     self._expected -= 1
                     self._cond.notify_all()
 
-    def estimate(self, analysis: Analysis, expected: _Expected | None = None) -> Correction:
-        """The correction for one analysis, computed in a batch; blocks until it is done."""
+    def estimate(self, img: np.ndarray) -> Correction:
+        """The correction for one uint8 (H, W, 3) photo (as ``Corrector.estimate``), computed in a batch; blocks
+        until it is done."""
+        analysis = self.corrector.analyse(img)
         future: Future = Future()
         with self._cond:
             if self._closed:
                 raise BatcherClosed("the service is shutting down")
-            if expected is not None and not expected.arrived:
-                expected.arrived = True
+            if getattr(self._announced, "pending", False):
+                self._announced.pending = False
                 self._expected -= 1
             self._waiting.append((analysis, future))
             self._cond.notify_all()
@@ -107,7 +115,6 @@ class ModelBatcher:
         self._thread.join(timeout=30)
 
 
-class _Expected:
-    """A correction announced to the batcher; ``arrived`` once its analysis is handed in."""
-
-    arrived = False
+def expecting(model: Corrector | ModelBatcher) -> AbstractContextManager:
+    """``model.expect()`` for a batcher (it may wait for this correction); nothing to announce to a Corrector."""
+    return model.expect() if isinstance(model, ModelBatcher) else nullcontext()

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.formats import FORMATS, OutputFormat, format_for_suffix, output_format
+from app.codec import FORMATS, OutputFormat, format_for_suffix, output_format
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".tif", ".tiff", ".bmp", ".heic", ".heif"}
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
-T = TypeVar("T")
+T = TypeVar("T", covariant=True)
 
 
 class Busy(Exception):
@@ -20,10 +19,19 @@ class DeadlineExceeded(Exception):
     """The request ran out of time waiting or computing (HTTP 504)."""
 
 
-class CorrectionGate:
-    """Runs blocking work on ``slots`` worker threads with a bounded queue in front.
+class Job(Protocol[T]):
+    """Blocking work the gate runs on a worker thread (``app.pipeline.Upload``)."""
 
-    A slot is freed when its work really ends, not when the request gives up, so
+    def run(self) -> T: ...
+
+    def abandon(self) -> None:
+        """Nobody waits for the result any more: stop at the next chance (may be called from any thread)."""
+
+
+class CorrectionGate:
+    """Runs jobs on ``slots`` worker threads with a bounded queue in front.
+
+    A slot is freed when its job really ends, not when the request gives up, so
     timed-out work still counts against the limit until its thread is done.
     """
 
@@ -34,8 +42,29 @@ class CorrectionGate:
         self._free = asyncio.Semaphore(slots)
         self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="correct")
 
-    async def run(self, fn: Callable[..., T], *args, deadline: float) -> T:
-        """``fn(*args)`` in a worker thread; ``Busy`` when full, ``DeadlineExceeded`` past ``deadline``."""
+    async def run(self, job: Job[T], deadline: float) -> T:
+        """``job.run()`` on a worker thread once a slot is free. ``Busy`` when full, ``DeadlineExceeded`` past
+        ``deadline``; on either, or when the caller is cancelled (the client left), the job is abandoned."""
+        try:
+            await self._enter(deadline)
+        except (DeadlineExceeded, asyncio.CancelledError):
+            job.abandon()
+            raise
+        context = contextvars.copy_context()  # carries the request id into the worker's log lines
+        future = asyncio.get_running_loop().run_in_executor(self._pool, context.run, job.run)
+        self._started[id(future)] = time.monotonic()
+        future.add_done_callback(self._release)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout=max(deadline - time.monotonic(), 0))
+        except (TimeoutError, asyncio.TimeoutError):
+            job.abandon()
+            raise DeadlineExceeded() from None
+        except asyncio.CancelledError:
+            job.abandon()
+            raise
+
+    async def _enter(self, deadline: float) -> None:
+        """Take a slot, waiting in the queue until ``deadline``; ``Busy`` at once when the queue is full."""
         if self.running + self.waiting >= self.slots + self.queue:
             raise Busy()
         self.waiting += 1
@@ -45,15 +74,6 @@ class CorrectionGate:
             raise DeadlineExceeded() from None
         finally:
             self.waiting -= 1
-        loop = asyncio.get_running_loop()
-        context = contextvars.copy_context()  # carries the request id into the worker's log lines
-        future = loop.run_in_executor(self._pool, context.run, fn, *args)
-        self._started[id(future)] = time.monotonic()
-        future.add_done_callback(self._release)
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout=max(deadline - time.monotonic(), 0))
-        except (TimeoutError, asyncio.TimeoutError):
-            raise DeadlineExceeded() from None
 
     @property
     def running(self) -> int:

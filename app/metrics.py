@@ -75,7 +75,7 @@ class Metrics:
         )
         self.connections_cut = Counter(
             "wbvae_connections_cut",
-            "Connections or requests cut by the HTTP server's own limits (app/server.py), by reason: "
+            "Connections or requests cut by the HTTP server's own limits (app/server/protocol.py), by reason: "
             "head too large or too many headers (431), head or body too slow (408), malformed (400), "
             "silent connections, and the connection cap.",
             ["reason"],

@@ -1,22 +1,22 @@
-"""One correction: upload bytes -> decode -> ``Corrector`` -> encode -> bytes, each stage timed.
+"""One correction: upload bytes -> decode -> model -> encode -> bytes, each stage timed.
 
 Free of service plumbing: it takes the photo, the client's options and plain limits, and returns
 the bytes with their stage times; the route records metrics, the CLI ignores them. Runs in a
-worker thread; raises plain ``ValueError`` subclasses for bad input.
+worker thread (the route hands an ``Upload`` to the gate); raises plain ``ValueError`` subclasses
+for bad input. The model is a ``Corrector``, or a ``ModelBatcher`` in front of one: both take a
+photo and give its ``Correction``.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from app.batcher import ModelBatcher
-from app.formats import OutputFormat, check_output_size
-from app.imaging import decode, encode
+from app.batcher import ModelBatcher, expecting
+from app.codec import OutputFormat, check_output_size, decode, encode
 from model.corrector import Corrector, MapRows
 
 
@@ -59,16 +59,15 @@ class Abandoned(Exception):
 
 
 def correct_upload(
-    corrector: Corrector,
+    model: Corrector | ModelBatcher,
     data: bytes,
     options: Options,
     limits: Limits,
-    batcher: ModelBatcher | None = None,
     abandoned: threading.Event | None = None,
 ) -> Result:
     """Upload bytes -> corrected image bytes in ``options.fmt``.
 
-    With a ``batcher`` the model forward is shared with concurrent requests (``app.batcher``). When
+    With a ``ModelBatcher`` the model forward is shared with concurrent requests (``app.batcher``). When
     the correction maps rows inside the encoder (on the CPU), the fused map + encode wall time is
     apportioned between the two stages from the workers' own clocks. Once ``abandoned`` is set the
     work stops at the next stage boundary with ``Abandoned``, freeing its slot.
@@ -80,17 +79,14 @@ def correct_upload(
 
     stages: dict[str, float] = {}
     check()
-    with batcher.expect() if batcher else nullcontext() as expected:
+    with expecting(model):
         start = time.perf_counter()
         image = decode(data, limits.max_pixels, limits.strip_gps)
         check_output_size(options.fmt, image.rgb.shape[1], image.rgb.shape[0])
         stages["decode"] = time.perf_counter() - start
         check()
         start = time.perf_counter()
-        if batcher:
-            correction = batcher.estimate(corrector.analyse(image.rgb), expected)
-        else:
-            correction = corrector.estimate(image.rgb)
+        correction = model.estimate(image.rgb)
         stages["model"] = time.perf_counter() - start
     check()
     correction = correction.at_strength(options.strength)
@@ -115,6 +111,25 @@ def correct_upload(
     stages["mapping"] += fused
     stages["encode"] = wall - fused
     return Result(body, image.megapixels, correction.cast_probability, stages)
+
+
+@dataclass
+class Upload:
+    """One upload's correction as the gate runs it (``CorrectionGate.run``): the work, and the flag that stops it."""
+
+    model: Corrector | ModelBatcher
+    data: bytes
+    options: Options
+    limits: Limits
+    abandoned: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> Result:
+        """``correct_upload`` of this upload, on the calling (worker) thread."""
+        return correct_upload(self.model, self.data, self.options, self.limits, self.abandoned)
+
+    def abandon(self) -> None:
+        """Stop the work at its next stage boundary (``Abandoned``)."""
+        self.abandoned.set()
 
 
 class StageClock:

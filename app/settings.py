@@ -8,8 +8,10 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from app.middleware import MULTIPART_SLACK_BYTES
 from model.corrector import DEFAULT_CHECKPOINT
+
+# Multipart framing (boundaries, part headers) allowed on top of the file's own bytes.
+MULTIPART_SLACK_BYTES = 64 * 1024
 
 
 class Settings(BaseSettings):
@@ -38,7 +40,7 @@ class Settings(BaseSettings):
     retry_after_s: int = Field(2, ge=1, description="Retry-After sent with 503 (busy, GPU out of memory).")
     request_timeout_s: float = Field(60.0, gt=0, description="Queue wait plus correction time before 504.")
     shutdown_grace_s: float = Field(30.0, ge=0, description="On SIGTERM, time in-flight requests get to finish.")
-    # The HTTP server's own limits (app/server.py).
+    # The HTTP server's own limits (app/server/protocol.py).
     max_header_bytes: int = Field(
         16 * 1024, ge=1024, description="Largest request head (request line and headers); 431 and closed above."
     )

@@ -335,7 +335,7 @@ def main(argv=None) -> None:
         emit(
             [
                 "",
-                "## PNG writer steps (app/png.py on one thread, the service's level; medians, seconds per photo; "
+                "## PNG writer steps (app/codec/png.py on one thread, the service's level; medians, seconds per photo; "
                 "floor deflate = the isal floor's ISA-L level-1 deflate of the decoded photo's rows)",
                 "",
             ]

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import torch
 
-from app.imaging import decode
+from app.codec import decode
 from bench.photos import photo_jpeg
 from model.corrector import Corrector
 

@@ -22,9 +22,7 @@ import time
 import numpy as np
 from isal import isal_zlib
 
-from app import png
-from app.formats import output_format
-from app.imaging import decode, encode
+from app.codec import decode, encode, output_format, png
 from app.pipeline import Limits, Options, correct_upload
 from app.settings import Settings
 from model.corrector import Corrector
@@ -99,7 +97,7 @@ class Bench:
         return t
 
     def png_stages(self, data: bytes) -> dict[str, float]:
-        """Seconds of each step of the PNG writer (``app.png``, the service's level) for one photo on one
+        """Seconds of each step of the PNG writer (``app.codec.png``, the service's level) for one photo on one
         thread, strip by strip as the writer runs them: ``map`` (the correction's row mapping, plus alpha
         interleaving), ``filter`` (Paeth), ``deflate`` (ISA-L, with the chunk's CRC-32 and Adler-32); and
         ``mb``, the deflated size in MB. On CUDA, where the photo is mapped on the device, ``map`` is 0."""
@@ -131,7 +129,7 @@ class Bench:
 def filtered_rows(pixels: np.ndarray, alpha: np.ndarray | None = None) -> bytes:
     """The PNG image data of ``pixels`` (uint8 RGB or uint8/uint16 gray, plus optional uint8 alpha) before
     compression: every row Paeth-filtered (filter byte 4), whole image at once. A plain reference
-    implementation, independent of ``app.png``."""
+    implementation, independent of ``app.codec.png``."""
     px = pixels if pixels.ndim == 3 else pixels[..., None]
     if pixels.dtype == np.uint16:
         px = px.astype(">u2")

@@ -9,7 +9,7 @@ import pytest
 from tests.conftest import REPO
 
 SERVING_CORE = sorted((REPO / "model").glob("*.py"))
-EDGE = sorted((REPO / "app").glob("*.py"))
+EDGE = sorted((REPO / "app").rglob("*.py"))
 
 
 def imported_modules(path) -> set[str]:

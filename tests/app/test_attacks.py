@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.imaging import CorruptImage, ImageTooLarge, decode
+from app.codec import CorruptImage, ImageTooLarge, decode
 from tests import attacks, photos
 from tests.conftest import start_server
 

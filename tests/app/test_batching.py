@@ -32,10 +32,14 @@ def small_jpegs() -> list[bytes]:
 
 
 class FakeCorrector:
-    """Records batch sizes; the 'matrix' is the analysis itself, so results can be traced to requests."""
+    """Records batch sizes; the 'analysis' is the photo and the 'matrix' the analysis itself, so results can be
+    traced to requests."""
 
     def __init__(self, fail=None):
         self.sizes, self.fail = [], fail
+
+    def analyse(self, photo):
+        return photo
 
     def estimate_batch(self, analyses):
         self.sizes.append(len(analyses))
@@ -50,10 +54,10 @@ def test_batches_form_while_requests_are_still_decoding_and_results_go_back_to_t
     start = threading.Barrier(4)
 
     def request(i):
-        with batcher.expect() as expected:
+        with batcher.expect():
             start.wait()
             time.sleep(0.02 * i)  # "decoding", staggered
-            return batcher.estimate(f"photo {i}", expected)
+            return batcher.estimate(f"photo {i}")
 
     with ThreadPoolExecutor(4) as pool:
         assert list(pool.map(request, range(4))) == [f"photo {i}" for i in range(4)]
@@ -65,8 +69,8 @@ def test_a_lone_request_does_not_wait_and_batches_are_capped():
     fake = FakeCorrector()
     batcher = ModelBatcher(fake, max_size=2, max_wait_s=5.0)
     start = time.monotonic()
-    with batcher.expect() as expected:
-        assert batcher.estimate("alone", expected) == "alone"
+    with batcher.expect():
+        assert batcher.estimate("alone") == "alone"
     assert time.monotonic() - start < 1.0  # nobody else was decoding: no 5 s wait
     with ThreadPoolExecutor(5) as pool:
         assert sorted(pool.map(batcher.estimate, "abcde")) == list("abcde")

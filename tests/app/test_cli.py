@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from app.cli import main
-from app.imaging import decode
+from app.codec import decode
 from tests.conftest import REPO, wild
 
 SMALL = ["Pexels_dot_com_Buenosia_Carol.jpg", "Pexels_dot_com_Isadora_Menezes.jpg"]  # 900x600, 600x900

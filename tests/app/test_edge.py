@@ -16,12 +16,12 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from pydantic import ValidationError
 
-from app.formats import FORMATS
-from app.gate import CorrectionGate
+from app.codec import FORMATS
+from app.gate import CorrectionGate, DeadlineExceeded
 from app.logs import JsonFormatter, PlainFormatter, request_id
 from app.main import create_app
 from app.pipeline import Abandoned, Limits, Options, correct_upload
-from app.security import API_CSP, PAGE_CSP
+from app.server import API_CSP, PAGE_CSP
 from app.settings import Settings
 from model.corrector import DeviceUnavailable, resolve_device
 from tests import photos
@@ -111,16 +111,30 @@ def test_abandoned_work_stops_before_its_next_stage(client):
     gone = threading.Event()
     gone.set()
     with pytest.raises(Abandoned):
-        correct_upload(corrector, _png(), Options(FORMATS["png"]), Limits(), None, gone)
+        correct_upload(corrector, _png(), Options(FORMATS["png"]), Limits(), gone)
 
 
-def test_a_queued_correction_whose_client_left_never_runs():
+class Call:
+    """A job for the gate: ``fn(*args)``, and whether the gate abandoned it."""
+
+    def __init__(self, fn, *args):
+        self.fn, self.args, self.abandoned = fn, args, False
+
+    def run(self):
+        return self.fn(*self.args)
+
+    def abandon(self):
+        self.abandoned = True
+
+
+def test_a_queued_correction_whose_client_left_never_runs_and_is_abandoned():
     async def scenario():
         gate = CorrectionGate(slots=1, queue=2)
         release, ran = threading.Event(), []
-        first = asyncio.ensure_future(gate.run(release.wait, deadline=time.monotonic() + 10))
+        running, waiting = Call(release.wait), Call(ran.append, "queued")
+        first = asyncio.ensure_future(gate.run(running, deadline=time.monotonic() + 10))
         await asyncio.sleep(0.05)
-        queued = asyncio.ensure_future(gate.run(ran.append, "queued", deadline=time.monotonic() + 10))
+        queued = asyncio.ensure_future(gate.run(waiting, deadline=time.monotonic() + 10))
         await asyncio.sleep(0.05)
         assert gate.waiting == 1 and gate.running == 1
         assert gate.oldest_running_s() > 0 and not gate.stuck(after_s=5) and gate.stuck(after_s=0)
@@ -129,10 +143,27 @@ def test_a_queued_correction_whose_client_left_never_runs():
         release.set()
         await first
         await asyncio.sleep(0.05)
-        return gate, ran
+        return gate, ran, running, waiting
 
-    gate, ran = asyncio.run(scenario())
+    gate, ran, running, waiting = asyncio.run(scenario())
     assert ran == [] and gate.waiting == 0 and gate.running == 0 and gate.oldest_running_s() == 0
+    assert waiting.abandoned and not running.abandoned
+
+
+def test_work_past_its_deadline_is_abandoned_and_keeps_its_slot_until_it_ends():
+    async def scenario():
+        gate = CorrectionGate(slots=1, queue=0)
+        release = threading.Event()
+        slow = Call(release.wait)
+        with pytest.raises(DeadlineExceeded):
+            await gate.run(slow, deadline=time.monotonic() + 0.05)
+        held = gate.running
+        release.set()
+        await asyncio.sleep(0.05)
+        return slow, held, gate.running
+
+    slow, held, after = asyncio.run(scenario())
+    assert slow.abandoned and held == 1 and after == 0
 
 
 def test_asking_for_a_cuda_device_that_is_not_there_fails_with_the_reason():

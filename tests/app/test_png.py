@@ -1,4 +1,4 @@
-"""The strip-parallel PNG writer (app/png.py): valid, lossless and Pillow-compatible PNG files, deflated by
+"""The strip-parallel PNG writer (app/codec/png.py): valid, lossless and Pillow-compatible PNG files, deflated by
 ISA-L; the uint8 Paeth filter equals the spec's for every (a, b, c)."""
 
 import io
@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import app.png
-from app.imaging import SRGB_ICC, encode
-from app.png import adler32_combine, default_threads, encode_png, isal_level, map_strips
+import app.codec.png
+from app.codec import encode
+from app.codec.encode import SRGB_ICC
+from app.codec.png import adler32_combine, default_threads, encode_png, isal_level, map_strips
 from model.mapping import apply_matrix
 from model.mapping16 import apply_gray_gain
 from tests.conftest import REPO
@@ -110,7 +111,7 @@ def test_decodes_bit_exactly_as_pillows_own_png(shape, layout):
 def test_filter_blocks_and_strips_cut_anywhere(layout, block_bytes, monkeypatch):
     """Paeth blocks of one row or a few, inside strips of one row, a few, or all: same pixels, and every row
     Paeth-filtered (type 4)."""
-    monkeypatch.setattr(app.png, "FILTER_BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(app.codec.png, "FILTER_BLOCK_BYTES", block_bytes)
     pixels, alpha = layout_pixels(layout, 61, 47)
     row_bytes = pixels[0].nbytes + (0 if alpha is None else alpha[0].nbytes)
     for threads, strip_bytes in ((1, 1 << 19), (2, 5 * row_bytes), (2, 7 * row_bytes + 3), (3, 1)):
@@ -235,7 +236,7 @@ def test_24_megapixel_png_of_a_mapped_photo_stays_within_memory_bound():
         "import numpy as np\n"
         "from functools import partial\n"
         "from bench.rss import peak_rss_mb\n"
-        "from app.imaging import encode\n"
+        "from app.codec import encode\n"
         "from model.mapping import apply_matrix\n"
         "rng = np.random.default_rng(0)\n"  # a photo-like 24 MP image, built without big temporaries
         "cols, rows = (np.arange(6000) // 24 % 256).astype(np.uint8), (np.arange(4000) // 16 % 256).astype(np.uint8)\n"

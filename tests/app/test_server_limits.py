@@ -1,4 +1,4 @@
-"""The server process's own defences (app/server.py) against a real ``python -m app`` over loopback:
+"""The server process's own defences (app/server/protocol.py) against a real ``python -m app`` over loopback:
 request-head size and count limits, head/body/idle timeouts, the connection cap, the Server header."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ BODY_TIMEOUT_S = 2.0
 MAX_HEADER_BYTES = 8192
 MAX_HEADERS = 20
 MAX_CONNECTIONS = 40
-HEADROOM = 16  # app.server.HEALTH_HEADROOM
+HEADROOM = 16  # app.server.protocol.HEALTH_HEADROOM
 
 LIMITS = {
     "WBVAE_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
@@ -124,8 +124,8 @@ def test_head_one_byte_over_the_limit_gets_431(server):
 
 
 def _assert_security_headers(head: bytes) -> None:
-    """The security headers the app's own answers carry (app.security), on an answer of the protocol's own."""
-    from app.security import API_SECURITY_HEADERS
+    """The security headers the app's own answers carry (app.server.security), on an answer of the protocol's own."""
+    from app.server import API_SECURITY_HEADERS
 
     for name, value in API_SECURITY_HEADERS:
         assert b"\r\n%s: %s\r\n" % (name, value) in head + b"\r\n", (name, head)

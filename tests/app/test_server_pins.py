@@ -1,4 +1,4 @@
-"""app/server.py builds on uvicorn's private HttpToolsProtocol: the releases it was written against are pinned
+"""app/server/protocol.py builds on uvicorn's private HttpToolsProtocol: the releases it was written against are pinned
 exactly wherever the project installs, and this fails loudly when another release is installed."""
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 def test_the_installed_uvicorn_and_httptools_are_the_ones_app_server_was_written_for():
     installed = {name: importlib.metadata.version(name) for name in server.WRITTEN_FOR}
     assert installed == server.WRITTEN_FOR, (
-        f"installed {installed}, app/server.py was written for {server.WRITTEN_FOR}: GuardedProtocol overrides "
+        f"installed {installed}, app/server/protocol.py was written for {server.WRITTEN_FOR}: "
+        "GuardedProtocol overrides "
         "uvicorn's private HttpToolsProtocol; read the new release's httptools_impl.py, rerun "
         "tests/app/test_server_limits.py, then move WRITTEN_FOR, pyproject.toml and constraints.txt together"
     )

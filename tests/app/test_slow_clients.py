@@ -1,6 +1,6 @@
 """Slow and greedy clients against a real ``python -m app``: the minimum body rate and the body deadline
-(app/server.py), slow bodies closed at the connection cap, and the budget of body bytes in flight
-(app.middleware.UploadBudget)."""
+(app/server/protocol.py), slow bodies closed at the connection cap, and the budget of body bytes in flight
+(app.server.middleware.UploadBudget)."""
 
 from __future__ import annotations
 

@@ -227,6 +227,7 @@ def test_dockerfile_contract():
         "README.md",
         "constraints.txt",
         "app/main.py",
+        "app/codec/decode.py",
         "model/corrector.py",
         "model/checkpoints/default.pt",
     ):

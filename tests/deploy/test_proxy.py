@@ -30,8 +30,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from app.middleware import MULTIPART_SLACK_BYTES
-from app.settings import Settings
+from app.settings import MULTIPART_SLACK_BYTES, Settings
 from tests.conftest import REPO, free_port, require, start_server, stop_process
 
 NGINX_CONF = REPO / "deploy" / "nginx" / "nginx.conf"

@@ -1,6 +1,6 @@
-"""Upload bytes -> upright sRGB pixels plus what must survive (alpha, EXIF, grayscale depth), and back to bytes.
+"""Upload bytes -> upright sRGB pixels plus what must survive (alpha, EXIF, grayscale depth).
 
-Raises plain errors; routes map them to HTTP. Choices (documented in the README):
+Raises plain errors (``app.codec.limits``); the app maps them to HTTP. Choices (documented in the README):
 colour-managed inputs (Display P3, Adobe RGB, CMYK with a profile) are converted
 to sRGB and the output is tagged sRGB; grayscale stays grayscale at its own bit
 depth (8 or 16); 16-bit colour is reduced to 8 bits by Pillow's decoders, so it
@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import io
 import logging
-import struct
 from dataclasses import dataclass
 
 import numpy as np
 import pillow_heif
 from PIL import ExifTags, Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from app.decode_limits import RLE_BMP_MAX_PIXELS, CorruptImage, ImageTooLarge, UnsupportedImage, check_work
-from app.formats import output_format
-from app.png import MapRows, encode_png, map_strips
+from app.codec.encode import SRGB_PROFILE, to_8bit
+from app.codec.limits import RLE_BMP_MAX_PIXELS, CorruptImage, ImageTooLarge, UnsupportedImage, check_upfront
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +28,6 @@ pillow_heif.register_heif_opener()
 # Pillow format names tried, in this order; everything else (GIF, SVG, PSD, ...) is 415. JPEG covers MPO.
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "BMP", "HEIF")
 ACCEPTED_NAMES = "JPEG, PNG, WebP, TIFF, BMP, HEIC/HEIF"
-_SRGB_PROFILE = ImageCms.createProfile("sRGB")
-# LittleCMS stamps the profile with the time it was made (ICC header bytes 24-35); a fixed date
-# makes the output of a photo the same bytes in every process (reproducible, cacheable).
-_ICC = ImageCms.ImageCmsProfile(_SRGB_PROFILE).tobytes()
-SRGB_ICC = _ICC[:24] + struct.pack(">6H", 2000, 1, 1, 0, 0, 0) + _ICC[36:]
 _GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "F")
 
 
@@ -53,15 +46,15 @@ class DecodedImage:
 
 
 def decode(data: bytes, max_pixels: int, strip_gps: bool = True) -> DecodedImage:
-    """Decode an upload: format whitelist, pixel limit from the header, work limits (``app.decode_limits``), EXIF
-    orientation, ICC -> sRGB."""
-    check_work(data, max_pixels)  # before Pillow parses anything: its parsers are Python
+    """Decode an upload: the up-front checks (``app.codec.limits``: signature, work limits), format whitelist,
+    pixel limit from the header, EXIF orientation, ICC -> sRGB."""
+    signature = check_upfront(data, max_pixels)  # before Pillow parses anything: its parsers are Python
     try:
         im = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except Image.DecompressionBombError:
         raise ImageTooLarge(f"image declares too many pixels (decompression bomb); the limit is {max_pixels}") from None
     except UnidentifiedImageError:
-        if _has_accepted_signature(data):  # right magic bytes, but no decodable header after them
+        if signature is not None:  # right magic bytes, but no decodable header after them
             raise CorruptImage("corrupt or truncated image: its header cannot be read") from None
         raise UnsupportedImage(f"not a supported image; accepted formats: {ACCEPTED_NAMES}") from None
     except (OSError, ValueError, SyntaxError, EOFError, RuntimeError) as exc:  # RuntimeError: libheif
@@ -91,24 +84,11 @@ def decode(data: bytes, max_pixels: int, strip_gps: bool = True) -> DecodedImage
         raise UnsupportedImage(f"unsupported pixel layout {im.mode} in {fmt}: {exc}") from None
 
 
-_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"II*\x00", b"MM\x00*", b"BM")
-_HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")
-
-
-def _has_accepted_signature(data: bytes) -> bool:
-    """Whether ``data`` starts like a file of an accepted format."""
-    return (
-        data.startswith(_SIGNATURES)
-        or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
-        or (data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS)
-    )
-
-
 def _pixels(im: Image.Image, fmt: str, exif: bytes | None) -> DecodedImage:
     if im.mode in _GRAY_MODES:
         alpha = np.asarray(im.getchannel("A")) if im.mode == "LA" else None
         gray = _gray_array(im)
-        gray8 = gray if gray.dtype == np.uint8 else _to_8bit(gray)
+        gray8 = gray if gray.dtype == np.uint8 else to_8bit(gray)
         return DecodedImage(np.repeat(gray8[..., None], 3, axis=2), alpha, gray, exif, fmt, False)
     alpha = None
     if im.mode in ("RGBA", "RGBa", "PA") or (im.mode == "P" and "transparency" in im.info):
@@ -119,7 +99,7 @@ def _pixels(im: Image.Image, fmt: str, exif: bytes | None) -> DecodedImage:
     if icc:
         try:
             src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-            out = ImageCms.profileToProfile(base, src, _SRGB_PROFILE, outputMode="RGB")
+            out = ImageCms.profileToProfile(base, src, SRGB_PROFILE, outputMode="RGB")
             return DecodedImage(np.asarray(out), alpha, None, exif, fmt, True)
         except (ImageCms.PyCMSError, OSError, ValueError) as exc:
             log.warning("ignoring unusable ICC profile: %s", exc)
@@ -150,74 +130,3 @@ def _output_exif(im: Image.Image, strip_gps: bool) -> bytes | None:
     except Exception as exc:  # malformed EXIF must not cost the photo
         log.warning("dropping EXIF that cannot be re-encoded: %s", exc)
         return None
-
-
-# zlib strategy of Pillow's PNG writer (the reference the tests and the bench compare ours with).
-PNG_STRATEGY = 3  # zlib.Z_RLE
-PNG_WRITERS = ("strips", "pillow")
-
-
-def encode(
-    pixels: np.ndarray,
-    alpha: np.ndarray | None,
-    fmt: str = "png",
-    *,
-    quality: int = 90,
-    compress_level: int = 1,
-    exif: bytes | None = None,
-    png_strategy: int = PNG_STRATEGY,
-    map_rows: MapRows | None = None,
-    threads: int = 0,
-    png_writer: str = "strips",
-) -> bytes:
-    """Encode a uint8 (H, W, 3) sRGB image, or a uint8/uint16 (H, W) grayscale one, as png, jpeg or webp.
-
-    RGB output is tagged with an sRGB profile; 16-bit grayscale is kept only by PNG; JPEG drops alpha.
-    PNG is lossless whatever ``compress_level`` (zlib's 0-9) says; it is written by ``app.png`` on
-    ``threads`` threads (0: one per core) with ISA-L's deflate (the level mapped onto ISA-L's 0-3,
-    ``app.png.isal_level``), or by Pillow (``png_writer="pillow"``: zlib, with ``png_strategy``, zlib 0-4).
-    ``map_rows`` (rows -> same-shaped rows, e.g. the colour correction) is applied to ``pixels`` first,
-    in strips on the same threads (the PNG writer maps each strip just before it compresses it).
-    """
-    spec = output_format(fmt)
-    fmt = spec.name
-    if png_writer not in PNG_WRITERS:
-        raise ValueError(f"unknown PNG writer {png_writer!r}; choose one of {', '.join(PNG_WRITERS)}")
-    to_8bit = pixels.ndim == 2 and pixels.dtype == np.uint16 and (fmt != "png" or alpha is not None)
-    if fmt == "png" and png_writer == "strips":
-        if to_8bit:
-            pixels = _to_8bit(map_rows(pixels) if map_rows else pixels)
-            map_rows = None
-        return encode_png(
-            pixels,
-            alpha,
-            compress_level=compress_level,
-            exif=exif,
-            icc_profile=SRGB_ICC if pixels.ndim == 3 else None,
-            map_rows=map_rows,
-            threads=threads,
-        )
-    if map_rows is not None:
-        pixels = map_strips(pixels, map_rows, threads)
-    if to_8bit:
-        pixels = _to_8bit(pixels)
-    im = Image.fromarray(pixels)  # RGB, L or I;16
-    if alpha is not None and fmt != "jpeg":
-        im.putalpha(Image.fromarray(alpha))
-    if fmt == "webp" and im.mode in ("L", "LA"):
-        im = im.convert("RGBA" if im.mode == "LA" else "RGB")
-    options: dict = {"exif": exif} if exif else {}
-    if im.mode in ("RGB", "RGBA"):
-        options["icc_profile"] = SRGB_ICC
-    if spec.lossy:
-        options["quality"] = quality
-    else:
-        options["compress_level"] = compress_level
-        options["compress_type"] = png_strategy
-    buf = io.BytesIO()
-    im.save(buf, fmt.upper(), **options)
-    return buf.getvalue()
-
-
-def _to_8bit(gray16: np.ndarray) -> np.ndarray:
-    return ((gray16.astype(np.uint32) + 128) // 257).astype(np.uint8)

@@ -8,7 +8,7 @@ import secrets
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
-from app.middleware import send_json
+from app.server.middleware import send_json
 
 # Paths that need a key when keys are configured; health, metrics, the page and the docs stay open.
 PROTECTED_PATHS = ("/correct",)
@@ -18,7 +18,7 @@ PAGE_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
     "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
-# Swagger UI's bundle sets inline styles; its start-up script is a static file (app/docs.py), not inline.
+# Swagger UI's bundle sets inline styles; its start-up script is a static file (app/static/docs.js), not inline.
 DOCS_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
     "connect-src 'self'; base-uri 'none'; frame-ancestors 'none'"

@@ -12,13 +12,11 @@ from starlette.routing import Match, Mount
 
 from app.logs import accept_request_id, request_id
 from app.metrics import Metrics
+from app.settings import MULTIPART_SLACK_BYTES
 
 access_log = logging.getLogger("wbvae.access")
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request whose client left before the answer
 QUIET_PATHS = ("/livez", "/healthz", "/readyz", "/metrics")
-
-# Multipart framing (boundaries, part headers) allowed on top of the file's own bytes.
-MULTIPART_SLACK_BYTES = 64 * 1024
 
 
 async def send_json(send, status: int, detail: str, extra_headers: Sequence[tuple[bytes, bytes]] = ()) -> None:

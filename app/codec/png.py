@@ -30,13 +30,14 @@ import os
 import struct
 import threading
 import zlib
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from isal import isal_zlib
+
+from model.corrector import MapRows
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 STRIP_BYTES = 1 << 19  # filtered bytes per strip (about 41 rows of a 12 MP RGB photo)
@@ -45,8 +46,6 @@ ADLER_BASE = 65521
 PAETH = 4
 NONE = 0
 ZLIB_HEADER = b"\x78\x01"  # deflate, 32 KB window, no preset dictionary
-
-MapRows = Callable[[np.ndarray], np.ndarray]
 
 
 def default_threads(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:

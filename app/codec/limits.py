@@ -1,8 +1,9 @@
-"""What a decode may cost: the errors decoding raises, and limits on the work a file can ask of the decoders.
+"""The up-front decode checks: the errors decoding raises, the accepted formats' signatures, and limits on the work
+a file can ask of the decoders.
 
-The pixel limit bounds the memory of a decode and the work of one pass over the image; ``check_work`` walks a
-file's headers before Pillow parses anything and refuses what would cost far more than its pixels and bytes
-suggest (the limits below, each with its reason).
+The pixel limit bounds the memory of a decode and the work of one pass over the image; ``check_upfront`` reads a
+file's signature and walks its headers before Pillow parses anything, refusing what would cost far more than its
+pixels and bytes suggest (the limits below, each with its reason).
 """
 
 from __future__ import annotations
@@ -68,16 +69,41 @@ _JPEG_FRAMES = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 
 _JPEG_BITS_PER_UNIT = {0xC0: 2, 0xC1: 2, 0xC2: 1, 0xC3: 1}
 
 
-def check_work(data: bytes, max_pixels: int) -> None:
-    """Refuse a file whose decode would cost far more than its pixels and bytes suggest (see the limits above)."""
-    if data.startswith(b"\xff\xd8\xff"):
+SIGNATURES = {  # leading bytes -> the accepted format they announce (WebP and HEIF: see ``signature``)
+    b"\xff\xd8\xff": "jpeg",
+    b"\x89PNG\r\n\x1a\n": "png",
+    b"II*\x00": "tiff",
+    b"MM\x00*": "tiff",
+    b"II+\x00": "tiff",  # BigTIFF
+    b"MM\x00+": "tiff",
+    b"BM": "bmp",
+}
+HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")
+
+
+def signature(data: bytes) -> str | None:
+    """The accepted format ``data`` starts like (jpeg, png, tiff, bmp, webp, heif), else None."""
+    found = next((fmt for magic, fmt in SIGNATURES.items() if data.startswith(magic)), None)
+    if found is None and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    if found is None and data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS:
+        return "heif"
+    return found
+
+
+def check_upfront(data: bytes, max_pixels: int) -> str | None:
+    """The format ``data``'s signature announces (None: no accepted format's), after refusing a file whose decode
+    would cost far more than its pixels and bytes suggest (see the limits above)."""
+    fmt = signature(data)
+    if fmt == "jpeg":
         _check_jpeg(data, max_pixels)
-    elif data.startswith(b"\x89PNG\r\n\x1a\n"):
+    elif fmt == "png":
         _check_png(data)
-    elif data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+    elif fmt == "tiff":
         _check_tiff(data)
-    elif data.startswith(b"BM"):
+    elif fmt == "bmp":
         _check_bmp(data)
+    return fmt
 
 
 @dataclass

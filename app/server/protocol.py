@@ -29,9 +29,9 @@ passed to uvicorn as the ``http`` protocol class) adds, per connection:
 
 These are transport-level concerns, so they live in the protocol, not in ASGI middleware: the timers
 see the bytes (and the reads the server paused), and the head is refused before it is parsed. A request
-cut mid-body ends quietly as status 499 (``app.middleware.RequestMetrics``). uvicorn's "server: uvicorn"
+cut mid-body ends quietly as status 499 (``app.server.middleware.RequestMetrics``). uvicorn's "server: uvicorn"
 header is off; the date is kept. Every answer, the protocol's own included, carries the security headers of
-:mod:`app.security`.
+:mod:`app.server.security`.
 
 :class:`GuardedProtocol` overrides and calls private parts of uvicorn's ``HttpToolsProtocol``, so it holds only
 for the releases in ``WRITTEN_FOR``: ``pyproject.toml`` and ``constraints.txt`` pin exactly those, the server warns
@@ -59,8 +59,8 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from app.metrics import Metrics
-from app.middleware import send_json
-from app.security import API_SECURITY_HEADERS, SecurityHeaders
+from app.server.middleware import send_json
+from app.server.security import API_SECURITY_HEADERS, SecurityHeaders
 from app.settings import Settings
 
 log = logging.getLogger("wbvae.server")
@@ -563,7 +563,7 @@ def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
     """uvicorn's configuration for ``app``: the guarded protocol, no WebSocket, no Server header. When ``app``
     has its ``Metrics`` (``app.state.metrics``), connections cut by the limits are counted there."""
     for mismatch in version_mismatches():
-        log.warning("the server's limits may not hold: %s (app/server.py uses uvicorn's internals)", mismatch)
+        log.warning("the server's limits may not hold: %s (app/server/protocol.py uses uvicorn's internals)", mismatch)
     limits = ServerLimits.from_settings(settings)
     metrics = getattr(getattr(app, "state", None), "metrics", None)
     return uvicorn.Config(
