@@ -20,32 +20,34 @@ ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 
 # ---- build: a virtual environment with CUDA torch, then the project -----------------
 FROM ${PYTHON_IMAGE} AS build
-# Same release as pyproject's pin (torch==2.13.*): PyPI's wheel, the CUDA build.
-ARG TORCH_VERSION=2.13.*
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     VIRTUAL_ENV=/opt/venv
 WORKDIR /src
-# torch and its nvidia-* wheels (about 4.7 GB of the 5 GB image) in a layer of their own, before the
-# project's files: changing the code does not download them again.
-RUN pip install "torch==${TORCH_VERSION}"
-COPY pyproject.toml README.md constraints.txt ./
+# torch at the release requirements.lock pins (PyPI's wheel: the CUDA build) and its nvidia-* wheels
+# (about 4.7 GB of the 5 GB image) in a layer of their own, before the project's files: changing the
+# code does not download them again.
+COPY requirements.lock ./
+RUN pip install -c requirements.lock torch
+COPY pyproject.toml README.md ./
 COPY app/ app/
 COPY model/ model/
-# Then the project with its serving dependencies only, at the versions constraints.txt pins
-# (torch excepted: pinned above). No training extras (matplotlib, scikit-image, scipy), no test
-# tools: this image serves, it does not train. The build fails when the default checkpoint did
-# not land in site-packages.
-RUN pip install -c constraints.txt ./ \
+# Then the project with its serving dependencies only, at the versions requirements.lock pins (torch is
+# already there, at its pin). No training code (model/training is removed first), no training extras
+# (matplotlib, scikit-image, scipy), no test tools: this image serves, it does not train. The build
+# fails when the default checkpoint did not land in site-packages.
+RUN rm -rf model/training \
+    && pip install -c requirements.lock ./ \
     && python -I -c "from model.corrector import DEFAULT_CHECKPOINT as c; assert c.is_file(), c; print(c)"
 
 # ---- train: the build environment plus the training extras, for the Kubernetes training
 # Job (deploy/k8s/training): docker build --target train -t wbvae-train:0.1.0 .
 # The serving image (the default target, below) never carries these packages.
 FROM build AS train
-RUN pip install -c constraints.txt "./[train]"
+COPY model/training/ model/training/
+RUN pip install -c requirements.lock "./[train]"
 ENV XDG_CACHE_HOME=/tmp/cache \
     PYTHONUNBUFFERED=1 \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility

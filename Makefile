@@ -2,24 +2,25 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# Two installs, each with its own stamp: `make run` needs only the serving dependencies;
-# `make test` (and lint, train, evaluate) everything. The full install also satisfies the
-# base one, so `make run` after `make test` installs nothing.
+# Two installs, each with its own stamp, both at the versions requirements.lock pins: `make run`
+# needs only the serving dependencies; `make test` (and lint, train, evaluate) every extra. The full
+# install also satisfies the base one, so `make run` after `make test` installs nothing.
+LOCK := requirements.lock
 BASE_STAMP := $(VENV)/.installed-base
 DEV_STAMP := $(VENV)/.installed-dev
 DEV_EXTRAS := test,train,export,deploy,lint
 
-.PHONY: install install-dev run test test-fast lint constraints train evaluate clean
+.PHONY: install install-dev run test test-fast lint lock train evaluate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(BASE_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+$(BASE_STAMP): pyproject.toml $(LOCK) | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e .
 	touch $@
 
-$(DEV_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[$(DEV_EXTRAS)]'
+$(DEV_STAMP): pyproject.toml $(LOCK) | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[$(DEV_EXTRAS)]'
 	touch $@ $(BASE_STAMP)
 
 install: $(BASE_STAMP)
@@ -42,17 +43,20 @@ lint: install-dev
 	$(BIN)/ruff format --check app model bench tests scripts
 	$(BIN)/mypy
 
-# Regenerate constraints.txt, the Docker image's pins: a fresh venv with the serving dependencies only,
-# frozen without the project and torch (the Dockerfile installs its CUDA build first).
-CONSTRAINTS_VENV := build/constraints-venv
-constraints:
-	rm -rf $(CONSTRAINTS_VENV)
-	$(PYTHON) -m venv $(CONSTRAINTS_VENV)
-	$(CONSTRAINTS_VENV)/bin/python -m pip install --quiet -e .
-	{ sed -n '/^#/p' constraints.txt; \
-	  $(CONSTRAINTS_VENV)/bin/python -m pip freeze --exclude-editable --exclude torch; } > constraints.txt.new
-	mv constraints.txt.new constraints.txt
-	rm -rf $(CONSTRAINTS_VENV)
+# Regenerate requirements.lock, the one lock of every install (make install, make test, .ci/run, the
+# Dockerfile): a fresh venv with the project and every extra, frozen without the project. torch keeps
+# its release, not its build (2.13.0, not 2.13.0+cpu): the GPU image installs PyPI's CUDA build of it.
+# Run it after changing pyproject.toml's dependencies (tests/test_lock.py fails until then); this header stays.
+LOCK_VENV := build/lock-venv
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet -e '.[$(DEV_EXTRAS)]'
+	{ sed -n '/^#/p' $(LOCK); \
+	  $(LOCK_VENV)/bin/python -m pip freeze --all --exclude-editable | grep -v '^pip==' \
+	    | sed -E 's/^(torch==[^+]+)\+.*/\1/'; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
+	rm -rf $(LOCK_VENV)
 
 train: install-dev
 	$(BIN)/python -m model.training.photos prepare

@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import os
 import platform
-import socket
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ import numpy as np
 from app.memory import retain_freed_memory
 from app.settings import Settings
 from bench.photos import REPO, photo_jpeg, source_photo
+from bench.server import start_server
 from bench.stages import STAGES, Bench
 
 
@@ -161,23 +161,6 @@ class ServerPeak:
         return self.sampled / 2**20
 
 
-def start_server(device: str, log: Path | None = None):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {
-        **os.environ,
-        "WBVAE_HOST": "127.0.0.1",
-        "WBVAE_PORT": str(port),
-        "WBVAE_DEVICE": device,
-        "WBVAE_LOG_LEVEL": "warning",
-        "WBVAE_MAX_QUEUED_CORRECTIONS": "16",
-    }
-    sink = open(log, "wb") if log else subprocess.DEVNULL
-    proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=REPO, env=env, stdout=sink, stderr=sink)
-    return proc, f"http://127.0.0.1:{port}"
-
-
 def batch_counts(text: str) -> tuple[float, float]:
     """(forwards, photos) so far from the server's wbvae_model_batch_size histogram."""
     from prometheus_client.parser import text_string_to_metric_families
@@ -200,16 +183,6 @@ async def http_runs(url, pid, sizes, fmts, reps, tput_mp, tput_requests, concurr
             await asyncio.sleep(0.02)
 
     async with httpx.AsyncClient(timeout=600) as client:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if (await client.get(f"{url}/readyz")).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("server never became ready")
-            await asyncio.sleep(0.2)
 
         async def post(data, fmt):
             start = time.perf_counter()
@@ -355,13 +328,14 @@ def main(argv=None) -> None:
                 "",
             ]
         )
-        proc, url = start_server(args.device, args.server_log)
-        try:
+        with start_server(
+            log=args.server_log, ready_timeout=180, WBVAE_DEVICE=args.device, WBVAE_MAX_QUEUED_CORRECTIONS="16"
+        ) as server:
             emit(
                 asyncio.run(
                     http_runs(
-                        url,
-                        proc.pid,
+                        server.url,
+                        server.proc.pid,
                         args.sizes,
                         args.formats,
                         args.http_reps,
@@ -372,9 +346,6 @@ def main(argv=None) -> None:
                     )
                 )
             )
-        finally:
-            proc.terminate()
-            proc.wait(timeout=60)
     if not args.out:
         print("\n" + "\n".join(out))
 

@@ -15,7 +15,7 @@ unless WBVAE_* variables say otherwise). Then:
    holds 300 sockets that connect and send nothing and 50 slowloris connections (a partial head, then
    a header line a second), opening again any the server closes. After ``--ramp`` seconds the
    corrections are timed again, each sent together with a wave of the other attacks: 2 scan-bomb
-   JPEGs and 2 RLE8-bomb BMPs (``tests/attacks.py``) posted at once, and 1 connection streaming a
+   JPEGs and 2 RLE8-bomb BMPs (``bench/attacks.py``) posted at once, and 1 connection streaming a
    200 MB header. ``--flood``: the bombs (2 + 2 clients) and the header are instead sent back to back,
    each again as soon as answered, for the whole attack (a request flood from the same machine);
 3. throughout the attack, GET /readyz every 0.25 s (5 s timeout): statuses and latencies.
@@ -52,9 +52,9 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.attacks import rle8_bomb_bmp, rle_nop_bomb_bmp, scan_bomb_jpeg  # noqa: E402
 from bench.photos import photo_jpeg  # noqa: E402
-from tests.attacks import rle8_bomb_bmp, rle_nop_bomb_bmp, scan_bomb_jpeg  # noqa: E402
-from tests.conftest import start_server  # noqa: E402
+from bench.server import start_server  # noqa: E402
 
 IDLE_SOCKETS = 300
 SLOWLORIS = 50

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
-import socket
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -25,33 +24,11 @@ import numpy as np
 import psutil
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.server import start_server  # noqa: E402
+
 PHOTOS = sorted((REPO.parent / "shared" / "data" / "wild").glob("*.jpg"))
-
-
-def start_server() -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {
-        "WBVAE_DEVICE": "cpu",
-        **os.environ,
-        "WBVAE_HOST": "127.0.0.1",
-        "WBVAE_PORT": str(port),
-        "WBVAE_LOG_LEVEL": "warning",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app"], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("server never became ready")
 
 
 async def sample_rss(pid: int, peak: list[int], stop: asyncio.Event) -> None:
@@ -107,15 +84,16 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     args = parser.parse_args()
     photos = [p.read_bytes() for p in PHOTOS]
-    proc, url = (None, args.url) if args.url else start_server()
-    try:
-        rows = [
-            asyncio.run(run_level(url, photos, c, args.requests, proc.pid if proc else None)) for c in args.concurrency
-        ]
-    finally:
-        if proc:
-            proc.terminate()
-            proc.wait(timeout=60)
+    with contextlib.ExitStack() as stack:
+        server = (
+            None
+            if args.url
+            else stack.enter_context(
+                start_server(ready_timeout=120, WBVAE_DEVICE=os.environ.get("WBVAE_DEVICE", "cpu"))
+            )
+        )
+        url, pid = (server.url, server.proc.pid) if server else (args.url, None)
+        rows = [asyncio.run(run_level(url, photos, c, args.requests, pid)) for c in args.concurrency]
     print(f"photos: {len(photos)} real JPEGs, 0.5-2.8 MP, cycled; answers: PNG\n")
     print("| concurrency | requests | p50 s | p95 s | p99 s | corrections/s | statuses | peak RSS MB |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")

@@ -9,18 +9,10 @@ from __future__ import annotations
 
 import os
 import re
-import socket
-import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Callable
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -133,39 +125,6 @@ def real_pairs() -> list[tuple[str, np.ndarray, np.ndarray]]:
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Server:
-    """A ``python -m app`` process and its base URL."""
-
-    url: str
-    proc: subprocess.Popen
-    log: object
-
-    def output(self) -> str:
-        return _read(self.log)
-
-
-def wait_ready(proc: subprocess.Popen, url: str, output: Callable[[], str], timeout: float = 90) -> None:
-    """Poll ``url``/readyz until 200; fail with the server's output if it exits or the time runs out."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited {proc.returncode}:\n{output()}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "server never became ready"
-        time.sleep(0.2)
-
-
 def wait_client_ready(client, timeout: float = 60) -> None:
     """Poll an in-process TestClient's /readyz until the background warm-up is done."""
     deadline = time.monotonic() + timeout
@@ -174,43 +133,13 @@ def wait_client_ready(client, timeout: float = 60) -> None:
         time.sleep(0.05)
 
 
-@contextmanager
-def start_server(*extra_args: str, **env: str):
-    """Start ``python -m app`` (or ``python *extra_args``) on a free 127.0.0.1 port (CPU, settings from ``env``);
-    wait until ready."""
-    port = free_port()
-    full_env = {
-        **os.environ,
-        "WBVAE_HOST": "127.0.0.1",
-        "WBVAE_PORT": str(port),
-        "WBVAE_DEVICE": "cpu",
-        "WBVAE_LOG_LEVEL": "warning",
-        **env,
-    }
-    log = tempfile.TemporaryFile()  # not a pipe: a chatty server must never block on a full pipe
-    args = extra_args or ("-m", "app")  # e.g. ("-m", "app.cli", "serve", "--port", ...) for the wbvae front door
-    proc = subprocess.Popen([sys.executable, *args], cwd=REPO, env=full_env, stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(proc, url, output=lambda: _read(log))
-        yield Server(url, proc, log)
-    finally:
-        stop_process(proc, timeout=30)
-        log.close()
-
-
-def stop_process(proc: subprocess.Popen, timeout: float = 40) -> None:
-    """SIGTERM, then SIGKILL if it is still running after ``timeout`` seconds; waits for the exit."""
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def _read(log) -> str:
-    log.seek(0)
-    return log.read().decode(errors="replace")
+def lock_pins() -> dict[str, str]:
+    """requirements.lock as {PEP 503 name: version}; every entry must be an exact ``==`` pin of a release."""
+    pins = {}
+    for line in (REPO / "requirements.lock").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*==[^\s;+]+", line), f"not an exact pin of a release: {line}"
+            name, version = line.split("==")
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = version
+    return pins

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from app.settings import Settings
-from tests.conftest import REPO, require, start_server
+from bench.server import start_server
+from tests.conftest import REPO, require
 
 README = (REPO / "README.md").read_text()
 

@@ -34,7 +34,7 @@ header is off; the date is kept. Every answer, the protocol's own included, carr
 :mod:`app.server.security`.
 
 :class:`GuardedProtocol` overrides and calls private parts of uvicorn's ``HttpToolsProtocol``, so it holds only
-for the releases in ``WRITTEN_FOR``: ``pyproject.toml`` and ``constraints.txt`` pin exactly those, the server warns
+for the releases in ``WRITTEN_FOR``: ``pyproject.toml`` and ``requirements.lock`` pin exactly those, the server warns
 at start-up when others are installed, and ``tests/app/test_server_pins.py`` fails.
 """
 

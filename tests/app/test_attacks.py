@@ -1,4 +1,4 @@
-"""Decode-work bombs (tests/attacks.py) get a fast 4xx, in process and from a real server, which then still
+"""Decode-work bombs (bench/attacks.py) get a fast 4xx, in process and from a real server, which then still
 corrects a photo; files at the edge of each work limit still decode."""
 
 import asyncio
@@ -11,8 +11,9 @@ import pytest
 from PIL import Image
 
 from app.codec import CorruptImage, ImageTooLarge, decode
-from tests import attacks, photos
-from tests.conftest import start_server
+from bench import attacks
+from bench.server import start_server
+from tests import photos
 
 MAX_PIXELS = 50_000_000  # the default limit: every attack below is within it
 FAST_S = 2.0  # generous: each is refused in about a millisecond

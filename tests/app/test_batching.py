@@ -15,10 +15,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.batcher import ModelBatcher, batching_wanted
 from app.main import create_app
 from app.settings import Settings
+from bench.server import start_server
 from model.corrector import Corrector
 from model.stats import analyse
 from tests import photos
-from tests.conftest import start_server, wait_client_ready, wild_photos
+from tests.conftest import wait_client_ready, wild_photos
 
 
 def small_jpegs() -> list[bytes]:

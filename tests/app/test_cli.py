@@ -111,7 +111,7 @@ def test_console_script():
 def test_serve_is_the_service_with_flags_over_the_environment():
     import httpx
 
-    from tests.conftest import start_server
+    from bench.server import start_server
 
     # The environment names an address that cannot be bound here; the flag must win for the server to come up.
     with start_server(

@@ -23,9 +23,10 @@ from app.main import create_app
 from app.pipeline import Abandoned, Limits, Options, correct_upload
 from app.server import API_CSP, PAGE_CSP
 from app.settings import Settings
+from bench.server import start_server
 from model.corrector import DeviceUnavailable, resolve_device
 from tests import photos
-from tests.conftest import start_server, wait_client_ready
+from tests.conftest import wait_client_ready
 
 ORIGIN = "https://photos.example.com"
 

@@ -9,11 +9,12 @@ from PIL import Image
 
 from app.main import create_app
 from app.settings import Settings
-from tests import attacks, photos
+from bench import attacks
+from tests import photos
 from tests.conftest import load_rgb, wild_photos
 
 # The containers every seed photo is saved in (one real-photo crop each), then small decode-work bombs
-# (tests/attacks.py), so that mutations also probe the work limits from both sides.
+# (bench/attacks.py), so that mutations also probe the work limits from both sides.
 CONTAINERS = ("jpeg", "png", "webp", "tiff", "bmp", "heic", "rgba-png", "rotated-jpeg")
 ATTACKS = ("scan-bomb-jpeg", "rle8-bmp", "short-progressive-jpeg", "marker-flood-jpeg", "strip-flood-tiff")
 

@@ -10,8 +10,9 @@ import psutil
 import pytest
 from PIL import Image
 
+from bench.server import start_server
 from tests import photos
-from tests.conftest import start_server, wild
+from tests.conftest import wild
 
 pytestmark = pytest.mark.slow  # a server process per module
 

@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 
 from app.server import ConnectionGuard
+from bench.server import start_server
 from tests import photos
-from tests.conftest import start_server
 
 pytestmark = pytest.mark.slow  # server processes
 

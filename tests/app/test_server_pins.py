@@ -20,7 +20,7 @@ def test_the_installed_uvicorn_and_httptools_are_the_ones_app_server_was_written
         f"installed {installed}, app/server/protocol.py was written for {server.WRITTEN_FOR}: "
         "GuardedProtocol overrides "
         "uvicorn's private HttpToolsProtocol; read the new release's httptools_impl.py, rerun "
-        "tests/app/test_server_limits.py, then move WRITTEN_FOR, pyproject.toml and constraints.txt together"
+        "tests/app/test_server_limits.py, then move WRITTEN_FOR, pyproject.toml and requirements.lock together"
     )
     assert server.version_mismatches() == []
 
@@ -29,7 +29,7 @@ def test_pyproject_and_constraints_pin_exactly_those_releases():
     deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     assert f"uvicorn[standard]=={server.WRITTEN_FOR['uvicorn']}" in deps
     assert f"httptools=={server.WRITTEN_FOR['httptools']}" in deps
-    pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)$", (REPO / "constraints.txt").read_text(), re.M))
+    pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)$", (REPO / "requirements.lock").read_text(), re.M))
     assert {name: pins.get(name) for name in server.WRITTEN_FOR} == server.WRITTEN_FOR
 
 

@@ -17,8 +17,8 @@ import psutil
 import pytest
 from PIL import Image
 
+from bench.server import start_server
 from tests import photos
-from tests.conftest import start_server
 
 pytestmark = pytest.mark.slow  # server processes
 

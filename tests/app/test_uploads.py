@@ -12,7 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.main import create_app
 from app.settings import Settings
-from tests import attacks, photos
+from bench import attacks
+from tests import photos
 from tests.conftest import wait_client_ready, wild, wild_photos
 
 SETTINGS = dict(max_upload_bytes=3_000_000, max_pixels=4_000_000)
@@ -72,7 +73,7 @@ BAD_UPLOADS = {
     "animated GIF": (lambda p: photos.animated_gif(), 415, "not a supported image"),
     "corrupted HEIC": (_corrupted_heic, 422, "corrupt or truncated"),
     "over the upload limit": (lambda p: b"\0" * 3_100_000, 413, "upload too large"),
-    # Decode work bombs (tests/attacks.py; small variants, within the 4 MP limit), refused before decoding.
+    # Decode work bombs (bench/attacks.py; small variants, within the 4 MP limit), refused before decoding.
     "JPEG of 200 scans": (lambda p: attacks.scan_bomb_jpeg(1024, 200), 413, "more than 100 scans"),
     "RLE8 BMP 4000x1000": (lambda p: attacks.rle8_bomb_bmp(4000, 1000), 413, "RLE-compressed BMP"),
     "JPEG short of its frame": (

@@ -11,7 +11,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import require, start_server
+from bench.server import start_server
+from tests.conftest import require
 
 pytestmark = pytest.mark.slow  # a server process
 

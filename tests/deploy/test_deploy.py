@@ -36,7 +36,8 @@ import yaml
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import REPO, free_port, require, stop_process, wait_ready
+from bench.server import free_port, stop_process, wait_ready
+from tests.conftest import REPO, lock_pins, require
 
 DEPLOY = REPO / "deploy"
 K8S = DEPLOY / "k8s"
@@ -79,18 +80,6 @@ def canonical(requirement: str) -> str:
     """A ``name==version`` line with the name normalised as PEP 503 does."""
     name, sep, rest = requirement.strip().partition("==")
     return re.sub(r"[-_.]+", "-", name).lower() + sep + rest
-
-
-def constraint_pins() -> dict[str, str]:
-    """constraints.txt as {normalised name: version}; every entry must be an exact ``==`` pin."""
-    pins = {}
-    for line in (REPO / "constraints.txt").read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*==[^\s;]+", line), f"not an exact pin: {line}"
-            name, version = canonical(line).split("==")
-            pins[name] = version
-    return pins
 
 
 def load_yaml_docs(path: Path) -> list[dict]:
@@ -194,16 +183,17 @@ def test_dockerfile_contract():
     assert build["from"] == runtime["from"]
     assert not any("nvidia/cuda" in st["from"] for st in stages.values()), "CUDA comes from torch's wheels only"
 
-    # PyPI's torch (the CUDA build, with its nvidia-* wheels) of the release pyproject pins, before the project.
-    pin = re.search(r'"torch(==[^"]+)"', (REPO / "pyproject.toml").read_text()).group(1)
+    # PyPI's torch (the CUDA build, with its nvidia-* wheels) at the lock's pin, before the project; then
+    # the project from the same lock, without its training code.
     runs = [substitute(r, build["args"]) for k, r in build["steps"] if k == "RUN" and "pip install" in r]
-    assert f'"torch{pin}"' in runs[0], runs[0]
+    assert re.fullmatch(r"pip install (-c|--constraint)[ =]requirements\.lock torch", runs[0]), runs[0]
     assert not re.search(r"--(extra-)?index-url|--find-links|/whl/", " ".join(runs)), "PyPI only"
     project = [r for r in runs[1:] if re.search(r"""pip install\b.*\s"?\./?"?(\s|$)""", r)]
     assert project, "the project is installed after torch"
-    assert re.search(r"\s(-c|--constraint)[ =]constraints\.txt\s", project[0]), "pinned by constraints.txt"
-    pins = constraint_pins()
-    assert pins and not {"torch", "wbvae"} & set(pins), "constraints.txt pins the rest, not torch or the project"
+    assert re.search(r"\s(-c|--constraint)[ =]requirements\.lock\s", project[0]), "pinned by requirements.lock"
+    assert re.search(r"rm -rf model/training\b", project[0]), "the serving image carries no training code"
+    pins = lock_pins()
+    assert pins.get("torch") and "wbvae" not in pins, "the lock pins torch's release, not the project"
 
     steps = runtime["steps"]
     env = {k: v for kw, r in steps if kw == "ENV" for k, v in env_pairs(r).items()}
@@ -225,7 +215,7 @@ def test_dockerfile_contract():
     for rel in (
         "pyproject.toml",
         "README.md",
-        "constraints.txt",
+        "requirements.lock",
         "app/main.py",
         "app/codec/decode.py",
         "model/corrector.py",
@@ -326,12 +316,18 @@ def test_image_install_and_start_commands_work_in_a_fresh_venv(tmp_path, wild_ph
         cwd=empty_workdir,
     ).stdout.split()
     assert all(p.startswith(venv) for p in where) and Path(where[1]).is_file(), where
-    # A serving image: the versions constraints.txt pins, and none of the training extra's packages.
+    # A serving image: the versions requirements.lock pins (torch: its release), none of the training extra's
+    # packages, and no training code.
     freeze = run([f"{venv}/bin/python", "-m", "pip", "freeze", "--exclude-editable"], env=env).stdout
     installed = dict(canonical(line).split("==", 1) for line in freeze.splitlines() if "==" in line)
     assert not {"matplotlib", "scikit-image", "scipy"} & set(installed), sorted(installed)
-    off = {n: (v, installed[n]) for n, v in constraint_pins().items() if n in installed and installed[n] != v}
-    assert not off, f"installed versions differ from constraints.txt: {off}"
+    off = {n: (v, installed[n]) for n, v in lock_pins().items() if n in installed and installed[n].split("+")[0] != v}
+    assert not off, f"installed versions differ from requirements.lock: {off}"
+    training = run(
+        [f"{venv}/bin/python", "-I", "-c", "import importlib.util as u; print(u.find_spec('model.training'))"],
+        cwd=empty_workdir,
+    )
+    assert training.stdout.strip() == "None", "the serving image carries training code"
 
     port = free_port()
     env.update(WBVAE_PORT=str(port), WBVAE_HOST="127.0.0.1", WBVAE_DEVICE="cpu")

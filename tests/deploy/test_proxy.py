@@ -31,7 +31,8 @@ import yaml
 from PIL import Image
 
 from app.settings import MULTIPART_SLACK_BYTES, Settings
-from tests.conftest import REPO, free_port, require, start_server, stop_process
+from bench.server import free_port, start_server, stop_process
+from tests.conftest import REPO, require
 
 NGINX_CONF = REPO / "deploy" / "nginx" / "nginx.conf"
 INGRESS = REPO / "deploy" / "k8s" / "base" / "ingress.yaml"
