@@ -55,3 +55,24 @@ def test_blown_highlights_of_a_real_photo_stay_white_without_a_seam(corrector):
     step_in = np.abs(np.diff(photo.astype(int), axis=1)).sum(2)[transition[:, 1:]].mean()
     step_out = np.abs(np.diff(out, axis=1)).sum(2)[transition[:, 1:]].mean()
     assert step_out <= 1.5 * step_in + 1.0, f"steps {step_in:.2f} -> {step_out:.2f}: a seam"
+
+
+@pytest.fixture(scope="module")
+def in_camera_pairs() -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+    """The in-camera real pairs (real-pairs-set2): (name, input, ground truth, valid)."""
+    from model.training.eval_sets import list_pairs, load_pair
+    from tests.conftest import shared_data
+
+    return [(p.name, *load_pair(p)) for p in list_pairs(f"pairs={shared_data('real-pairs-set2/pairs.tsv')}")]
+
+
+@pytest.mark.slow
+def test_in_camera_pairs_and_their_ground_truths(corrector, in_camera_pairs):
+    """In-camera renderings of two scenes from a camera training never saw: corrected well below
+    their input's error, and their balanced ground truths left nearly alone (do no harm)."""
+    before = [mean_de2000(inp, gt) for _, inp, gt, _ in in_camera_pairs]
+    after = [mean_de2000(corrector.correct(inp), gt) for _, inp, gt, _ in in_camera_pairs]
+    assert np.mean(before) == pytest.approx(13.66, abs=0.05)
+    assert np.mean(after) < 0.45 * np.mean(before), f"mean dE2000 {np.mean(after):.2f}"
+    truths = {gt.tobytes(): gt for _, _, gt, _ in in_camera_pairs}.values()
+    assert max(mean_de2000(corrector.correct(gt), gt) for gt in truths) <= 1.0
