@@ -13,6 +13,7 @@ import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from app.batcher import BatcherClosed
 from app.codec import CorruptImage, ImageTooLarge, OutputTooLarge, UnsupportedImage
 from app.gate import Busy, DeadlineExceeded
 from app.server import CLIENT_CLOSED_REQUEST
@@ -53,6 +54,7 @@ ERRORS: dict[type[Exception], ErrorAnswer] = {
     DeadlineExceeded: ErrorAnswer(
         504, lambda request, _: f"not done within {request.app.state.settings.request_timeout_s:g} s", False, "timeout"
     ),
+    BatcherClosed: ErrorAnswer(503, lambda *_: "the service is shutting down; retry", True, "shutting_down"),
     torch.OutOfMemoryError: ErrorAnswer(
         503, lambda *_: "GPU out of memory; retry later or send a smaller photo", True, "gpu_oom", _free_gpu_memory
     ),

@@ -8,7 +8,7 @@ LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
 MEGAPIXEL_BUCKETS = (0.1, 0.5, 1.0, 2.0, 4.0, 8.0, 12.0, 16.0, 24.0, 32.0, 50.0, 100.0)
 STAGES = ("decode", "model", "mapping", "encode")
-REJECT_REASONS = ("queue_full", "timeout", "gpu_oom", "client_gone", "upload_budget")
+REJECT_REASONS = ("queue_full", "timeout", "gpu_oom", "client_gone", "upload_budget", "shutting_down")
 
 
 class Metrics:

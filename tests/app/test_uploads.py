@@ -243,7 +243,7 @@ def test_stage_and_size_metrics(client, photo):
     mp = [s for s in families["wbvae_input_megapixels"].samples if s.name.endswith("_sum")][0]
     assert mp.value >= 0.54
     reasons = {s.labels["reason"] for s in families["wbvae_rejected_requests"].samples}
-    assert reasons == {"queue_full", "timeout", "gpu_oom", "client_gone", "upload_budget"}
+    assert reasons == {"queue_full", "timeout", "gpu_oom", "client_gone", "upload_budget", "shutting_down"}
     assert "wbvae_corrections_in_flight" in families and "wbvae_corrections_queued" in families
 
 
@@ -272,6 +272,20 @@ def test_gpu_out_of_memory_is_503_and_the_service_recovers(client, photo, monkey
     monkeypatch.setattr(corrector, "estimate", oom)
     r = _post(client, png)
     assert r.status_code == 503 and "out of memory" in r.json()["detail"] and r.headers["retry-after"]
+    monkeypatch.undo()
+    assert _post(client, png).status_code == 200
+
+
+def test_a_request_during_shutdown_is_503_not_500(client, photo, monkeypatch):
+    from app.batcher import BatcherClosed
+
+    def closed(img):
+        raise BatcherClosed("the service is shutting down")
+
+    png = photos.save(Image.fromarray(photo[:64, :64]), "PNG")
+    monkeypatch.setattr(client.app.state.corrector, "estimate", closed)
+    r = _post(client, png)
+    assert r.status_code == 503 and "shutting down" in r.json()["detail"] and r.headers["retry-after"]
     monkeypatch.undo()
     assert _post(client, png).status_code == 200
 
