@@ -10,10 +10,11 @@ from fastapi.security import HTTPBearer
 
 from app.batcher import ModelBatcher
 from app.codec import DEFAULT_FORMAT, FORMATS, OutputFormat, format_for_media_type, output_format
+from app.facts import WhiteBalance
 from app.gate import CorrectionGate
 from app.metrics import Metrics
 from app.settings import Settings
-from model.corrector import Corrector
+from model.corrector import KELVIN_RANGE, PRESETS, TINT_RANGE, Corrector
 
 
 def get_settings(request: Request) -> Settings:
@@ -76,9 +77,48 @@ def get_output_format(
     return FORMATS[min(ranked)[2] if ranked else DEFAULT_FORMAT]
 
 
+def get_white_balance(
+    temperature: Annotated[
+        float | None,
+        Query(
+            ge=KELVIN_RANGE[0],
+            le=KELVIN_RANGE[1],
+            description="Render the corrected photo as a camera set to this white balance would, in kelvin "
+            "(lower: bluer). Default: the neutral correction.",
+        ),
+    ] = None,
+    preset: Annotated[
+        str | None,
+        Query(
+            description="A named white balance instead of temperature: "
+            + ", ".join(f"{k} ({v:g} K)" for k, v in PRESETS.items())
+        ),
+    ] = None,
+    tint: Annotated[
+        float,
+        Query(
+            ge=TINT_RANGE[0],
+            le=TINT_RANGE[1],
+            description="Green (-) to magenta (+), in photo editors' units (1/3000 Duv); with temperature or preset, "
+            "or alone (around the neutral output).",
+        ),
+    ] = 0.0,
+) -> WhiteBalance:
+    """``temperature`` or ``preset`` (not both), and ``tint``; 422 with a detail otherwise."""
+    if temperature is not None and preset is not None:
+        raise HTTPException(422, "give temperature or preset, not both")
+    if preset is not None:
+        kelvin = PRESETS.get(preset.strip().lower())
+        if kelvin is None:
+            raise HTTPException(422, f"unknown preset {preset!r}; expected one of: {', '.join(PRESETS)}")
+        temperature = kelvin
+    return WhiteBalance(temperature, tint)
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 GateDep = Annotated[CorrectionGate, Depends(get_gate)]
 CorrectorDep = Annotated[Corrector, Depends(get_corrector)]
 ModelDep = Annotated[Corrector | ModelBatcher, Depends(get_model)]
 FormatDep = Annotated[OutputFormat, Depends(get_output_format)]
+WhiteBalanceDep = Annotated[WhiteBalance, Depends(get_white_balance)]

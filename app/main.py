@@ -10,10 +10,11 @@ from fastapi import FastAPI
 
 from app.batcher import ModelBatcher, batching_wanted
 from app.errors import install_error_handlers
+from app.facts import FACT_HEADERS
 from app.gate import CorrectionGate
 from app.metrics import Metrics
 from app.pipeline import Limits
-from app.routes import correction, health, pages
+from app.routes import analysis, correction, health, pages
 from app.server import ApiKeyGuard, BodySizeLimit, RequestMetrics, SecurityHeaders, UploadBudget, install_cors
 from app.settings import Settings
 from model.corrector import Corrector, DeviceUnavailable
@@ -42,7 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.corrector = app.state.batcher = app.state.gate = None
     app.state.ready = False
-    for routes in (correction, health, pages):
+    for routes in (correction, analysis, health, pages):
         app.include_router(routes.router)
     pages.mount_assets(app)
     install_error_handlers(app)
@@ -57,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics=app.state.metrics,
     )
     app.add_middleware(ApiKeyGuard, keys=settings.api_key_list)
-    install_cors(app, settings.cors_origin_list)
+    install_cors(app, settings.cors_origin_list, FACT_HEADERS)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)
     return app

@@ -8,6 +8,8 @@ LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
 MEGAPIXEL_BUCKETS = (0.1, 0.5, 1.0, 2.0, 4.0, 8.0, 12.0, 16.0, 24.0, 32.0, 50.0, 100.0)
 STAGES = ("decode", "model", "mapping", "encode")
+CCT_BUCKETS = (2000, 2500, 3000, 3500, 4000, 4500, 5000, 5500, 6000, 6500, 7500, 9000, 12000, 20000)
+DEAD_ZONE_DECISIONS = ("inside", "outside", "off")
 REJECT_REASONS = ("queue_full", "timeout", "gpu_oom", "client_gone", "upload_budget", "shutting_down")
 
 
@@ -54,6 +56,19 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=self.registry,
         )
+        self.illuminant_cct = Histogram(
+            "wbvae_illuminant_cct_kelvin",
+            "Correlated colour temperature of the scene light the model estimated, per photo (/correct, /analyze).",
+            buckets=CCT_BUCKETS,
+            registry=self.registry,
+        )
+        self.dead_zone = Counter(
+            "wbvae_dead_zone_decisions",
+            "Photos by the dead zone's decision: inside (white near neutral, correction mostly left out), outside, "
+            "off (the model has no dead zone).",
+            ["decision"],
+            registry=self.registry,
+        )
         self.in_flight = Gauge("wbvae_corrections_in_flight", "Corrections being processed.", registry=self.registry)
         self.oldest_running = Gauge(
             "wbvae_correction_oldest_running_seconds",
@@ -89,6 +104,8 @@ class Metrics:
             self.stage_duration.labels(stage)
         for reason in REJECT_REASONS:
             self.rejected.labels(reason)
+        for decision in DEAD_ZONE_DECISIONS:
+            self.dead_zone.labels(decision)
 
     def record(self, stages: dict[str, float], megapixels: float, inference_seconds: float) -> None:
         """One correction's stage times (seconds), input size and model-plus-mapping time."""
@@ -96,6 +113,12 @@ class Metrics:
             self.stage_duration.labels(stage).observe(seconds)
         self.input_megapixels.observe(megapixels)
         self.inference_duration.observe(inference_seconds)
+
+    def record_estimate(self, cct: float | None, dead_zone_decision: str) -> None:
+        """What the model saw in one photo: its light's CCT (None: not a light colour) and the dead zone's call."""
+        if cct is not None:
+            self.illuminant_cct.observe(cct)
+        self.dead_zone.labels(dead_zone_decision).inc()
 
     def watch_gpu_memory(self, device) -> None:
         """Export CUDA memory allocated and reserved by this process on ``device``."""

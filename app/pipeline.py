@@ -17,16 +17,18 @@ import numpy as np
 
 from app.batcher import ModelBatcher, expecting
 from app.codec import OutputFormat, check_output_size, decode, encode
-from model.corrector import Corrector, MapRows
+from model.corrector import Correction, Corrector, MapRows
 
 
 @dataclass(frozen=True)
 class Options:
     """What the client asked for."""
 
-    fmt: OutputFormat
+    fmt: OutputFormat | None  # None: no pixels back, the correction only (POST /analyze)
     quality: int = 90  # JPEG/WebP quality, 1-100
     strength: float = 1.0  # 0: photo unchanged, 1: full correction
+    kelvin: float | None = None  # render as a camera set to this white balance (None: the neutral output)
+    tint: float = 0.0  # green (-) / magenta (+), photo editors' units
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ class Result:
 
     body: bytes
     megapixels: float
-    cast_probability: float
+    correction: Correction  # as applied (strength, render)
     stages: dict[str, float] = field(default_factory=dict)  # seconds: decode, model, mapping, encode
 
     @property
@@ -65,7 +67,7 @@ def correct_upload(
     limits: Limits,
     abandoned: threading.Event | None = None,
 ) -> Result:
-    """Upload bytes -> corrected image bytes in ``options.fmt``.
+    """Upload bytes -> corrected image bytes in ``options.fmt`` (no ``fmt``: the correction only, empty bytes).
 
     With a ``ModelBatcher`` the model forward is shared with concurrent requests (``app.batcher``). When
     the correction maps rows inside the encoder (on the CPU), the fused map + encode wall time is
@@ -82,14 +84,17 @@ def correct_upload(
     with expecting(model):
         start = time.perf_counter()
         image = decode(data, limits.max_pixels, limits.strip_gps)
-        check_output_size(options.fmt, image.rgb.shape[1], image.rgb.shape[0])
+        if options.fmt is not None:
+            check_output_size(options.fmt, image.rgb.shape[1], image.rgb.shape[0])
         stages["decode"] = time.perf_counter() - start
         check()
         start = time.perf_counter()
         correction = model.estimate(image.rgb)
         stages["model"] = time.perf_counter() - start
     check()
-    correction = correction.at_strength(options.strength)
+    correction = correction.at_strength(options.strength).rendered_at(options.kelvin, options.tint)
+    if options.fmt is None:
+        return Result(b"", image.megapixels, correction, stages)
     start = time.perf_counter()
     pixels, map_rows = correction.prepare(image.gray if image.gray is not None else image.rgb)
     stages["mapping"] = time.perf_counter() - start
@@ -110,7 +115,7 @@ def correct_upload(
     fused = clock.wall_share(wall) if clock is not None else 0.0
     stages["mapping"] += fused
     stages["encode"] = wall - fused
-    return Result(body, image.megapixels, correction.cast_probability, stages)
+    return Result(body, image.megapixels, correction, stages)
 
 
 @dataclass

@@ -18,16 +18,32 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.mapping import apply_matrix, apply_matrix_torch
+from model.colour import LUMA_709
+from model.mapping import HIGHLIGHT_FULL, HIGHLIGHT_START, apply_matrix, apply_matrix_torch
 from model.mapping16 import apply_gray_gain, gray_gain
 from model.stats import Analysis, analyse
 from model.vae import WBVAE, WBVAEConfig
+from model.whitebalance import (
+    KELVIN_RANGE,
+    PRESETS,
+    REFERENCE_KELVIN,
+    TINT_RANGE,
+    Illuminant,
+    illuminant_of,
+    temperature_matrix,
+)
 
 __all__ = [
     "DEFAULT_CHECKPOINT",
+    "HIGHLIGHT_FULL",
+    "HIGHLIGHT_START",
+    "KELVIN_RANGE",
+    "PRESETS",
+    "TINT_RANGE",
     "Analysis",
     "Correction",
     "Corrector",
+    "Illuminant",
     "MapRows",
     "load_model",
     "resolve_device",
@@ -53,6 +69,9 @@ class Correction:
     cast_probability: float  # the model's belief that the photo had a colour cast
     strength: float = 1.0
     device: torch.device | None = None
+    render: np.ndarray | None = None  # (3, 3) applied after the blend: a chosen white balance (``rendered_at``)
+    white_distance: float | None = None  # the dead zone's input: the neutralised white's log-chroma distance
+    dead_zone: float = 0.0  # the model's dead zone (0: none)
 
     def at_strength(self, strength: float) -> Correction:
         """The same correction applied at ``strength`` (0..1)."""
@@ -60,14 +79,47 @@ class Correction:
             raise ValueError(f"strength must lie in [0, 1], got {strength}")
         return replace(self, strength=float(strength))
 
+    def rendered_at(self, kelvin: float | None = None, tint: float = 0.0) -> Correction:
+        """The same correction, then rendered as a camera set to ``kelvin`` and ``tint`` would
+        (``model.whitebalance``; ``kelvin`` None: the neutral output's own, ``REFERENCE_KELVIN``). ``ValueError``
+        out of range."""
+        if kelvin is None and tint == 0.0:
+            return replace(self, render=None)
+        return replace(self, render=temperature_matrix(REFERENCE_KELVIN if kelvin is None else kelvin, tint))
+
     @property
     def applied_matrix(self) -> np.ndarray:
-        """``(1 - s) I + s M`` as float32 (exactly the identity at 0, exactly M at 1)."""
-        if self.strength == 1.0:
+        """``T ((1 - s) I + s M)`` as float32, ``T`` the ``render`` (exactly the identity at 0 with no render,
+        exactly M at 1)."""
+        if self.strength == 1.0 and self.render is None:
             return np.asarray(self.matrix, dtype=np.float32)
-        return ((1.0 - self.strength) * np.eye(3) + self.strength * np.asarray(self.matrix, dtype=np.float64)).astype(
-            np.float32
-        )
+        blend = (1.0 - self.strength) * np.eye(3) + self.strength * np.asarray(self.matrix, dtype=np.float64)
+        return (blend if self.render is None else self.render @ blend).astype(np.float32)
+
+    @property
+    def highlight_gain(self) -> float:
+        """What near-white pixels get instead of the matrix (``model.mapping``): ``LUMA_709 @ applied_matrix @ 1``."""
+        return float(np.asarray(LUMA_709, np.float64) @ self.applied_matrix.astype(np.float64) @ np.ones(3))
+
+    @property
+    def illuminant(self) -> Illuminant:
+        """The scene light the full-strength correction neutralises (xy, CCT, Duv)."""
+        return illuminant_of(self.matrix)
+
+    @property
+    def dead_zone_kept(self) -> float:
+        """The share of the correction the dead zone keeps, ``d^2 / (d^2 + t^2)`` (1 without a dead zone)."""
+        if self.dead_zone <= 0 or self.white_distance is None:
+            return 1.0
+        d2 = self.white_distance**2
+        return d2 / (d2 + self.dead_zone**2)
+
+    @property
+    def dead_zone_decision(self) -> str:
+        """``inside`` (the white is within the dead zone: mostly left alone), ``outside`` or ``off`` (none)."""
+        if self.dead_zone <= 0 or self.white_distance is None:
+            return "off"
+        return "inside" if self.white_distance < self.dead_zone else "outside"
 
     def map_rows(self, rows: np.ndarray) -> np.ndarray:
         """Corrected copy of uint8 sRGB pixels ``(..., 3)`` on the CPU."""
@@ -217,20 +269,25 @@ class Corrector:
         mu, _ = self.model.encode(thumbs)
         # The head's small matrix products pick their kernels by the batch size: one photo at a time.
         heads = [
-            self.model.correction(mu[i : i + 1], cues[i : i + 1], gains[i : i + 1], chroma[i : i + 1])
+            self.model.correction_details(mu[i : i + 1], cues[i : i + 1], gains[i : i + 1], chroma[i : i + 1])
             for i in range(len(analyses))
         ]
-        matrices = torch.cat([m for m, _, _ in heads]).float().cpu().numpy()
-        probs = torch.sigmoid(torch.cat([logit for _, logit, _ in heads])).float().cpu().numpy()
-        return [Correction(m, float(p), device=self.mapping_device) for m, p in zip(matrices, probs)]
+        matrices = torch.cat([m for m, _, _, _ in heads]).float().cpu().numpy()
+        probs = torch.sigmoid(torch.cat([logit for _, logit, _, _ in heads])).float().cpu().numpy()
+        distances = torch.cat([d for _, _, _, d in heads]).float().cpu().numpy()
+        zone = float(self.model.config.dead_zone)
+        return [
+            Correction(m, float(p), device=self.mapping_device, white_distance=float(d), dead_zone=zone)
+            for m, p, d in zip(matrices, probs, distances)
+        ]
 
     def estimate(self, img: np.ndarray) -> Correction:
         """The correction for one uint8 (H, W, 3) photo."""
         return self.estimate_batch([self.analyse(img)])[0]
 
-    def correct(self, img: np.ndarray, strength: float = 1.0) -> np.ndarray:
-        """Corrected copy of a uint8 (H, W, 3) sRGB photo, same shape."""
-        return self.estimate(img).at_strength(strength).map_rows(img)
+    def correct(self, img: np.ndarray, strength: float = 1.0, kelvin: float | None = None) -> np.ndarray:
+        """Corrected copy of a uint8 (H, W, 3) sRGB photo, same shape (rendered at ``kelvin`` if given)."""
+        return self.estimate(img).at_strength(strength).rendered_at(kelvin).map_rows(img)
 
     def warm_up(self) -> None:
         """Run one small photo through every stage so the first request is not slow."""

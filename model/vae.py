@@ -206,6 +206,14 @@ class WBVAE(nn.Module):
         latent: (B, latent); cues: (B, cue_dim); log_gains: (B, K, 3) and
         chroma: (B, 2, bins, bins) from ``model.stats``.
         """
+        matrix, cast_logit, white, _ = self.correction_details(latent, cues, log_gains, chroma)
+        return matrix, cast_logit, white
+
+    def correction_details(
+        self, latent: torch.Tensor, cues: torch.Tensor, log_gains: torch.Tensor, chroma: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``correction``'s results and the dead zone's input: the distance ``d`` (B,) of the neutralised white
+        from neutral in log-chroma (the correction keeps ``d^2 / (d^2 + dead_zone^2)`` of itself)."""
         cfg = self.config
         parts = [latent] + ([cues] if cfg.use_cues else [])
         white = torch.zeros(latent.shape[0], 2, device=latent.device, dtype=latent.dtype)
@@ -239,11 +247,11 @@ class WBVAE(nn.Module):
         scale = (illuminant @ luma) / ((matrix @ illuminant.unsqueeze(-1)).squeeze(-1) @ luma).clamp(min=1e-6)
         exposure = cfg.max_log_exposure * torch.tanh(p[:, 0] * exposure / cfg.max_log_exposure)
         matrix = matrix * (scale * exposure.exp())[:, None, None]
+        u, v = log_g[:, 0] - log_g[:, 1], log_g[:, 2] - log_g[:, 1]
+        d2 = u * u + v * v
         if cfg.dead_zone > 0:  # "leave it": a white point within the estimator's own error of neutral
-            u, v = log_g[:, 0] - log_g[:, 1], log_g[:, 2] - log_g[:, 1]
-            d2 = (u * u + v * v)[:, None, None]
-            matrix = eye + d2 / (d2 + cfg.dead_zone**2) * (matrix - eye)
-        return matrix, cast_logit, white
+            matrix = eye + (d2 / (d2 + cfg.dead_zone**2))[:, None, None] * (matrix - eye)
+        return matrix, cast_logit, white, d2.sqrt()
 
     def global_mix(self, log_gains: torch.Tensor) -> torch.Tensor:
         """(B, K, 3) log-gains of the estimates -> (B, 3) their learned linear combination."""

@@ -18,9 +18,11 @@ from fastapi import APIRouter, File, HTTPException, Query, Request, Security, Up
 from fastapi.responses import Response
 
 from app.codec import ACCEPTED_NAMES, FORMATS, OutputFormat
-from app.deps import FormatDep, GateDep, MetricsDep, ModelDep, SettingsDep, bearer_key
+from app.deps import FormatDep, GateDep, MetricsDep, ModelDep, SettingsDep, WhiteBalanceDep, bearer_key
 from app.errors import ClientGone
+from app.facts import FACT_HEADERS, fact_headers
 from app.pipeline import Options, Upload
+from app.settings import Settings
 
 T = TypeVar("T")
 
@@ -48,6 +50,10 @@ RAW_OR_MULTIPART = (
         200: {
             "content": {f.media_type: {} for f in FORMATS.values()},
             "description": "The corrected photo, same size and orientation-corrected; PNG by default",
+            "headers": {
+                h: {"description": "What the model saw and did (docs/api.md)", "schema": {"type": "string"}}
+                for h in FACT_HEADERS
+            },
         },
         401: {"description": "API keys are configured and the request has no valid Bearer key"},
         413: {"description": "Upload or image over the configured limits"},
@@ -65,6 +71,7 @@ async def correct(
     settings: SettingsDep,
     metrics: MetricsDep,
     gate: GateDep,
+    wb: WhiteBalanceDep,
     fmt: FormatDep,
     request: Request,
     file: Annotated[
@@ -74,8 +81,26 @@ async def correct(
     quality: Annotated[int | None, Query(ge=1, le=100, description="JPEG/WebP quality")] = None,
     strength: Annotated[float, Query(ge=0, le=1, description="0: unchanged, 1: full")] = 1.0,
 ) -> Response:
-    """Correct the white balance of an uploaded photo; returns it at the same size (PNG unless asked)."""
+    """Correct the white balance of an uploaded photo; returns it at the same size (PNG unless asked), with what the
+    model saw in the ``X-WB-*`` headers. ``temperature``/``preset`` and ``tint`` render it at a chosen light."""
     deadline = time.monotonic() + settings.request_timeout_s
+    data, filename = await read_photo(request, file, settings)
+    options = Options(fmt, quality or settings.default_quality, strength, wb.kelvin, wb.tint)
+    result = await unless_client_leaves(
+        request, gate.run(Upload(model, data, options, request.app.state.limits), deadline)
+    )
+    metrics.record(result.stages, result.megapixels, result.inference_seconds)
+    metrics.record_estimate(result.correction.illuminant.cct, result.correction.dead_zone_decision)
+    headers = {
+        "Vary": "Accept",
+        "Content-Disposition": f'inline; filename="{output_filename(filename, fmt)}"',
+        **fact_headers(result.correction, wb),
+    }
+    return Response(result.body, media_type=fmt.media_type, headers=headers)
+
+
+async def read_photo(request: Request, file: UploadFile | None, settings: Settings) -> tuple[bytes, str | None]:
+    """The uploaded photo's bytes and file name: the multipart field ``file``, else an image/* raw body."""
     if file is not None:
         data, filename = await file.read(settings.max_upload_bytes + 1), file.filename
     elif raw_body_type(request.headers.get("content-type")):
@@ -86,11 +111,7 @@ async def correct(
         raise HTTPException(422, "the uploaded file is empty")
     if len(data) > settings.max_upload_bytes:
         raise HTTPException(413, f"upload too large; the limit is {settings.max_upload_bytes} bytes")
-    upload = Upload(model, data, Options(fmt, quality or settings.default_quality, strength), request.app.state.limits)
-    result = await unless_client_leaves(request, gate.run(upload, deadline))
-    metrics.record(result.stages, result.megapixels, result.inference_seconds)
-    headers = {"Vary": "Accept", "Content-Disposition": f'inline; filename="{output_filename(filename, fmt)}"'}
-    return Response(result.body, media_type=fmt.media_type, headers=headers)
+    return data, filename
 
 
 async def unless_client_leaves(request: Request, work: Coroutine[Any, Any, T]) -> T:

@@ -97,8 +97,9 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def install_cors(app: FastAPI, origins: list[str]) -> None:
-    """Let browser apps on ``origins`` call the API (no credentials mode: the key travels in a header)."""
+def install_cors(app: FastAPI, origins: list[str], expose: tuple[str, ...] = ()) -> None:
+    """Let browser apps on ``origins`` call the API (no credentials mode: the key travels in a header) and read
+    the response headers ``expose`` besides the usual ones."""
     if not origins:
         return
     app.add_middleware(
@@ -106,6 +107,6 @@ def install_cors(app: FastAPI, origins: list[str]) -> None:
         allow_origins=origins,
         allow_methods=["GET", "POST", "OPTIONS"],
         allow_headers=["Authorization", "Content-Type", "Accept", "X-Request-ID"],
-        expose_headers=["Content-Disposition", "X-Request-ID", "Retry-After", "WWW-Authenticate"],
+        expose_headers=["Content-Disposition", "X-Request-ID", "Retry-After", "WWW-Authenticate", *expose],
         max_age=600,
     )

@@ -78,3 +78,51 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def _white_chroma(white_rgb: torch.Tensor) -> torch.Tensor:
+    """(..., 3) positive RGB -> (..., 2) log-chroma (log G/R, log G/B)."""
+    w = white_rgb.clamp(min=1e-6).log()
+    return torch.stack([w[..., 1] - w[..., 0], w[..., 1] - w[..., 2]], -1)
+
+
+@torch.no_grad()
+def signals(corrector: Corrector, img: np.ndarray) -> dict[str, float]:
+    """Candidate uncertainty signals for one photo, each meant to grow with the correction's error.
+
+    ``latent_spread`` (above); ``estimate_spread``: mean log-chroma distance of the five statistical estimates and
+    ChromaNet's white point from their centroid (estimators that disagree); ``net_vs_final``: distance between
+    ChromaNet's white point and the correction's; ``correction_size``: distance of the correction's white point
+    from neutral; ``no_cast``: 1 - the cast probability.
+    """
+    model, dev = corrector.model, corrector.device
+    a = corrector.analyse(img)
+    inputs = [torch.from_numpy(x[None]).to(dev) for x in (a.thumb, a.cues, a.log_gains, a.chroma)]
+    mu, _ = model.encode(inputs[0])
+    matrix, logit, white = model.correction(mu, *inputs[1:])
+    # log_gains are luminance-preserving gains: the estimated illuminant is exp(-log_gain)
+    estimates = _white_chroma((-inputs[2][0]).exp())  # (K, 2)
+    net = torch.stack([-white[0, 0], -white[0, 1]])  # ChromaNet's gains G/R, G/B in log -> illuminant chroma
+    points = torch.cat([estimates, net[None]])
+    final = _white_chroma(torch.linalg.solve(matrix[0], torch.ones(3, device=dev)))
+    return {
+        "latent_spread": latent_spread(corrector, img),
+        "estimate_spread": float((points - points.mean(0)).norm(dim=-1).mean()),
+        "net_vs_final": float((net - final).norm()),
+        "correction_size": float(final.norm()),
+        "no_cast": float(1 - torch.sigmoid(logit)[0]),
+    }
+
+
+def measure_signals(corrector: Corrector, frames) -> dict:
+    """Spearman(signal, dE2000 of the full correction) for every ``signals`` candidate over ``frames``
+    (``(input, ground truth, mask)`` triples)."""
+    rows, error = [], []
+    for inp, gt, valid in frames:
+        rows.append(signals(corrector, inp))
+        error.append(delta_e2000(apply_matrix(inp, corrector.estimate(inp).matrix), gt, valid))
+    err = np.array(error)
+    out = {"n": len(rows), "error_mean": float(err.mean())}
+    for name in rows[0]:
+        out[name] = float(spearmanr([r[name] for r in rows], err).statistic)
+    return out
