@@ -99,7 +99,9 @@ def run_correct(args: argparse.Namespace) -> int:
             data = source.read_bytes()
             if not data:
                 return Outcome(job, "failed", "empty file")
-            body = correct_upload(corrector, data, Options(fmt, args.quality, args.strength), limits).body
+            body = correct_upload(
+                corrector, data, Options(fmt, args.quality, args.strength, args.temperature), limits
+            ).body
             job.target.parent.mkdir(parents=True, exist_ok=True)
             partial = job.target.with_name(job.target.name + ".partial")
             partial.write_bytes(body)
@@ -170,6 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--overwrite", action="store_true", help="redo photos whose output exists")
     c.add_argument("--strength", type=_unit_float, default=1.0, help="0: unchanged … 1: full correction (default 1)")
     c.add_argument(
+        "--temperature",
+        type=_kelvin,
+        default=None,
+        help="render as a camera set to this white balance: 2000-12000 K or a preset "
+        "(tungsten, fluorescent, daylight, cloudy, shade); lower is bluer (default: neutral)",
+    )
+    c.add_argument(
         "--format",
         type=str.lower,
         choices=("keep", *FORMATS, *(a for f in FORMATS.values() for a in f.aliases)),
@@ -210,6 +219,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(run=run_serve)
 
     return parser
+
+
+def _kelvin(text: str) -> float:
+    """``--temperature``: kelvin in range, or a preset's name."""
+    from model.corrector import KELVIN_RANGE, PRESETS
+
+    if text.strip().lower() in PRESETS:
+        return PRESETS[text.strip().lower()]
+    try:
+        kelvin = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected kelvin or one of {', '.join(PRESETS)}, got {text!r}") from None
+    if not KELVIN_RANGE[0] <= kelvin <= KELVIN_RANGE[1]:
+        raise argparse.ArgumentTypeError(f"must lie in {KELVIN_RANGE[0]:g}-{KELVIN_RANGE[1]:g} K, got {text}")
+    return kelvin
 
 
 def _unit_float(text: str) -> float:

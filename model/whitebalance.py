@@ -13,7 +13,7 @@ adaptation from the light of K to the reference light::
 So a setting below the reference makes the photo bluer (a camera set to 3000 K renders daylight blue) and one
 above makes it warmer; ``T_REFERENCE_KELVIN`` is the identity. ``tint`` is in the units of photo editors
 (Adobe's: 1 unit = 1/3000 Duv): positive tints assume a greener light and so render magenta, negative ones green.
-The luminance of white is kept.
+The light of K keeps its luminance (so a 3000 K render of a neutral photo is blue and a little brighter).
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
-"""Does the spread over latent samples track the error? ``python -m model.training.confidence``.
+"""Does any signal track the error well enough to ship as a confidence? ``python -m model.training.confidence``.
 
 For each frame, draw ``samples`` latents z ~ N(mu, sigma) and measure how far
 the white point each sampled correction produces wanders (mean distance in
 log-chroma from the deterministic one). A confidence worth showing users must
 rank frames like their real error does: reported as the Spearman correlation
-between spread and dE2000, on emulated held-out frames and on the real pairs.
+between spread and dE2000, on emulated held-out frames and on the real pairs. ``signals`` adds the other
+candidates the serving core could compute; ``main`` prints their Spearman correlations (docs/confidence.md).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from model.mapping import apply_matrix
 from model.stats import analyse
 from model.training.eval_sets import list_pairs, load_pair
 from model.training.metrics import delta_e2000
-from model.training.source_registry import load_heldout_frames
+from model.training.source_registry import source
 
 
 @torch.no_grad()
@@ -60,24 +61,35 @@ def measure(corrector: Corrector, frames: list[tuple[np.ndarray, np.ndarray, np.
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m model.training.confidence", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
-    p.add_argument("--heldout", type=int, default=64, help="emulated held-out frames (0: skip)")
-    p.add_argument("--pairs", default="../shared/data/real-pairs/pairs.tsv", help="real pairs TSV ('' to skip)")
+    p.add_argument("--renders", type=int, default=600, help="renders of the held-out cameras (0: skip)")
+    p.add_argument(
+        "--pairs",
+        nargs="*",
+        default=["../shared/data/real-pairs/pairs.tsv", "../shared/data/real-pairs-set2/pairs.tsv"],
+        help="real pairs TSVs, each measured alone and all pooled",
+    )
     args = p.parse_args(argv)
+    from model.training.config import TrainConfig
+
     corrector = Corrector.from_checkpoint(args.checkpoint, "cpu")
     rows = []
-    if args.heldout:
-        frames = [(i, g, v) for i, g, v, cast in load_heldout_frames(args.heldout, size=256)]
-        rows.append(("emulated, held-out photos", measure(corrector, frames)))
-    if args.pairs:
-        rows.append(("real pairs", measure(corrector, [load_pair(x) for x in list_pairs(f"pairs={args.pairs}")])))
-    print("| frames | n | Spearman(spread, dE2000) | mean spread | mean dE2000 |\n| --- | ---: | ---: | ---: | ---: |")
+    if args.renders:
+        renders = [(i, g, m) for _, i, g, m in source("raw").evaluation(TrainConfig(), args.renders)]
+        rows.append(("held-out camera renders", measure_signals(corrector, renders)))
+    pooled = []
+    for tsv in args.pairs:
+        pairs = [load_pair(x) for x in list_pairs(f"pairs={tsv}")]
+        pooled += pairs
+        rows.append((tsv, measure_signals(corrector, pairs)))
+    if len(args.pairs) > 1:
+        rows.append(("real pairs pooled", measure_signals(corrector, pooled)))
+    names = [k for k in rows[0][1] if k not in ("n", "error_mean")]
+    print("| frames | n | mean dE2000 | " + " | ".join(names) + " |")
+    print("| --- | ---: | ---: | " + " | ".join("---:" for _ in names) + " |")
     for name, r in rows:
-        print(f"| {name} | {r['n']} | {r['spearman']:.2f} | {r['spread_mean']:.4f} | {r['error_mean']:.2f} |")
+        cells = " | ".join(f"{r[k]:.2f}" for k in names)
+        print(f"| {name} | {r['n']} | {r['error_mean']:.2f} | {cells} |")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
 
 
 def _white_chroma(white_rgb: torch.Tensor) -> torch.Tensor:
@@ -126,3 +138,7 @@ def measure_signals(corrector: Corrector, frames) -> dict:
     for name in rows[0]:
         out[name] = float(spearmanr([r[name] for r in rows], err).statistic)
     return out
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

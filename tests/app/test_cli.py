@@ -119,3 +119,21 @@ def test_serve_is_the_service_with_flags_over_the_environment():
     ) as server:
         assert httpx.get(f"{server.url}/readyz").json()["status"] == "ready"
         assert "White-balance correction" in httpx.get(f"{server.url}/").text
+
+
+def test_temperature_renders_bluer_at_a_lower_setting_and_refuses_bad_values(tmp_path, capsys):
+    photo = tmp_path / "p.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.uniform(0.2, 0.8, (48, 64, 3)) * 255).astype(np.uint8)).save(photo)
+    means = {}
+    for setting in ("tungsten", "6500"):
+        out = tmp_path / setting
+        assert main(["correct", str(photo), "-o", str(out), "-q", "-j", "1", "--temperature", setting]) == 0
+        with Image.open(out / "p.png") as im:
+            means[setting] = np.asarray(im.convert("RGB")).astype(int).mean((0, 1))
+    assert means["tungsten"][2] - means["tungsten"][0] > means["6500"][2] - means["6500"][0] + 10
+    for bad in ("1000", "candle"):
+        with pytest.raises(SystemExit) as exc:
+            main(["correct", str(photo), "-o", str(tmp_path / "x"), "--temperature", bad])
+        assert exc.value.code == 2
+    assert "--temperature" in capsys.readouterr().err
