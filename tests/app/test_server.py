@@ -122,25 +122,33 @@ def test_sequential_requests_do_not_grow_memory(server):
     assert growth_mb < MEMORY_BOUND_MB, f"RSS grew by {growth_mb:.0f} MB over {MEMORY_REQUESTS} requests"
 
 
+def _twelve_megapixel_photo() -> bytes:
+    """A 4000 x 3000 JPEG: long enough in correction (~0.4 s here) to be caught in flight."""
+    small = Image.open(io.BytesIO(_big_photo())).convert("RGB")
+    return photos.save(small.resize((4000, 3000)), "JPEG", quality=90)
+
+
 def test_sigterm_lets_in_flight_requests_finish():
-    photo = _big_photo()
+    photo = _twelve_megapixel_photo()
     with start_server(WBVAE_MAX_CONCURRENT_CORRECTIONS="1", WBVAE_SHUTDOWN_GRACE_S="30") as s:
 
         async def scenario():
             async with httpx.AsyncClient(timeout=120) as client:
                 tasks = [
                     asyncio.create_task(client.post(f"{s.url}/correct", files={"file": ("p.jpg", photo)}))
-                    for _ in range(3)
+                    for _ in range(4)
                 ]
-                await asyncio.sleep(0.3)
+                deadline = time.monotonic() + 30
                 while "wbvae_corrections_in_flight 1.0" not in (await client.get(f"{s.url}/metrics")).text:
-                    await asyncio.sleep(0.05)
+                    assert not all(t.done() for t in tasks), "every request finished before one was seen in flight"
+                    assert time.monotonic() < deadline, "no correction was seen in flight within 30 s"
+                    await asyncio.sleep(0.02)
                 s.proc.send_signal(signal.SIGTERM)
                 return await asyncio.gather(*tasks)
 
         start = time.monotonic()
         responses = asyncio.run(scenario())
-        assert [r.status_code for r in responses] == [200, 200, 200]
+        assert [r.status_code for r in responses] == [200] * 4
         assert s.proc.wait(timeout=60) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once drained
         assert time.monotonic() - start < 60
         with pytest.raises(httpx.TransportError):
