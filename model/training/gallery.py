@@ -4,6 +4,9 @@
   corrected photo labelled with the model's cast probability. The correction is
   estimated on the full-size photo (as the service does) and applied to the small
   copy.
+- ``temperatures.png``: one photo (``TEMPERATURE_PHOTO``, a warm-cast white cat) in a row: the input, the
+  neutral correction, then the same correction rendered at the five camera presets (tungsten 2850 K …
+  shade 7500 K), as ``POST /correct?temperature=K`` and the web page's Light slider render it.
 - ``loss_curves.png``: the training curves of a run, from its ``metrics.csv``
   (written by ``python -m model.training.train``) or from the ``history`` a resumable
   checkpoint (``last.pt``) carries.
@@ -27,9 +30,12 @@ from PIL import Image, ImageCms, ImageDraw, ImageFont, ImageOps
 
 from model.corrector import DEFAULT_CHECKPOINT, Corrector
 from model.mapping import apply_matrix
+from model.whitebalance import PRESETS
 
 REPO = Path(__file__).resolve().parents[2]
 WILD = REPO.parent / "shared" / "data" / "wild"
+#: The photo of ``temperatures.png``: a warm cast over mostly neutral content (white fur, a hand, books).
+TEMPERATURE_PHOTO = WILD / "Pexels_dot_com_Buenosia_Carol.jpg"
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
 TILE_HEIGHT = 200
 GAP = 6
@@ -87,9 +93,7 @@ def render_gallery(photos: list[Path], corrector: Corrector, out: Path, tile_hei
     for path in photos:
         rgb = load_photo(path)
         correction = corrector.estimate(rgb)
-        h, w = rgb.shape[:2]
-        size = (max(1, round(w * tile_height / h)), tile_height)
-        small = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.LANCZOS))
+        small = _downscaled(rgb, tile_height)
         columns.append((small, apply_matrix(small, correction.matrix), correction.cast_probability))
     width = LABEL_WIDTH + sum(c[0].shape[1] + GAP for c in columns)
     height = 2 * (tile_height + CAPTION_HEIGHT + GAP)
@@ -105,6 +109,43 @@ def render_gallery(photos: list[Path], corrector: Corrector, out: Path, tile_hei
             if row == 1:
                 draw.text((x + 4, y + tile_height + 3), f"cast probability {p:.2f}", fill="black", font=font)
             x += before.shape[1] + GAP
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out, optimize=True)
+    return out
+
+
+def _downscaled(rgb: np.ndarray, tile_height: int) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    size = (max(1, round(w * tile_height / h)), tile_height)
+    return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.LANCZOS))
+
+
+def temperature_tiles(
+    photo: Path, corrector: Corrector, tile_height: int = TILE_HEIGHT
+) -> list[tuple[str, np.ndarray]]:
+    """(caption, downscaled pixels) of ``temperatures.png``, left to right: the input, the neutral correction, and
+    the correction rendered at each of ``PRESETS`` (estimated on the full-size photo, applied to the small copy)."""
+    rgb = load_photo(photo)
+    correction = corrector.estimate(rgb)
+    small = _downscaled(rgb, tile_height)
+    tiles = [("input", small), ("neutral correction", correction.map_rows(small))]
+    for name, kelvin in sorted(PRESETS.items(), key=lambda item: item[1]):
+        tiles.append((f"{name} {kelvin:.0f} K", correction.rendered_at(kelvin).map_rows(small)))
+    return tiles
+
+
+def render_temperatures(photo: Path, corrector: Corrector, out: Path, tile_height: int = TILE_HEIGHT) -> Path:
+    """Write the one-photo-at-five-temperatures figure (see ``temperature_tiles``) to ``out`` (PNG); returns
+    ``out``. Tile ``i`` lies at x = ``i * (tile width + GAP)``, y = 0; its caption below it."""
+    tiles = temperature_tiles(photo, corrector, tile_height)
+    tile_width = tiles[0][1].shape[1]
+    sheet = Image.new("RGB", (len(tiles) * (tile_width + GAP) - GAP, tile_height + CAPTION_HEIGHT), "white")
+    draw = ImageDraw.Draw(sheet)
+    font = _font(15)
+    for i, (caption, pixels) in enumerate(tiles):
+        x = i * (tile_width + GAP)
+        sheet.paste(Image.fromarray(pixels), (x, 0))
+        draw.text((x + 4, tile_height + 3), caption, fill="black", font=font)
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out, optimize=True)
     return out
@@ -184,6 +225,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the run's metrics.csv (e.g. runs/default/metrics.csv) or its last.pt; "
         "without it only the gallery is drawn",
     )
+    p.add_argument(
+        "--temperature-photo",
+        type=Path,
+        default=TEMPERATURE_PHOTO,
+        metavar="PHOTO",
+        help="the photo of temperatures.png (default: %(default)s)",
+    )
     p.add_argument("--out", type=Path, default=REPO / "docs", help="folder for the figures (default: %(default)s)")
     p.add_argument("--tile-height", type=int, default=TILE_HEIGHT, help="height of each photo in px")
     return p
@@ -196,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"wrote {render_gallery(find_photos(args.photos), corrector, args.out / 'gallery.png', args.tile_height)}"
         )
+        out = render_temperatures(args.temperature_photo, corrector, args.out / "temperatures.png", args.tile_height)
+        print(f"wrote {out}")
         if args.metrics:
             history = read_history(args.metrics)
             out = render_loss_curves(history, args.out / "loss_curves.png", f"training run {args.metrics.parent.name}")

@@ -1,14 +1,25 @@
-"""The README's figures: the before/after gallery and the loss curves, from real photos and real run files."""
+"""The README's figures: the before/after gallery, the one photo at five temperatures and the loss curves, from
+real photos and real run files."""
 
 import csv
 
+import numpy as np
 import pytest
 from PIL import Image
 
-from model.corrector import DEFAULT_CHECKPOINT, save_checkpoint
-from model.training.gallery import main, read_history
+from model.corrector import DEFAULT_CHECKPOINT, Corrector, save_checkpoint
+from model.training.gallery import (
+    CAPTION_HEIGHT,
+    GAP,
+    TEMPERATURE_PHOTO,
+    main,
+    read_history,
+    render_temperatures,
+    temperature_tiles,
+)
 from model.vae import WBVAE
-from tests.conftest import wild_photos
+from model.whitebalance import PRESETS
+from tests.conftest import wild, wild_photos
 
 ROWS = [
     {
@@ -43,6 +54,8 @@ def test_gallery_and_loss_curves_from_metrics_csv(tmp_path):
                 str(DEFAULT_CHECKPOINT),
                 "--metrics",
                 str(metrics),
+                "--temperature-photo",
+                str(photos[1]),
                 "--out",
                 str(out),
                 "--tile-height",
@@ -56,6 +69,46 @@ def test_gallery_and_loss_curves_from_metrics_csv(tmp_path):
         assert g.height >= 2 * 64 and g.width > sum(Image.open(p).width * 64 // Image.open(p).height for p in photos)
     with Image.open(out / "loss_curves.png") as c:
         assert c.format == "PNG" and c.width > 400
+    with Image.open(out / "temperatures.png") as t, Image.open(photos[1]) as p:
+        tile_width = round(p.width * 64 / p.height)
+        assert t.format == "PNG" and t.size == (7 * (tile_width + GAP) - GAP, 64 + CAPTION_HEIGHT)
+
+
+def test_temperatures_figure_goes_from_blue_at_tungsten_to_warm_at_shade(tmp_path):
+    """The row is input, neutral, then the presets in kelvin order; the file holds exactly those tiles, and each
+    preset renders the same correction bluer the lower its temperature (a camera set to 2850 K renders blue)."""
+    photo = wild(TEMPERATURE_PHOTO.name)
+    corrector = Corrector.from_checkpoint(DEFAULT_CHECKPOINT, "cpu")
+    tile_height = 48
+    out = render_temperatures(photo, corrector, tmp_path / "temperatures.png", tile_height)
+    tiles = temperature_tiles(photo, corrector, tile_height)
+    assert [caption for caption, _ in tiles] == [
+        "input",
+        "neutral correction",
+        "tungsten 2850 K",
+        "fluorescent 3800 K",
+        "daylight 5500 K",
+        "cloudy 6500 K",
+        "shade 7500 K",
+    ]
+    with Image.open(photo) as p:
+        tile_width = round(p.width * tile_height / p.height)
+    with Image.open(out) as im:
+        assert im.format == "PNG" and im.size == (7 * (tile_width + GAP) - GAP, tile_height + CAPTION_HEIGHT)
+        sheet = np.asarray(im.convert("RGB"))
+    shown = [sheet[:tile_height, i * (tile_width + GAP) : i * (tile_width + GAP) + tile_width] for i in range(7)]
+    for (_, pixels), tile in zip(tiles, shown):
+        assert np.array_equal(pixels, tile)  # the figure shows the tiles, lossless, in this order
+
+    def blue_over_red(rgb: np.ndarray) -> float:
+        mean = rgb.reshape(-1, 3).astype(np.float64).mean(0)
+        return mean[2] / mean[0]
+
+    input_, neutral, *presets = map(blue_over_red, shown)
+    assert neutral > input_ + 0.05  # the warm cast is corrected
+    assert all(a > b + 0.02 for a, b in zip(presets, presets[1:])), presets  # tungsten bluest ... shade warmest
+    assert presets[0] > neutral + 0.2 and presets[-1] < neutral  # 2850 K well bluer, 7500 K warmer than neutral
+    assert abs(presets[list(PRESETS).index("cloudy")] - neutral) < 0.01  # 6500 K is about the neutral's 6504 K
 
 
 def test_history_from_a_resumable_checkpoint_and_plain_errors(tmp_path):
