@@ -1,4 +1,4 @@
-// wbvae page: pick or drop a photo, POST it to /correct, show before/after, adjust strength, download.
+// wbvae page: pick or drop a photo, POST it to /correct, show before/after, adjust strength and light, download.
 // No external resources: everything here talks only to the server that served the page.
 "use strict";
 
@@ -8,6 +8,7 @@ let beforeUrl = null;      // object URLs, revoked when replaced
 let afterUrl = null;
 let inflight = null;       // AbortController of the running request
 let strengthSupported = true;
+let kelvin = null;         // the light to render at (?temperature=), null: the neutral correction (none sent)
 let timer = 0;
 
 function setStatus(text) { $("status").textContent = text; }
@@ -47,6 +48,7 @@ async function correct() {
   const s = strength();
   const params = { format: fmt };
   if (strengthSupported) params.strength = s.toFixed(2);
+  if (kelvin !== null) params.temperature = String(kelvin);
   setError("");
   setStatus(`Correcting ${photo.name}…`);
   $("result").classList.add("busy");
@@ -77,9 +79,12 @@ async function correct() {
     return fail(401, (await detail(response)) + " Enter the key and pick the photo again.");
   }
   if (!response.ok) return fail(response.status, await detail(response));
+  // What the server rendered at ("none": neutral); an older server without ?temperature= sends no header.
+  const rendered = response.headers.get("X-WB-Temperature");
   const blob = await response.blob();
   afterUrl = replaceUrl(afterUrl, blob);
   $("after").src = afterUrl;
+  $("after").dataset.temperature = rendered || "none";
   const link = $("download");
   link.href = afterUrl;
   const stem = photo.name.replace(/\.[^.]*$/, "") || "photo";
@@ -87,7 +92,12 @@ async function correct() {
   link.textContent = `Download ${link.download}`;
   $("result").hidden = false;
   $("result").classList.remove("busy");
-  setStatus(`Done: ${photo.name} corrected at ${Math.round(s * 100)} % strength.`);
+  let light = rendered && rendered !== "none" ? `rendered at ${rendered} K` : "neutral";
+  if (kelvin !== null && !rendered) {  // an older server ignores ?temperature=
+    $("light").disabled = true;
+    light = "neutral (this server renders no other light)";
+  }
+  setStatus(`Done: ${photo.name} corrected at ${Math.round(s * 100)} % strength, ${light}.`);
 }
 
 function fail(status, text) {
@@ -132,6 +142,32 @@ $("strength").addEventListener("input", () => {
   clearTimeout(timer);
   timer = setTimeout(correct, 350);  // one request once the slider rests
 });
+
+// Light: the neutral box (default: no ?temperature=), the slider and the presets; each change asks again.
+function setLight(k) {
+  kelvin = k;
+  $("neutral").checked = k === null;
+  if (k !== null) $("temperature").value = k;  // a preset off the 100 K grid (2850) shows at its nearest step
+  else $("temperature").value = 6500;          // about the neutral output's own light (D65, 6504 K)
+  $("temperature").classList.toggle("off", k === null);
+  const preset = document.querySelector(`.presets button[data-kelvin="${k}"]`);
+  $("temperature-value").textContent =
+    k === null ? "neutral" : `${k} K` + (preset ? ` (${preset.textContent.toLowerCase()})` : "");
+  for (const button of document.querySelectorAll(".presets button")) {
+    button.setAttribute("aria-pressed", String(button === preset));
+  }
+}
+function lightChanged(k, wait) {
+  setLight(k);
+  clearTimeout(timer);
+  timer = setTimeout(correct, wait);
+}
+$("temperature").addEventListener("input", () => lightChanged(Number($("temperature").value), 350));
+$("neutral").addEventListener("change", () =>
+  lightChanged($("neutral").checked ? null : Number($("temperature").value), 0));
+for (const button of document.querySelectorAll(".presets button")) {
+  button.addEventListener("click", () => lightChanged(Number(button.dataset.kelvin), 0));
+}
 $("format").addEventListener("change", correct);
 $("split").addEventListener("input", setSplit);
 
@@ -150,3 +186,4 @@ drop.addEventListener("drop", (e) => {
 window.addEventListener("dragover", (e) => e.preventDefault());
 window.addEventListener("drop", (e) => e.preventDefault());
 setSplit();
+setLight(null);

@@ -1,4 +1,5 @@
-"""The web page at / in a real headless Chromium against a real ``python -m app``: upload, result, download."""
+"""The web page at / in a real headless Chromium against a real ``python -m app``: upload, result, download, the
+strength slider and the light (white-balance temperature) control."""
 
 import io
 import os
@@ -8,6 +9,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -139,6 +141,118 @@ def test_strength_zero_returns_the_photo_unchanged(server, browser, wild_photo):
     slider.send_keys(Keys.HOME)  # keyboard: all the way to 0
     _wait(lambda: "at 0 % strength" in browser.find_element(By.ID, "status").text, 90, "the strength-0 result")
     assert browser.find_element(By.ID, "strength-value").text == "0 %"
+
+
+def _upload(server, browser, photo: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{server.url}/")
+    browser.find_element(By.ID, "file").send_keys(str(photo))
+    _wait(lambda: "Done" in browser.find_element(By.ID, "status").text, 90, "the first result")
+    assert browser.find_element(By.ID, "error").text == ""
+
+
+def _status_says(browser, text: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    _wait(
+        lambda: (status := browser.find_element(By.ID, "status").text).startswith("Done") and text in status,
+        90,
+        f"a result {text!r}",
+    )
+
+
+def _download(browser) -> np.ndarray:
+    """Click the page's download link; the pixels of the file it saves (the photo shown as "after")."""
+    from selenium.webdriver.common.by import By
+
+    for old in browser.downloads.glob("*.png"):  # a download of the same name replaces the file
+        old.unlink()
+    browser.find_element(By.ID, "download").click()
+    path = _wait(lambda: list(browser.downloads.glob("*.png")), 30, "the download")[0]
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        return np.asarray(im.convert("RGB"))
+
+
+def _direct(server, photo: Path, **params) -> tuple[httpx.Response, np.ndarray]:
+    """The same photo through ``/correct`` by httpx, with the parameters the page sends by default."""
+    r = httpx.post(
+        f"{server.url}/correct",
+        files={"file": (photo.name, photo.read_bytes(), "image/jpeg")},
+        params={"format": "png", "strength": "1.00", **params},
+        timeout=90,
+    )
+    assert r.status_code == 200, r.text
+    with Image.open(io.BytesIO(r.content)) as im:
+        return r, np.asarray(im.convert("RGB"))
+
+
+def _blue_over_red(rgb: np.ndarray) -> float:
+    mean = rgb.reshape(-1, 3).astype(np.float64).mean(0)
+    return mean[2] / mean[0]
+
+
+@pytest.mark.browser
+def test_light_slider_renders_at_the_chosen_temperature(server, browser, wild_photo):
+    """The temperature slider (keyboard) and a preset button send ?temperature=K: 3000 K comes out bluer than
+    9000 K, and the page shows exactly what /correct?temperature=3000 returns."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    _upload(server, browser, wild_photo)
+    slider = browser.find_element(By.ID, "temperature")
+    assert browser.find_element(By.CSS_SELECTOR, "label[for=temperature]").text.startswith("Temperature")
+    slider.send_keys(Keys.HOME, *[Keys.ARROW_RIGHT] * 10)  # 2000 K, then ten 100 K steps
+    _status_says(browser, "rendered at 3000 K")
+    assert browser.find_element(By.ID, "temperature-value").text == "3000 K"
+    assert not browser.find_element(By.ID, "neutral").is_selected()
+    assert browser.find_element(By.ID, "after").get_attribute("data-temperature") == "3000"  # X-WB-Temperature
+    cool = _download(browser)
+
+    slider.send_keys(Keys.END, *[Keys.ARROW_LEFT] * 30)  # 12000 K, then down to 9000 K
+    _status_says(browser, "rendered at 9000 K")
+    assert browser.find_element(By.ID, "temperature-value").text == "9000 K"
+    warm = _download(browser)
+    assert cool.shape == warm.shape == Image.open(wild_photo).size[::-1] + (3,)
+    assert _blue_over_red(cool) > _blue_over_red(warm) + 0.2, (_blue_over_red(cool), _blue_over_red(warm))
+
+    response, direct = _direct(server, wild_photo, temperature=3000)
+    assert response.headers["X-WB-Temperature"] == "3000"
+    assert np.array_equal(cool, direct)  # bit for bit what the API renders at 3000 K
+
+    tungsten = browser.find_element(By.CSS_SELECTOR, ".presets button[data-kelvin='2850']")
+    tungsten.click()
+    _status_says(browser, "rendered at 2850 K")
+    assert browser.find_element(By.ID, "temperature-value").text == "2850 K (tungsten)"
+    assert tungsten.get_attribute("aria-pressed") == "true"
+
+
+@pytest.mark.browser
+def test_light_is_neutral_by_default_and_the_neutral_box_returns_to_it(server, browser, wild_photo):
+    """By default no ?temperature= is sent (the server echoes none, the pixels are the plain correction's);
+    moving the slider renders at a light, ticking "Neutral" goes back to exactly the first result."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    _upload(server, browser, wild_photo)
+    neutral = browser.find_element(By.ID, "neutral")
+    assert neutral.is_selected() and browser.find_element(By.ID, "temperature-value").text == "neutral"
+    assert browser.find_element(By.ID, "status").text.endswith("100 % strength, neutral.")
+    assert browser.find_element(By.ID, "after").get_attribute("data-temperature") == "none"
+    first = _download(browser)
+    response, direct = _direct(server, wild_photo)
+    assert response.headers["X-WB-Temperature"] == "none"
+    assert np.array_equal(first, direct)
+
+    browser.find_element(By.ID, "temperature").send_keys(Keys.ARROW_LEFT)  # from the neutral position, 6500 K
+    _status_says(browser, "rendered at 6400 K")
+    assert not neutral.is_selected()
+    neutral.click()
+    _status_says(browser, "100 % strength, neutral.")
+    assert neutral.is_selected() and browser.find_element(By.ID, "temperature-value").text == "neutral"
+    assert browser.find_element(By.ID, "after").get_attribute("data-temperature") == "none"
+    assert np.array_equal(_download(browser), first)
 
 
 def _csp_violations(browser) -> list[str]:
