@@ -17,6 +17,7 @@ from PIL import Image
 from model.colour import LUMA_709, srgb_to_linear
 
 STATS_SIZE = 256  # long side of the statistics copy
+THUMBNAIL_SIZE = 256  # long side of the first copy: a client's thumbnail made the same way is analysed the same
 THUMB_SIZE = 64  # the VAE's input
 CLIP_LEVEL = 250  # uint8 value from which a channel counts as clipped
 DARK_LUMA = 0.01  # linear luminance under which a pixel is too noisy to trust
@@ -133,7 +134,12 @@ def chroma_bin_centres() -> np.ndarray:
 
 def analyse_small(small: np.ndarray, clipped: np.ndarray, luma_weighted: bool = False) -> Analysis:
     """Cues from a small uint8 copy and its clip mask (see ``downsample``); ``luma_weighted``: the
-    pixel histogram for ChromaNet counts pixels by luminance."""
+    pixel histogram for ChromaNet counts pixels by luminance.
+
+    Pixels under the mask count as white (255): a copy whose clipped blocks are painted white marks
+    itself, so a client's thumbnail made that way (``docs/api.md``) is analysed exactly like the photo.
+    """
+    small = np.where(clipped[..., None], np.uint8(255), small)
     lin = _SRGB_TO_LINEAR_LUT[small]  # (h, w, 3) float32
     luma = lin @ _LUMA
     valid = ~clipped & (luma > DARK_LUMA)
@@ -167,6 +173,17 @@ def analyse_small(small: np.ndarray, clipped: np.ndarray, luma_weighted: bool = 
     return Analysis(np.ascontiguousarray(thumb), cues, log_gains, chroma)
 
 
+def thumbnail(img: np.ndarray) -> np.ndarray:
+    """The photo's ``THUMBNAIL_SIZE`` copy: ``downsample``'s, with its clipped blocks painted white.
+
+    The analysis reads the photo only through this copy, so this copy (``docs/api.md`` shows it in
+    numpy) is analysed exactly like the photo: the clip mask survives as the white it paints.
+    """
+    small, clipped = downsample(img, THUMBNAIL_SIZE)
+    return np.where(clipped[..., None], np.uint8(255), small)
+
+
 def analyse(img: np.ndarray, stats_size: int = STATS_SIZE, luma_weighted: bool = False) -> Analysis:
-    """Cues for a full-size uint8 ``(H, W, 3)`` photo, computed on a copy of long side ``stats_size``."""
-    return analyse_small(*downsample(img, stats_size), luma_weighted)
+    """Cues for a full-size uint8 ``(H, W, 3)`` photo, computed on a copy of long side ``stats_size``
+    made from its ``thumbnail``."""
+    return analyse_small(*downsample(thumbnail(img), stats_size), luma_weighted)

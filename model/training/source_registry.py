@@ -29,7 +29,7 @@ from PIL import Image
 from torch.utils.data import ConcatDataset, Dataset
 
 from model.colour import linear_to_srgb, srgb_to_linear
-from model.stats import THUMB_SIZE, analyse_small, downsample
+from model.stats import THUMB_SIZE, analyse_small, downsample, thumbnail
 from model.training.config import TrainConfig
 from model.training.emulator import CameraPipelineEmulator, EmulatorConfig
 from model.training.eval_sets import (
@@ -60,7 +60,7 @@ def make_sample(
     model: WBVAEConfig,
 ) -> dict:
     """Tensors for one training pair: the model's inputs (same code as inference) and targets."""
-    small, clipped = downsample(inp, model.stats_size)
+    small, clipped = downsample(thumbnail(inp), model.stats_size)
     gt_small, _ = downsample(gt, model.stats_size)
     a = analyse_small(small, clipped, model.luma_weighted_chroma)
     gt_thumb = np.asarray(Image.fromarray(gt_small).resize((THUMB_SIZE, THUMB_SIZE), Image.BILINEAR))

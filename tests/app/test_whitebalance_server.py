@@ -15,7 +15,7 @@ from PIL import Image
 from bench.server import start_server
 from model.colour import linear_to_srgb
 from model.whitebalance import temperature_matrix
-from tests.conftest import REPO, require
+from tests.conftest import REPO, require, wild
 from tests.test_readme import code_blocks, curl_commands
 
 pytestmark = pytest.mark.slow  # one server process for the module
@@ -130,6 +130,15 @@ def photo_dir(tmp_path):
     return tmp_path
 
 
+@pytest.fixture(params=["flat patches", "wild, 13 % clipped"])
+def any_photo_dir(request, photo_dir):
+    """``photo_dir`` with the flat-patch photo, or a real 1020 x 682 one with 13 % clipped pixels (where a Pillow
+    thumbnail's mapping is 20 levels off)."""
+    if request.param == "wild, 13 % clipped":
+        shutil.copy(wild("Flickr_Dave--Out_and_about_CC_BY-NC_2.0.jpg"), photo_dir / "photo.jpg")
+    return photo_dir
+
+
 def test_the_curl_examples_run_as_written(server, photo_dir):
     require(shutil.which("curl"), "curl on PATH", "apt-get install curl")
     commands = curl_commands(SECTION)
@@ -148,8 +157,11 @@ def decoded_file(path) -> np.ndarray:
         return np.asarray(im.convert("RGB")).astype(int)
 
 
-def test_the_numpy_example_matches_correct_within_one_level(server, photo_dir):
+def test_the_thumbnail_example_matches_correct_on_the_photo_within_one_level(server, any_photo_dir):
+    """docs/api.md's numpy example: a 256 px thumbnail to /analyze, its mapping applied to the full photo."""
+    photo_dir = any_photo_dir
     code = code_blocks(SECTION, "python")[0].replace("http://localhost:8000", server.url)
+    assert "thumb.png" in code
     r = subprocess.run([sys.executable, "-c", code], cwd=photo_dir, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     with open(photo_dir / "photo.jpg", "rb") as f:
