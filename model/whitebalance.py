@@ -63,6 +63,14 @@ __all__ = [
 ]
 
 SRGB = colour.models.RGB_COLOURSPACE_sRGB
+#: Where a CCT means something: within Ohno 2013's table (1,000-100,000 K) and near the Planckian locus
+#: (|Duv| <= 0.05, CIE 015). Outside it ``illuminant_of`` gives no CCT rather than colour's extrapolation.
+CCT_DOMAIN = (1000.0, 100000.0)
+MAX_ABS_DUV = 0.05
+# colour warns on every estimate past the table's end; such estimates get no CCT (above), so the warning is noise.
+warnings.filterwarnings(
+    "ignore", message="Minimal distance index is on", category=colour.utilities.ColourRuntimeWarning
+)
 KELVIN_RANGE = (2000.0, 12000.0)
 TINT_RANGE = (-150.0, 150.0)
 TINT_PER_DUV = 3000.0
@@ -113,7 +121,9 @@ class Illuminant:
     """A light's chromaticity (CIE 1931 xy), correlated colour temperature (K) and Duv (Ohno 2013)."""
 
     xy: tuple[float, float] | None  # None (and so CCT and Duv) where the estimate is not a light colour
-    cct: float | None  # also None where a channel of the estimate is not positive
+    cct: (
+        float | None
+    )  # also None where a channel of the estimate is not positive, or off ``CCT_DOMAIN``/``MAX_ABS_DUV``
     duv: float | None
 
 
@@ -128,4 +138,6 @@ def illuminant_of(matrix: np.ndarray) -> Illuminant:
     if not np.all(rgb > 0):
         return Illuminant(xy, None, None)
     cct, duv = _cct_duv(np.array(xy))
-    return Illuminant(xy, cct, duv) if math.isfinite(cct) and math.isfinite(duv) else Illuminant(xy, None, None)
+    if CCT_DOMAIN[0] <= cct <= CCT_DOMAIN[1] and abs(duv) <= MAX_ABS_DUV:  # False for NaN too
+        return Illuminant(xy, cct, duv)
+    return Illuminant(xy, None, None)

@@ -3,6 +3,9 @@
 Reference values come from colour-science itself (the library the module wraps) and from skimage's CIEDE2000.
 """
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from skimage.color import deltaE_ciede2000, rgb2lab
@@ -19,6 +22,7 @@ from model.whitebalance import (
     planckian_xy,
     temperature_matrix,
 )
+from tests.conftest import REPO
 
 #: A gray card rendered at K takes the light of K for white: the colour that comes out neutral lies at K's
 #: Planckian chromaticity up to the reference white's own offset from the locus (D65 is 0.0032 Duv above it).
@@ -86,6 +90,23 @@ def test_illuminant_of_a_correction_is_the_light_it_neutralises():
     assert abs(est.cct - 3200) < 5 and abs(est.duv) < 1e-4
     np.testing.assert_allclose(est.xy, planckian_xy(3200), atol=1e-4)  # sRGB matrices given to 4 digits
     assert illuminant_of(np.diag([1.0, 1.0, -1.0])).cct is None
+
+
+@pytest.mark.filterwarnings("ignore:Minimal distance index")  # pytest drops filters set while it imports
+def test_lights_far_from_the_locus_or_past_the_table_get_no_cct():
+    past_the_table = illuminant_of(np.diag([3.0, 1.0, 0.3]))  # a deep blue light: colour extrapolates to ~148,000 K
+    magenta = illuminant_of(np.diag([1.0, 5.0, 1.0]))  # Duv -0.08
+    candle = illuminant_of(np.diag([0.1, 1.0, 10.0]))  # ~1,400 K, on the locus
+    assert past_the_table.cct is None and past_the_table.duv is None and past_the_table.xy is not None
+    assert magenta.cct is None and magenta.duv is None
+    assert 1000 < candle.cct < 2000 and abs(candle.duv) < 0.05
+
+
+def test_a_light_past_the_table_logs_no_warning_in_a_fresh_process():
+    """colour warns "unpredictable results" past its table; the module filters that at import, as a server has it."""
+    code = "import numpy as np; from model.whitebalance import illuminant_of; illuminant_of(np.diag([3.0, 1.0, 0.3]))"
+    r = subprocess.run([sys.executable, "-W", "always", "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0 and "Warning" not in r.stderr, r.stderr
 
 
 def test_the_render_composes_into_the_one_matrix_after_the_strength_blend():
