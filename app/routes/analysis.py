@@ -1,7 +1,7 @@
 """POST /analyze: what the model saw in a photo and the mapping ``/correct`` would apply, as JSON, no pixels.
 
-A thumbnail is enough: the model reads a 64 px copy, so a 256 px upload gives a mobile app the mapping to apply to
-the full photo on the device (docs/api.md).
+A thumbnail is enough: the model reads a photo only through its 256 px thumbnail (``model.stats.thumbnail``), so a
+mobile app that sends that thumbnail gets the photo's own mapping to apply on the device (docs/api.md).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from app.codec import ACCEPTED_NAMES
 from app.deps import GateDep, MetricsDep, ModelDep, SettingsDep, WhiteBalanceDep, bearer_key
 from app.facts import facts
 from app.pipeline import Options, Upload
-from app.routes.correction import read_photo, unless_client_leaves
+from app.routes.correction import PHOTO_BODY, UPLOAD_ERRORS, read_photo, unless_client_leaves
 
 router = APIRouter()
 
@@ -24,21 +24,8 @@ router = APIRouter()
     "/analyze",
     tags=["correction"],
     dependencies=[Security(bearer_key)],
-    openapi_extra={
-        "requestBody": {
-            "content": {
-                t: {"schema": {"type": "string", "format": "binary"}} for t in ("image/*", "application/octet-stream")
-            }
-        }
-    },
-    responses={
-        401: {"description": "API keys are configured and the request has no valid Bearer key"},
-        413: {"description": "Upload or image over the configured limits"},
-        415: {"description": "Not a supported image"},
-        422: {"description": "Empty, missing or corrupt upload, or a bad parameter"},
-        503: {"description": "Model loading, queue full or GPU out of memory; see Retry-After"},
-        504: {"description": "Not done within the request timeout"},
-    },
+    openapi_extra=PHOTO_BODY,
+    responses=UPLOAD_ERRORS,
 )
 async def analyze(
     model: ModelDep,

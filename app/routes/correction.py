@@ -33,20 +33,33 @@ RAW_OR_MULTIPART = (
     "or application/octet-stream"
 )
 
+#: The request body of an upload route in the OpenAPI schema: besides the multipart form, the photo as the raw body.
+PHOTO_BODY = {
+    "requestBody": {
+        "content": {
+            t: {"schema": {"type": "string", "format": "binary"}} for t in ("image/*", "application/octet-stream")
+        }
+    }
+}
+#: The errors an upload route answers (``app.errors``), as the OpenAPI schema describes them.
+UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "API keys are configured and the request has no valid Bearer key"},
+    413: {"description": "Upload or image over the configured limits"},
+    415: {"description": "Not a supported image"},
+    422: {"description": "Empty, missing or corrupt upload, or a bad parameter"},
+    503: {"description": "Model loading, queue full or GPU out of memory; see Retry-After"},
+    504: {"description": "Not done within the request timeout"},
+}
+
 
 @router.post(
     "/correct",
     tags=["correction"],
     response_class=Response,
     dependencies=[Security(bearer_key)],
-    openapi_extra={  # besides the multipart form: the photo as the raw body
-        "requestBody": {
-            "content": {
-                t: {"schema": {"type": "string", "format": "binary"}} for t in ("image/*", "application/octet-stream")
-            }
-        }
-    },
+    openapi_extra=PHOTO_BODY,
     responses={
+        **UPLOAD_ERRORS,
         200: {
             "content": {f.media_type: {} for f in FORMATS.values()},
             "description": "The corrected photo, same size and orientation-corrected; PNG by default",
@@ -55,15 +68,10 @@ RAW_OR_MULTIPART = (
                 for h in FACT_HEADERS
             },
         },
-        401: {"description": "API keys are configured and the request has no valid Bearer key"},
-        413: {"description": "Upload or image over the configured limits"},
-        415: {"description": "Not a supported image"},
         422: {
             "description": "Empty, missing or corrupt upload, a bad parameter, or a photo too wide or "
             "tall for the asked format (JPEG 65,535 px, WebP 16,383 px per side)"
         },
-        503: {"description": "Model loading, queue full or GPU out of memory; see Retry-After"},
-        504: {"description": "Not done within the request timeout"},
     },
 )
 async def correct(
