@@ -1,14 +1,18 @@
 """Colour temperature in and out: the illuminant a correction neutralises, and re-rendering to a chosen light.
 
-Chromaticity, CCT, Duv and chromatic adaptation come from ``colour-science`` (Ohno 2013 CCT <-> uv, the Bradford
-von Kries transform, the sRGB primaries); nothing here re-derives them. Every matrix acts on linear sRGB (D65).
+Chromaticity, CCT, Duv and chromatic adaptation come from ``colour-science`` (Ohno 2013 CCT <-> uv, the von Kries
+transform on Hunt-Pointer-Estevez cones, the sRGB primaries); nothing here re-derives them. Every matrix acts on
+linear sRGB (D65).
 
 **Re-rendering to K.** The model's neutral output is taken as the photo shot with the white balance set to
 ``REFERENCE_KELVIN`` (the CCT of D65, tint 0). A camera set to K instead assumes the light was the Planckian
-light of K (shifted by ``tint``) and adapts that to white; relative to the neutral output that is the Bradford
-adaptation from the light of K to the reference light::
+light of K (shifted by ``tint``) and adapts that to white; relative to the neutral output that is the chromatic
+adaptation ``CAT_TRANSFORM`` from the light of K to the reference light::
 
-    T_K = XYZ_to_sRGB @ Bradford(white of K -> white of REFERENCE_KELVIN) @ sRGB_to_XYZ
+    T_K = XYZ_to_sRGB @ CAT(white of K -> white of REFERENCE_KELVIN) @ sRGB_to_XYZ
+
+Cameras do it with gains on their raw channels; of colour's transforms, von Kries's broad cones come closest
+to 15 cameras' own renders at every temperature (``python -m model.training.temperature_report``).
 
 So a setting below the reference makes the photo bluer (a camera set to 3000 K renders daylight blue) and one
 above makes it warmer; ``T_REFERENCE_KELVIN`` is the identity. ``tint`` is in the units of photo editors
@@ -74,6 +78,9 @@ warnings.filterwarnings(
 KELVIN_RANGE = (2000.0, 12000.0)
 TINT_RANGE = (-150.0, 150.0)
 TINT_PER_DUV = 3000.0
+#: The chromatic adaptation that renders a white-balance setting: of colour's transforms, the one closest to cameras'
+#: own renders (their colour matrix times raw gains; ``python -m model.training.temperature_report``, docs/api.md).
+CAT_TRANSFORM = "Von Kries"
 #: The Rendered WB dataset's camera presets, in kelvin.
 PRESETS = {"tungsten": 2850.0, "fluorescent": 3800.0, "daylight": 5500.0, "cloudy": 6500.0, "shade": 7500.0}
 
@@ -97,7 +104,7 @@ def planckian_xy(kelvin: float, tint: float = 0.0) -> np.ndarray:
 def _temperature_matrix(kelvin: float, tint: float) -> np.ndarray:
     source = colour.xy_to_XYZ(planckian_xy(kelvin, tint))
     target = colour.xy_to_XYZ(planckian_xy(REFERENCE_KELVIN))
-    cat = colour.adaptation.matrix_chromatic_adaptation_VonKries(source, target, transform="Bradford")
+    cat = colour.adaptation.matrix_chromatic_adaptation_VonKries(source, target, transform=CAT_TRANSFORM)
     m = SRGB.matrix_XYZ_to_RGB @ cat @ SRGB.matrix_RGB_to_XYZ
     m.flags.writeable = False
     return m
