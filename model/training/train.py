@@ -293,7 +293,9 @@ def main(argv: list[str] | None = None) -> Path:
         if out_of_time(cfg, started, proc):
             proc.log(f"stopping after epoch {epoch + 1}: --max-minutes {cfg.max_minutes} reached")
             break
-    if proc.distributed:
+    if proc.distributed:  # a rank once aborted at exit (SIGABRT) under load: tear down in order, together
+        del net  # DDP's reducer holds work on the group: gone before the group is
+        dist.barrier()
         dist.destroy_process_group()
     proc.log(f"best selection score {best:.3f}; checkpoints in {run}")
     return run
