@@ -26,7 +26,10 @@ white point are added to that sum as they are (the white point anchored): the
 head then learns corrections to a direct illuminant estimate instead of finding it.
 With ``dead_zone`` = t > 0, ``M`` becomes ``I + d^2 / (d^2 + t^2) (M - I)``, ``d`` the distance
 of the neutralised white from neutral in log-chroma: a correction smaller than the estimator's
-typical error on balanced photos fades out (do no harm), a large one is kept.
+typical error on balanced photos fades out (do no harm), a large one is kept. ``cast_scale`` multiplies
+the log gains (the estimated cast) before their bound: a squared loss teaches the head to stop short
+of large casts it is unsure of, and a scale chosen after training on held-out cameras' renders
+(``scripts/calibrate.py``) undoes the part of that shortfall that costs more than it saves.
 Every output layer of the head starts at
 zero, so an untrained head is the identity; ``M`` is scaled so that the
 estimated illuminant keeps its luminance.
@@ -68,6 +71,7 @@ class WBVAEConfig:
     gate_base: bool = True  # the cast probability also scales the global combination
     anchor_white: bool = False  # gains start from ChromaNet's white point; the head corrects it
     dead_zone: float = 0.0  # corrections whose white point lies this close to neutral (log-chroma) fade out
+    cast_scale: float = 1.0  # the estimated log gains are scaled by this (set after training, like dead_zone)
     full_matrix: bool = (
         False  # the 3x3 residual is a free mapping (bound max_delta), not scaled by the cast probability
     )
@@ -235,7 +239,7 @@ class WBVAE(nn.Module):
             log_g = log_g + (p * base if cfg.gate_base else base)
         if cfg.anchor_white and self.chroma_net is not None:
             log_g = log_g + (p * log_gains[:, -1] if cfg.gate_base else log_gains[:, -1])
-        log_g = cfg.max_log_gain * torch.tanh(log_g / cfg.max_log_gain)
+        log_g = cfg.max_log_gain * torch.tanh(cfg.cast_scale * log_g / cfg.max_log_gain)
         delta = cfg.max_delta * torch.tanh(delta.view(-1, 3, 3))
         if not cfg.full_matrix:
             delta = delta * p[..., None]

@@ -1,9 +1,9 @@
-"""Write a run's chosen checkpoint as the served default, with its dead zone and its model card.
+"""Write a run's chosen checkpoint as the served default, with its dead zone, cast scale and model card.
 
-    python scripts/package_default.py runs/NAME/best.pt --dead-zone 0.06 --command "..." \
+    python scripts/package_default.py runs/NAME/best.pt --dead-zone 0.06 [--cast-scale 1.2] --command "..." \
         --hardware "2-core CPU" [--out model/checkpoints/default.pt]
 
-Keeps the weights and architecture, sets ``dead_zone`` (``scripts/calibrate_dead_zone.py``),
+Keeps the weights and architecture, sets ``dead_zone`` and ``cast_scale`` (``scripts/calibrate.py``),
 drops the optimizer state, and records in ``meta`` what the checkpoint was trained on: the
 training data's names and terms travel with the weights.
 """
@@ -30,12 +30,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--dead-zone", type=float, required=True)
+    p.add_argument("--cast-scale", type=float, default=1.0)
     p.add_argument("--command", required=True, help="the training command")
     p.add_argument("--hardware", required=True)
     p.add_argument("--out", type=Path, default=Path("model/checkpoints/default.pt"))
     a = p.parse_args()
     model, meta = load_model(a.checkpoint)
-    model.config.dead_zone = a.dead_zone
+    model.config.dead_zone, model.config.cast_scale = a.dead_zone, a.cast_scale
     card = {
         "trained_on": TRAINING_DATA,
         "command": a.command,
@@ -47,8 +48,9 @@ def main() -> None:
         "train_config": meta.get("train_config"),
     }
     save_checkpoint(a.out, model, **card)
-    print(f"wrote {a.out} ({a.out.stat().st_size / 2**20:.1f} MB), dead_zone {a.dead_zone}")
-    assert torch.load(a.out, weights_only=True)["model_args"]["dead_zone"] == a.dead_zone
+    print(f"wrote {a.out} ({a.out.stat().st_size / 2**20:.1f} MB), dead_zone {a.dead_zone}, cast_scale {a.cast_scale}")
+    args = torch.load(a.out, weights_only=True)["model_args"]
+    assert (args["dead_zone"], args["cast_scale"]) == (a.dead_zone, a.cast_scale)
 
 
 if __name__ == "__main__":

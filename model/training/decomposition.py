@@ -10,7 +10,11 @@ For each pair (input, ground truth) this scores, at full resolution:
   floors it measures the **family**;
 - ``floor_diagonal``, ``floor_3x3``, ``floor_polynomial``: the best mapping of each family fitted to
   the ground truth (cheating on purpose: the family's floor): a gain per channel and a full 3x3 in
-  linear sRGB, and the 11-term polynomial on sRGB values (R G B RG RB GB R² G² B² RGB 1).
+  linear sRGB, and the 11-term polynomial on sRGB values (R G B RG RB GB R² G² B² RGB 1);
+- ``reach`` (not a dE2000): how much of the cast the model's white point covers, along the cast: the
+  projection of its log-chroma (log R/G, log B/G) on the fitted diagonal's, over the latter's squared
+  length (1: the whole cast, 0.5: half of it, above 1: too far); NaN where the cast is under
+  ``MIN_REACH_CAST``, too small for a ratio.
 
 Fits use the pixels unclipped in both images (every channel < 250) and valid under the mask.
 """
@@ -35,6 +39,7 @@ TITLES = {
     "floor_polynomial": "best 11-term polynomial (fitted)",
 }
 _FIT_LEVEL = 250
+MIN_REACH_CAST = 0.05  # log-chroma length of the fitted cast under which ``reach`` is NaN
 
 
 def _fit_pixels(inp: np.ndarray, gt: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -99,14 +104,29 @@ def decompose_pair(corrector, inp: np.ndarray, gt: np.ndarray, valid: np.ndarray
         "own_diagonal": delta_e2000(apply_matrix(inp, white_point_diagonal(correction.matrix)), gt, valid),
         "own": delta_e2000(correction.map_rows(inp), gt, valid),
     }
-    row["floor_diagonal"] = delta_e2000(
-        apply_matrix(inp, fitted_diagonal(inp, gt, valid), protect_highlights=False), gt, valid
-    )
+    floor_diagonal = fitted_diagonal(inp, gt, valid)
+    row["floor_diagonal"] = delta_e2000(apply_matrix(inp, floor_diagonal, protect_highlights=False), gt, valid)
     row["floor_3x3"] = delta_e2000(
         apply_matrix(inp, fitted_matrix(inp, gt, valid), protect_highlights=False), gt, valid
     )
     row["floor_polynomial"] = delta_e2000(apply_polynomial(inp, fitted_polynomial(inp, gt, valid)), gt, valid)
+    row["white_own"], row["white_true"] = _white_log_chroma(correction.matrix), _white_log_chroma(floor_diagonal)
+    row["reach"] = cast_reach(correction.matrix, floor_diagonal)
     return row
+
+
+def _white_log_chroma(matrix: np.ndarray) -> np.ndarray:
+    """log(R/G), log(B/G) of the colour ``matrix`` maps to neutral."""
+    white = np.linalg.solve(np.asarray(matrix, dtype=np.float64), np.ones(3))
+    white = np.maximum(white, 1e-9)
+    return np.log([white[0] / white[1], white[2] / white[1]])
+
+
+def cast_reach(matrix: np.ndarray, truth: np.ndarray) -> float:
+    """The share of ``truth``'s cast (its white point's log-chroma) that ``matrix``'s white point covers."""
+    own, true = _white_log_chroma(matrix), _white_log_chroma(truth)
+    length2 = float(true @ true)
+    return float(own @ true / length2) if length2 >= MIN_REACH_CAST**2 else float("nan")
 
 
 def decompose(corrector, frames: Iterable[tuple[str, np.ndarray, np.ndarray, np.ndarray]]) -> list[dict]:
@@ -114,16 +134,30 @@ def decompose(corrector, frames: Iterable[tuple[str, np.ndarray, np.ndarray, np.
     return [{"name": name, **decompose_pair(corrector, inp, gt, valid)} for name, inp, gt, valid in frames]
 
 
+def _percent(share: float) -> str:
+    return f"{100 * share:.0f} %" if np.isfinite(share) else "–"
+
+
 def decomposition_table(rows: Sequence[dict], title: str = "") -> str:
     """Markdown: one row per pair, then the mean, and the two gaps (estimate, family) in words."""
-    head = "| pair | " + " | ".join(TITLES[c] for c in COLUMNS) + " |"
+    head = "| pair | " + " | ".join(TITLES[c] for c in COLUMNS) + " | cast reached |"
     lines = [f"### {title}", ""] if title else []
-    lines += [head, "| --- |" + " ---: |" * len(COLUMNS)]
+    lines += [head, "| --- |" + " ---: |" * (len(COLUMNS) + 1)]
     for r in rows:
-        lines.append(f"| {r['name']} | " + " | ".join(f"{r[c]:.2f}" for c in COLUMNS) + " |")
+        lines.append(f"| {r['name']} | " + " | ".join(f"{r[c]:.2f}" for c in COLUMNS) + f" | {_percent(r['reach'])} |")
     means = {c: float(np.mean([r[c] for r in rows])) for c in COLUMNS}
-    lines.append("| **mean** | " + " | ".join(f"**{means[c]:.2f}**" for c in COLUMNS) + " |")
+    reaches = [r["reach"] for r in rows if np.isfinite(r["reach"])]
+    median_reach = _percent(float(np.median(reaches)) if reaches else float("nan"))
+    lines.append(
+        "| **mean** | " + " | ".join(f"**{means[c]:.2f}**" for c in COLUMNS) + f" | **{median_reach}** (median) |"
+    )
+    own = np.array([r["white_own"] for r in rows])
+    true = np.array([r["white_true"] for r in rows])
+    scale = float((own * true).sum() / max(float((own * own).sum()), 1e-12))
     lines += [
+        "",
+        f"Least-squares scale from the model's white points to the fitted ones (log-chroma): {scale:.2f} "
+        "(1: no single gain on the estimate helps).",
         "",
         f"Estimate gap (own white point as a diagonal - best diagonal): "
         f"{means['own_diagonal'] - means['floor_diagonal']:+.2f}; family gain (own white point as a diagonal "

@@ -88,3 +88,25 @@ def test_bad_checkpoints_name_the_path(tmp_path):
     torch.save({"weights": torch.zeros(1)}, foreign)
     with pytest.raises(ValueError, match="foreign.pt.*not a wbvae checkpoint"):
         load_model(foreign)
+
+
+def test_cast_scale_multiplies_the_estimated_cast_and_1_is_the_old_head():
+    """``cast_scale`` scales the log gains before their bound: the white point's log-chroma distance grows by the
+    scale (tanh is near linear there); a checkpoint saved before the field existed loads with 1 (the old head)."""
+    import numpy as np
+
+    from model.corrector import DEFAULT_CHECKPOINT, Corrector
+
+    model, _ = load_model(DEFAULT_CHECKPOINT)
+    args = {k: v for k, v in model.config.to_dict().items() if k != "cast_scale"}
+    assert WBVAEConfig.from_dict(args).cast_scale == 1.0
+    rng = np.random.default_rng(0)
+    scene = rng.uniform(0.2, 0.9, (12, 16, 3)) * np.array([1.0, 0.85, 0.7])  # a warm cast on flat patches
+    photo = (np.kron(scene, np.ones((20, 20, 1))) * 255).astype(np.uint8)
+    model.config.dead_zone = 0.0
+    distance = {}
+    for scale in (1.0, 1.2):
+        model.config.cast_scale = scale
+        distance[scale] = Corrector(model, torch.device("cpu")).estimate(photo).white_distance
+    assert distance[1.0] > 0.1
+    assert distance[1.2] == pytest.approx(1.2 * distance[1.0], rel=0.03)

@@ -74,10 +74,16 @@ def test_decompose_pair_and_table():
     truth = np.diag([1.2, 1.0, 0.8])
     gt = _mapped(inp, truth)
     row = decompose_pair(_Fixed(np.linalg.inv(np.diag([1 / 1.2, 1.0, 1 / 0.8])) * 1.0), inp, gt, valid)
-    assert set(row) == set(COLUMNS)
+    assert set(row) == {*COLUMNS, "reach", "white_own", "white_true"}
+    assert abs(row["reach"] - 1.0) < 0.05  # the model's white point is the whole cast
     assert row["own"] < 1.0 and row["own_diagonal"] < 1.0 and row["none"] > 3.0  # the right matrix
     assert row["floor_diagonal"] < 1.0
     identity = decompose_pair(_Fixed(np.eye(3)), inp, gt, valid)
-    assert abs(identity["own"] - identity["none"]) < 1e-6
+    assert abs(identity["own"] - identity["none"]) < 1e-6 and abs(identity["reach"]) < 1e-6
+    half = decompose_pair(_Fixed(np.diag([1.2, 1.0, 0.8]) ** 0.5), inp, gt, valid)
+    assert abs(half["reach"] - 0.5) < 0.05  # half the gains in log: half the cast
+    assert np.isnan(decompose_pair(_Fixed(np.eye(3)), inp, inp, valid)["reach"])  # no cast: no ratio
     table = decomposition_table([{"name": "a", **row}, {"name": "b", **identity}], "t")
     assert "| **mean** |" in table and "Estimate gap" in table and table.count("\n| a |") == 1
+    assert "| 100 % |" in table and "| 0 % |" in table and "| **50 %** (median) |" in table
+    assert "Least-squares scale from the model's white points to the fitted ones (log-chroma): 1.0" in table
