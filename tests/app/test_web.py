@@ -114,8 +114,11 @@ def test_upload_see_result_and_download_png(server, browser, wild_photo):
     after = browser.find_element(By.ID, "after")
     assert browser.execute_script("return arguments[0].naturalWidth", after) == width
 
-    if os.environ.get("WBVAE_PAGE_SCREENSHOT"):  # how the README's docs/web-page.jpg is made
+    if os.environ.get("WBVAE_PAGE_SCREENSHOT"):  # how the README's docs/web-page.jpg is made: the whole page
+        size = browser.get_window_size()
+        browser.set_window_size(size["width"], browser.execute_script("return document.body.scrollHeight") + 120)
         shot = Image.open(io.BytesIO(browser.get_screenshot_as_png())).convert("RGB")
+        browser.set_window_size(size["width"], size["height"])
         shot.resize((shot.width * 3 // 4, shot.height * 3 // 4), Image.Resampling.LANCZOS).save(
             os.environ["WBVAE_PAGE_SCREENSHOT"], quality=82, optimize=True
         )
