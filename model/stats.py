@@ -132,6 +132,11 @@ def chroma_bin_centres() -> np.ndarray:
     return (-CHROMA_RANGE + step * (np.arange(CHROMA_BINS) + 0.5)).astype(np.float32)
 
 
+def _painted_white(small: np.ndarray, clipped: np.ndarray) -> np.ndarray:
+    """A copy of uint8 ``small`` (H, W, 3) with the pixels under the clip mask (H, W) set to 255."""
+    return np.where(clipped[..., None], np.uint8(255), small)
+
+
 def analyse_small(small: np.ndarray, clipped: np.ndarray, luma_weighted: bool = False) -> Analysis:
     """Cues from a small uint8 copy and its clip mask (see ``downsample``); ``luma_weighted``: the
     pixel histogram for ChromaNet counts pixels by luminance.
@@ -139,7 +144,7 @@ def analyse_small(small: np.ndarray, clipped: np.ndarray, luma_weighted: bool = 
     Pixels under the mask count as white (255): a copy whose clipped blocks are painted white marks
     itself, so a client's thumbnail made that way (``docs/api.md``) is analysed exactly like the photo.
     """
-    small = np.where(clipped[..., None], np.uint8(255), small)
+    small = _painted_white(small, clipped)
     lin = _SRGB_TO_LINEAR_LUT[small]  # (h, w, 3) float32
     luma = lin @ _LUMA
     valid = ~clipped & (luma > DARK_LUMA)
@@ -179,8 +184,7 @@ def thumbnail(img: np.ndarray) -> np.ndarray:
     The analysis reads the photo only through this copy, so this copy (``docs/api.md`` shows it in
     numpy) is analysed exactly like the photo: the clip mask survives as the white it paints.
     """
-    small, clipped = downsample(img, THUMBNAIL_SIZE)
-    return np.where(clipped[..., None], np.uint8(255), small)
+    return _painted_white(*downsample(img, THUMBNAIL_SIZE))
 
 
 def analyse(img: np.ndarray, stats_size: int = STATS_SIZE, luma_weighted: bool = False) -> Analysis:

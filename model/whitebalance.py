@@ -61,6 +61,7 @@ __all__ = [
     "TINT_RANGE",
     "TINT_PER_DUV",
     "Illuminant",
+    "adaptation_matrix",
     "illuminant_of",
     "planckian_xy",
     "temperature_matrix",
@@ -101,10 +102,12 @@ def planckian_xy(kelvin: float, tint: float = 0.0) -> np.ndarray:
 
 
 @lru_cache(maxsize=256)
-def _temperature_matrix(kelvin: float, tint: float) -> np.ndarray:
+def adaptation_matrix(kelvin: float, tint: float = 0.0, transform: str = CAT_TRANSFORM) -> np.ndarray:
+    """(3, 3) linear sRGB, read-only: colour's von Kries-type ``transform`` from the Planckian light of ``kelvin``
+    (moved by ``tint``) to that of ``REFERENCE_KELVIN``, no range check (``temperature_matrix`` has one)."""
     source = colour.xy_to_XYZ(planckian_xy(kelvin, tint))
     target = colour.xy_to_XYZ(planckian_xy(REFERENCE_KELVIN))
-    cat = colour.adaptation.matrix_chromatic_adaptation_VonKries(source, target, transform=CAT_TRANSFORM)
+    cat = colour.adaptation.matrix_chromatic_adaptation_VonKries(source, target, transform=transform)
     m = SRGB.matrix_XYZ_to_RGB @ cat @ SRGB.matrix_RGB_to_XYZ
     m.flags.writeable = False
     return m
@@ -120,7 +123,7 @@ def temperature_matrix(kelvin: float, tint: float = 0.0) -> np.ndarray:
         raise ValueError(f"temperature must lie in [{lo:g}, {hi:g}] K, got {kelvin}")
     if not (math.isfinite(tint) and TINT_RANGE[0] <= tint <= TINT_RANGE[1]):
         raise ValueError(f"tint must lie in [{TINT_RANGE[0]:g}, {TINT_RANGE[1]:g}], got {tint}")
-    return _temperature_matrix(float(kelvin), float(tint))
+    return adaptation_matrix(float(kelvin), float(tint))
 
 
 @dataclass(frozen=True)
@@ -128,9 +131,8 @@ class Illuminant:
     """A light's chromaticity (CIE 1931 xy), correlated colour temperature (K) and Duv (Ohno 2013)."""
 
     xy: tuple[float, float] | None  # None (and so CCT and Duv) where the estimate is not a light colour
-    cct: (
-        float | None
-    )  # also None where a channel of the estimate is not positive, or off ``CCT_DOMAIN``/``MAX_ABS_DUV``
+    # cct is also None where a channel of the estimate is not positive, or off ``CCT_DOMAIN`` / ``MAX_ABS_DUV``
+    cct: float | None
     duv: float | None
 
 

@@ -110,21 +110,20 @@ def decompose_pair(corrector, inp: np.ndarray, gt: np.ndarray, valid: np.ndarray
         apply_matrix(inp, fitted_matrix(inp, gt, valid), protect_highlights=False), gt, valid
     )
     row["floor_polynomial"] = delta_e2000(apply_polynomial(inp, fitted_polynomial(inp, gt, valid)), gt, valid)
-    row["white_own"], row["white_true"] = _white_log_chroma(correction.matrix), _white_log_chroma(floor_diagonal)
-    row["reach"] = cast_reach(correction.matrix, floor_diagonal)
+    row["white_own"], row["white_true"] = white_log_chroma(correction.matrix), white_log_chroma(floor_diagonal)
+    row["reach"] = cast_reach(row["white_own"], row["white_true"])
     return row
 
 
-def _white_log_chroma(matrix: np.ndarray) -> np.ndarray:
+def white_log_chroma(matrix: np.ndarray) -> np.ndarray:
     """log(R/G), log(B/G) of the colour ``matrix`` maps to neutral."""
     white = np.linalg.solve(np.asarray(matrix, dtype=np.float64), np.ones(3))
     white = np.maximum(white, 1e-9)
     return np.log([white[0] / white[1], white[2] / white[1]])
 
 
-def cast_reach(matrix: np.ndarray, truth: np.ndarray) -> float:
-    """The share of ``truth``'s cast (its white point's log-chroma) that ``matrix``'s white point covers."""
-    own, true = _white_log_chroma(matrix), _white_log_chroma(truth)
+def cast_reach(own: np.ndarray, true: np.ndarray) -> float:
+    """The share of the true cast that the model's covers, both as white points' log-chroma (``white_log_chroma``)."""
     length2 = float(true @ true)
     return float(own @ true / length2) if length2 >= MIN_REACH_CAST**2 else float("nan")
 

@@ -21,7 +21,7 @@ from skimage.color import deltaE_ciede2000, rgb2lab
 
 from model.colour import LUMA_709, linear_to_srgb
 from model.training.raw_renderer import DEFAULT_RAW_DIR, RawCamera, load_raw_cameras
-from model.whitebalance import CAT_TRANSFORM, REFERENCE_KELVIN, SRGB, colour, planckian_xy
+from model.whitebalance import CAT_TRANSFORM, REFERENCE_KELVIN, adaptation_matrix
 
 KELVINS = (2850, 3800, 5500, 7500, 10000)
 TRANSFORMS = ("Von Kries", "CAT16", "CMCCAT2000", "Bradford", "CAT02", "Fairchild", "Sharp", "XYZ Scaling")
@@ -39,11 +39,8 @@ def camera_render(camera: RawCamera, kelvin: float) -> np.ndarray:
 
 
 def transform_render(transform: str, kelvin: float) -> np.ndarray:
-    """(3, 3) linear sRGB: the same by ``colour``'s von Kries-type ``transform`` between Planckian whites."""
-    source = colour.xy_to_XYZ(planckian_xy(kelvin))
-    target = colour.xy_to_XYZ(planckian_xy(REFERENCE_KELVIN))
-    cat = colour.adaptation.matrix_chromatic_adaptation_VonKries(source, target, transform=transform)
-    return _white_luminance_kept(SRGB.matrix_XYZ_to_RGB @ cat @ SRGB.matrix_RGB_to_XYZ)
+    """(3, 3) linear sRGB: the same by ``colour``'s von Kries-type ``transform`` (what the service would serve)."""
+    return _white_luminance_kept(adaptation_matrix(kelvin, 0.0, transform))
 
 
 def distances(cameras: Sequence[RawCamera], colours: int = 500, seed: int = 0) -> dict[str, dict[int, float]]:
