@@ -20,7 +20,9 @@ combination of the estimates ("corrected moments", Finlayson, ICCV 2013),
 the content-independent base; ``a_k`` are per-image weights from the head
 on top of it, ``r`` a
 residual, ``delta`` a bounded 3x3 residual (nine free terms: with ``full_matrix`` the head owns
-it outright; otherwise it is scaled by ``p``) and ``p`` the predicted probability
+it outright; otherwise it is scaled by ``p``; with ``max_look`` > 0 it becomes ``bounded_look``, a
+look that keeps white and whose singular values stay within ``e^(+-max_look)``, so ``M`` is the white
+point's diagonal times a look that cannot turn a photo gray) and ``p`` the predicted probability
 that the photo has a cast at all. With ``anchor_white`` the gains of ChromaNet's
 white point are added to that sum as they are (the white point anchored): the
 head then learns corrections to a direct illuminant estimate instead of finding it.
@@ -75,6 +77,7 @@ class WBVAEConfig:
     full_matrix: bool = (
         False  # the 3x3 residual is a free mapping (bound max_delta), not scaled by the cast probability
     )
+    max_look: float = 0.0  # > 0: the residual is a bounded look, exp(A) with A 1 = 0 and |A|_F <= max_look
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -105,6 +108,21 @@ def vae_loss(
     rec = F.mse_loss(recon, target)
     kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1)).mean()
     return rec + beta * kl, rec, kl
+
+
+def bounded_look(delta: torch.Tensor, bound: float) -> torch.Tensor:
+    """(B, 3, 3) free terms -> looks ``exp(A)`` that keep white and cannot drain colour.
+
+    ``A`` is ``delta`` with each row's mean removed (``A 1 = 0``, so ``exp(A) 1 = 1``: white stays
+    white, the white point is the diagonal's alone), its Frobenius norm softly bounded by ``bound``
+    (``bound tanh(|A| / bound)``). Every singular value of ``exp(A)`` then lies in ``[e^-bound, e^bound]``:
+    no look can shrink a colour's distance from gray below ``e^-bound`` of itself or turn its hue by more
+    than ``bound`` radians, so the whole mapping never nears rank one.
+    """
+    a = delta - delta.mean(dim=2, keepdim=True)
+    norm = torch.linalg.matrix_norm(a).clamp(min=1e-8)[:, None, None]  # Frobenius
+    a = a * (bound * torch.tanh(norm / bound) / norm)
+    return torch.linalg.matrix_exp(a)
 
 
 class ChromaNet(nn.Module):
@@ -244,7 +262,8 @@ class WBVAE(nn.Module):
         if not cfg.full_matrix:
             delta = delta * p[..., None]
         eye = torch.eye(3, dtype=latent.dtype, device=latent.device)
-        matrix = (eye + delta) @ torch.diag_embed(log_g.exp())
+        look = bounded_look(delta, cfg.max_look) if cfg.max_look > 0 else eye + delta
+        matrix = look @ torch.diag_embed(log_g.exp())
         # Keep the luminance of the illuminant the gains neutralise.
         illuminant = (-log_g).exp()  # (B, 3)
         luma = LUMA.to(latent.device, latent.dtype)

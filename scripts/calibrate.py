@@ -19,7 +19,7 @@ import torch
 
 from model.corrector import Corrector, load_model
 from model.training.metrics import delta_e2000
-from model.training.raw_renderer import RawRenderConfig, RawRenderer, load_raw_cameras, split_cameras
+from model.training.raw_renderer import HELD_OUT_RENDERS, RawRenderConfig, RawRenderer, load_raw_cameras, split_cameras
 
 DEAD_ZONES = (0.0, 0.02, 0.04, 0.06, 0.08, 0.10)
 CAST_SCALES = (1.0, 1.1, 1.2, 1.3)
@@ -30,7 +30,7 @@ def main() -> None:
     p.add_argument("checkpoint")
     a = p.parse_args()
     _, held = split_cameras(load_raw_cameras())
-    r = RawRenderer(held, RawRenderConfig(augment=False, relight_rate=0.5))
+    r = RawRenderer(held, RawRenderConfig(**HELD_OUT_RENDERS, relight_rate=0.5))
     idx = np.linspace(0, len(r) - 1, 300).astype(int)
     frames = [r.render(int(i), np.random.default_rng([7, int(i)]))[:2] for i in idx]
     model, _ = load_model(a.checkpoint)

@@ -12,8 +12,10 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from model.training.raw_renderer import RawRenderConfig
 from model.vae import WBVAEConfig
 
+_RENDERS = RawRenderConfig()
 DEFAULT_CACHE = Path(os.environ.get("WBVAE_SOURCES", Path.home() / ".cache" / "wbvae" / "sources"))
 
 
@@ -48,10 +50,12 @@ class TrainConfig:
     procedural_rate: float = 0.2
     recolour_rate: float = 0.5
     relight_rate: float = 0.5
-    relight_daylight_rate: float = 0.0  # raw renders: share of relit scenes under daylight (4500-8000 K)
-    in_camera_rate: float = 0.0  # raw renders through an in-camera pipeline (one look renders both images)
-    exposure_min: float = 0.12  # raw renders: ground truth's mean linear luminance, log-uniform ...
-    exposure_max: float = 0.45  # ... between these (photos from phones and cameras: mostly 0.15-0.35)
+    # Raw renders (``RawRenderConfig``, whose defaults these are): the share of relit scenes under daylight,
+    # the share through an in-camera pipeline, the ground truth's mean linear luminance (log-uniform).
+    relight_daylight_rate: float = _RENDERS.relight_daylight_rate
+    in_camera_rate: float = _RENDERS.in_camera_rate
+    exposure_min: float = _RENDERS.exposure_range[0]
+    exposure_max: float = _RENDERS.exposure_range[1]
     val_fraction: float = 0.25
     val_size: int = 96
     seed: int = 0
@@ -85,6 +89,7 @@ _MODEL_FLAGS = (
     "luma_weighted_chroma",
     "full_matrix",
     "max_delta",
+    "max_look",
 )
 _OPTIONAL_TYPES = {"max_minutes": float, "resume": str, "folds": str, "init": str, "select_pairs": str}
 

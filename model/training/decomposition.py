@@ -14,7 +14,11 @@ For each pair (input, ground truth) this scores, at full resolution:
 - ``reach`` (not a dE2000): how much of the cast the model's white point covers, along the cast: the
   projection of its log-chroma (log R/G, log B/G) on the fitted diagonal's, over the latter's squared
   length (1: the whole cast, 0.5: half of it, above 1: too far); NaN where the cast is under
-  ``MIN_REACH_CAST``, too small for a ratio.
+  ``MIN_REACH_CAST``, too small for a ratio;
+- ``colour`` / ``colour_own_diagonal`` / ``singular_ratio`` (not dE2000): the own mapping's output
+  colourfulness (``model.training.metrics.colourfulness``) over the truth's and over the own white
+  point's diagonal output's, and its matrix's smallest singular value over its largest (near 0: near
+  rank one, every pixel drained toward one hue).
 
 Fits use the pixels unclipped in both images (every channel < 250) and valid under the mask.
 """
@@ -27,7 +31,7 @@ import numpy as np
 
 from model.colour import LUMA_709, srgb_to_linear
 from model.mapping import apply_matrix
-from model.training.metrics import delta_e2000
+from model.training.metrics import colourfulness, delta_e2000
 
 COLUMNS = ("none", "own_diagonal", "own", "floor_diagonal", "floor_3x3", "floor_polynomial")
 TITLES = {
@@ -37,6 +41,11 @@ TITLES = {
     "floor_diagonal": "best diagonal (fitted)",
     "floor_3x3": "best 3x3 (fitted)",
     "floor_polynomial": "best 11-term polynomial (fitted)",
+}
+COLOUR_TITLES = {
+    "colour, own / truth": "colour",
+    "colour, own / own diagonal": "colour_own_diagonal",
+    "singular values, least / largest": "singular_ratio",
 }
 _FIT_LEVEL = 250
 MIN_REACH_CAST = 0.05  # log-chroma length of the fitted cast under which ``reach`` is NaN
@@ -99,11 +108,16 @@ def white_point_diagonal(matrix: np.ndarray) -> np.ndarray:
 def decompose_pair(corrector, inp: np.ndarray, gt: np.ndarray, valid: np.ndarray) -> dict[str, float]:
     """Mean dE2000 of each column of ``COLUMNS`` on one pair (``corrector``: a ``model.corrector.Corrector``)."""
     correction = corrector.estimate(inp)
+    own_diagonal, own = apply_matrix(inp, white_point_diagonal(correction.matrix)), correction.map_rows(inp)
     row = {
         "none": delta_e2000(inp, gt, valid),
-        "own_diagonal": delta_e2000(apply_matrix(inp, white_point_diagonal(correction.matrix)), gt, valid),
-        "own": delta_e2000(correction.map_rows(inp), gt, valid),
+        "own_diagonal": delta_e2000(own_diagonal, gt, valid),
+        "own": delta_e2000(own, gt, valid),
     }
+    row["colour"] = colourfulness(own, valid) / max(colourfulness(gt, valid), 1e-6)
+    row["colour_own_diagonal"] = colourfulness(own, valid) / max(colourfulness(own_diagonal, valid), 1e-6)
+    sv = np.linalg.svd(np.asarray(correction.applied_matrix, np.float64), compute_uv=False)
+    row["singular_ratio"] = float(sv[-1] / sv[0])
     floor_diagonal = fitted_diagonal(inp, gt, valid)
     row["floor_diagonal"] = delta_e2000(apply_matrix(inp, floor_diagonal, protect_highlights=False), gt, valid)
     row["floor_3x3"] = delta_e2000(
@@ -139,16 +153,24 @@ def _percent(share: float) -> str:
 
 def decomposition_table(rows: Sequence[dict], title: str = "") -> str:
     """Markdown: one row per pair, then the mean, and the two gaps (estimate, family) in words."""
-    head = "| pair | " + " | ".join(TITLES[c] for c in COLUMNS) + " | cast reached |"
+    head = (
+        "| pair | " + " | ".join(TITLES[c] for c in COLUMNS) + " | cast reached | " + " | ".join(COLOUR_TITLES) + " |"
+    )
     lines = [f"### {title}", ""] if title else []
-    lines += [head, "| --- |" + " ---: |" * (len(COLUMNS) + 1)]
+    lines += [head, "| --- |" + " ---: |" * (len(COLUMNS) + 1 + len(COLOUR_TITLES))]
     for r in rows:
-        lines.append(f"| {r['name']} | " + " | ".join(f"{r[c]:.2f}" for c in COLUMNS) + f" | {_percent(r['reach'])} |")
+        colour = " | ".join(f"{r[c]:.2f}" for c in COLOUR_TITLES.values())
+        lines.append(
+            f"| {r['name']} | " + " | ".join(f"{r[c]:.2f}" for c in COLUMNS) + f" | {_percent(r['reach'])} | {colour} |"
+        )
     means = {c: float(np.mean([r[c] for r in rows])) for c in COLUMNS}
     reaches = [r["reach"] for r in rows if np.isfinite(r["reach"])]
     median_reach = _percent(float(np.median(reaches)) if reaches else float("nan"))
+    colour_means = " | ".join(f"**{np.mean([r[c] for r in rows]):.2f}**" for c in COLOUR_TITLES.values())
     lines.append(
-        "| **mean** | " + " | ".join(f"**{means[c]:.2f}**" for c in COLUMNS) + f" | **{median_reach}** (median) |"
+        "| **mean** | "
+        + " | ".join(f"**{means[c]:.2f}**" for c in COLUMNS)
+        + f" | **{median_reach}** (median) | {colour_means} |"
     )
     own = np.array([r["white_own"] for r in rows])
     true = np.array([r["white_true"] for r in rows])

@@ -57,8 +57,8 @@ from model.training.config import TrainConfig
 from model.training.decomposition import decompose, decomposition_table
 from model.training.emulator import _saturation_matrix
 from model.training.eval_sets import PairSpec, load_pair
-from model.training.metrics import METRICS, all_metrics, summarise
-from model.training.raw_renderer import RawRenderConfig, RawRenderer, angular_error
+from model.training.metrics import METRICS, all_metrics, colourfulness, hue_error, summarise
+from model.training.raw_renderer import HELD_OUT_RENDERS, RawRenderConfig, RawRenderer, angular_error
 from model.training.raw_report import raw_baseline_estimates
 from model.training.source_registry import source as data_source
 
@@ -82,9 +82,12 @@ Frame = tuple[str, np.ndarray, np.ndarray, np.ndarray]  # (name, input, truth, m
 MODEL_METHOD = "wbvae"
 DEEPWB_METHOD = "Deep WB (published)"
 METRIC_NAMES = tuple(METRICS)  # ("mse", "mae", "de2000", "de76")
+#: What a mean error does not see: output / truth colourfulness (Hasler & Suesstrunk 2003; 1 keeps the
+#: truth's colour, 0 is gray) and the hue error (degrees) of the pixels whose truth is chromatic.
+COLOUR_NAMES = ("colour", "hue")
 METRIC_TITLES = {"mse": "MSE", "mae": "MAE (degrees)", "de2000": "Delta E 2000", "de76": "Delta E 76"}
 DEEPWB_KEYS = {"mse": "MSE", "mae": "MAE", "de2000": "DeltaE2000", "de76": "DeltaE76"}
-CSV_FIELDS = ["method", "name", *METRIC_NAMES, "source", "seconds"]
+CSV_FIELDS = ["method", "name", *METRIC_NAMES, *COLOUR_NAMES, "source", "seconds"]
 
 
 def _progress(items: Iterable, desc: str, enabled: bool) -> Iterable:
@@ -101,7 +104,7 @@ def evaluate_frames(frames: Iterable[Frame], correctors: Mapping[str, Corrector]
     """Score every corrector on already-loaded frames ``(name, input, truth, mask)``.
 
     Returns one record per (frame, method): ``method, name, mse, mae, de2000,
-    de76, source, seconds`` (``seconds``: the corrector's wall time).
+    de76, colour, hue, source, seconds`` (``seconds``: the corrector's wall time; ``COLOUR_NAMES``).
     """
     records = []
     for name, inp, truth, mask in frames:
@@ -112,8 +115,17 @@ def evaluate_frames(frames: Iterable[Frame], correctors: Mapping[str, Corrector]
             if not isinstance(out, np.ndarray) or out.dtype != np.uint8 or out.shape != inp.shape:
                 got = f"{type(out).__name__} {getattr(out, 'dtype', '')} {getattr(out, 'shape', '')}"
                 raise ValueError(f"corrector {method!r} on {name}: expected uint8 {inp.shape}, got {got}")
+            colour = colourfulness(out, mask) / max(colourfulness(truth, mask), 1e-6)
             records.append(
-                {"method": method, "name": name, **all_metrics(out, truth, mask), "source": source, "seconds": seconds}
+                {
+                    "method": method,
+                    "name": name,
+                    **all_metrics(out, truth, mask),
+                    "colour": colour,
+                    "hue": hue_error(out, truth, mask),
+                    "source": source,
+                    "seconds": seconds,
+                }
             )
     return records
 
@@ -145,7 +157,7 @@ def illuminant_errors(
     input's white ``M^-1 @ 1``, taken back to camera RGB through the render's own style, colour
     matrix and preset gains. The tone curve maps neutral to neutral, so it drops out.
     """
-    renderer = RawRenderer(held, RawRenderConfig(augment=False, relight_rate=0.0, neutral_rate=0.0))
+    renderer = RawRenderer(held, RawRenderConfig(**HELD_OUT_RENDERS, relight_rate=0.0, neutral_rate=0.0))
     errors: dict[str, list[float]] = {}
     for index in np.linspace(0, len(renderer) - 1, count).astype(int):
         cam_no, cap_no = renderer.locate(int(index))
@@ -226,6 +238,22 @@ def markdown_summary(records: Sequence[dict], title: str = "") -> str:
                 f"| {method} | {s['n']} | {v['mean']:.2f} | {v['q1']:.2f} | {v['median']:.2f} | {v['q3']:.2f} |"
             )
         lines.append("")
+    lines += [
+        "### Colour",
+        "",
+        "| method | n | output / truth colourfulness, mean | least | hue error of chromatic pixels (degrees) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    by_method: dict[str, list[dict]] = {}
+    for r in records:
+        if "colour" in r:
+            by_method.setdefault(r["method"], []).append(r)
+    for method, rs in by_method.items():
+        colour = [r["colour"] for r in rs]
+        hue = [r["hue"] for r in rs if np.isfinite(r["hue"])]
+        hue_text = f"{np.mean(hue):.1f}" if hue else "–"
+        lines.append(f"| {method} | {len(rs)} | {np.mean(colour):.2f} | {np.min(colour):.2f} | {hue_text} |")
+    lines.append("")
     return "\n".join(lines)
 
 

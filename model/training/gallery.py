@@ -1,9 +1,10 @@
 """The README's figures: ``python -m model.training.gallery``.
 
 - ``gallery.png``: one column per photo, rows input / corrected, downscaled, each
-  corrected photo labelled with the model's cast probability. The correction is
-  estimated on the full-size photo (as the service does) and applied to the small
-  copy.
+  corrected photo labelled with the model's cast probability and the colour it keeps
+  (``colour_kept``: its colourfulness over that of its own white point applied as a plain
+  diagonal; below 0.7 the photo is drained toward gray). The correction is estimated on the
+  full-size photo (as the service does) and applied, as served, to the small copy.
 - ``temperatures.png``: one photo (``TEMPERATURE_PHOTO``, a warm-cast white cat) in a row: the input, the
   neutral correction, then the same correction rendered at the five camera presets (tungsten 2850 K …
   shade 7500 K), as ``POST /correct?temperature=K`` and the web page's Light slider render it.
@@ -28,8 +29,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageCms, ImageDraw, ImageFont, ImageOps
 
-from model.corrector import DEFAULT_CHECKPOINT, Corrector
+from model.corrector import DEFAULT_CHECKPOINT, Correction, Corrector
 from model.mapping import apply_matrix
+from model.training.decomposition import white_point_diagonal
+from model.training.metrics import colourfulness
 from model.whitebalance import PRESETS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -94,7 +97,10 @@ def render_gallery(photos: list[Path], corrector: Corrector, out: Path, tile_hei
         rgb = load_photo(path)
         correction = corrector.estimate(rgb)
         small = _downscaled(rgb, tile_height)
-        columns.append((small, apply_matrix(small, correction.matrix), correction.cast_probability))
+        after = correction.map_rows(small)
+        columns.append(
+            (small, after, f"cast {correction.cast_probability:.2f}, colour {colour_kept(small, correction):.2f}")
+        )
     width = LABEL_WIDTH + sum(c[0].shape[1] + GAP for c in columns)
     height = 2 * (tile_height + CAPTION_HEIGHT + GAP)
     sheet = Image.new("RGB", (width, height), "white")
@@ -104,14 +110,22 @@ def render_gallery(photos: list[Path], corrector: Corrector, out: Path, tile_hei
         y = row * (tile_height + CAPTION_HEIGHT + GAP)
         draw.text((8, y + tile_height // 2), label, fill="black", font=font)
         x = LABEL_WIDTH
-        for before, after, p in columns:
+        for before, after, caption in columns:
             sheet.paste(Image.fromarray(before if row == 0 else after), (x, y))
             if row == 1:
-                draw.text((x + 4, y + tile_height + 3), f"cast probability {p:.2f}", fill="black", font=font)
+                draw.text((x + 4, y + tile_height + 3), caption, fill="black", font=font)
             x += before.shape[1] + GAP
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out, optimize=True)
     return out
+
+
+def colour_kept(rgb: np.ndarray, correction: Correction) -> float:
+    """The served output's colourfulness over that of the correction's own white point applied as a plain
+    diagonal (``decomposition.white_point_diagonal``): 1 keeps the colour a pure white balance gives, near 0
+    is a gray photo."""
+    diagonal = apply_matrix(rgb, white_point_diagonal(correction.applied_matrix))
+    return colourfulness(correction.map_rows(rgb)) / max(colourfulness(diagonal), 1e-6)
 
 
 def _downscaled(rgb: np.ndarray, tile_height: int) -> np.ndarray:

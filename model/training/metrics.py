@@ -29,7 +29,21 @@ from collections.abc import Iterable
 import numpy as np
 from skimage.color import deltaE_cie76, deltaE_ciede2000, rgb2lab
 
-__all__ = ["CHUNK_PIXELS", "mse", "mae", "delta_e2000", "delta_e76", "all_metrics", "summarise", "METRICS"]
+__all__ = [
+    "CHUNK_PIXELS",
+    "CLIPPED_LEVEL",
+    "CRUSHED_LEVEL",
+    "METRICS",
+    "all_metrics",
+    "clipped_or_crushed",
+    "colourfulness",
+    "delta_e2000",
+    "delta_e76",
+    "hue_error",
+    "mae",
+    "mse",
+    "summarise",
+]
 
 CHUNK_PIXELS = 1 << 19  # pixels per chunk (~12 MB per float64 (n, 3) array)
 
@@ -131,3 +145,50 @@ def summarise(values: Iterable[float]) -> dict[str, float]:
         raise ValueError("summarise() needs at least one value")
     q1, q2, q3 = np.percentile(v, [25, 50, 75])
     return {"mean": float(v.mean()), "q1": float(q1), "median": float(q2), "q3": float(q3)}
+
+
+# --------------------------------------------------------------------------
+# Colour: what a mean error does not see (issue "Keep the colour", docs/accuracy.md).
+
+CLIPPED_LEVEL = 250  # a pixel with a channel at or above this level was clipped ...
+CRUSHED_LEVEL = 3  # ... at or below this, crushed
+
+
+def clipped_or_crushed(img: np.ndarray) -> np.ndarray:
+    """(H, W) bool: pixels of uint8 ``img`` with a channel at or above ``CLIPPED_LEVEL`` or at or below
+    ``CRUSHED_LEVEL`` (their colour is lost: a loss or a fit must not learn from them)."""
+    img = np.asarray(img)
+    return (img.max(axis=-1) >= CLIPPED_LEVEL) | (img.min(axis=-1) <= CRUSHED_LEVEL)
+
+
+def colourfulness(img: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Colourfulness of uint8 sRGB ``img`` (Hasler & Suesstrunk 2003, eq. 3): with ``rg = R - G`` and
+    ``yb = (R + G) / 2 - B``, ``sqrt(var rg + var yb) + 0.3 sqrt(mean rg^2 + mean yb^2)`` over ``mask``.
+    0 for a gray image; about 30-60 for typical photos."""
+    px = np.asarray(img, dtype=np.float64).reshape(-1, 3)
+    if mask is not None:
+        px = px[np.asarray(mask, dtype=bool).reshape(-1)]
+    if len(px) == 0:
+        return 0.0
+    rg = px[:, 0] - px[:, 1]
+    yb = 0.5 * (px[:, 0] + px[:, 1]) - px[:, 2]
+    return float(np.sqrt(rg.var() + yb.var()) + 0.3 * np.sqrt(rg.mean() ** 2 + yb.mean() ** 2))
+
+
+def hue_error(
+    corrected: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = None, min_chroma: float = 15.0
+) -> float:
+    """Mean absolute CIELab hue-angle difference (degrees) over the pixels whose truth is chromatic
+    (C*ab >= ``min_chroma``): does orange stay orange. NaN when no pixel is chromatic."""
+    valid = _check(corrected, truth, mask)
+    total, count = 0.0, 0
+    for c, t in _chunks(corrected, truth, valid):
+        lab_c, lab_t = rgb2lab(c), rgb2lab(t)
+        chromatic = np.hypot(lab_t[:, 1], lab_t[:, 2]) >= min_chroma
+        if not chromatic.any():
+            continue
+        h_c = np.arctan2(lab_c[chromatic, 2], lab_c[chromatic, 1])
+        h_t = np.arctan2(lab_t[chromatic, 2], lab_t[chromatic, 1])
+        total += float(np.degrees(np.abs(np.angle(np.exp(1j * (h_c - h_t))))).sum())
+        count += int(chromatic.sum())
+    return total / count if count else float("nan")

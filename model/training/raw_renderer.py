@@ -418,7 +418,7 @@ class RawRenderConfig:
     relight_kelvin: tuple[float, float] = (2300.0, 8000.0)
     relight_tint_sigma: float = 0.002
     #: share of relit scenes whose light is daylight (``daylight_kelvin``), as most photos are
-    relight_daylight_rate: float = 0.0
+    relight_daylight_rate: float = 0.6
     daylight_kelvin: tuple[float, float] = (4500.0, 8000.0)
     #: presets (keys of ``emulator.PRESETS``) of cast pairs
     preset_probs: dict[str, float] = field(default_factory=lambda: {"T": 0.2, "F": 0.2, "D": 0.2, "C": 0.2, "S": 0.2})
@@ -428,13 +428,23 @@ class RawRenderConfig:
     style_probs: dict[str, float] = field(default_factory=lambda: {"AS": 0.5, "CS": 0.5})
     #: ground truth's mean linear luminance (before clipping), log-uniform
     exposure_range: tuple[float, float] = (0.08, 0.3)
-    #: frames exposed up so that at least a share (uniform in ``overexposure_clip``)
-    #: of their pixels clip at the sensor
-    overexposure_rate: float = 0.1
-    overexposure_clip: tuple[float, float] = (0.02, 0.15)
+    #: highlight-priority metering, as cameras expose: the exposure is lowered until at most this share
+    #: of pixels reaches saturation in either image (0: meter on the mean alone)
+    highlight_share: float = 0.002
+    #: ... with the brightest of the rest at most this far up the sensor's range
+    highlight_headroom: float = 0.8
+    #: veiling glare: a share (uniform) of the frame's mean raw signal added to every pixel, as lenses do
+    flare: tuple[float, float] = (0.01, 0.04)
+    #: hard frames (``info["hard"]``): exposed up so that at least a share (uniform in
+    #: ``overexposure_clip``) of their pixels clip at the sensor
+    overexposure_rate: float = 0.02
+    overexposure_clip: tuple[float, float] = (0.01, 0.06)
+    #: soft gamut mapping: colours beyond the working space are pulled toward their luminance
+    #: (``compress_gamut``) instead of clipped to 0, as real pipelines map gamut
+    compress_gamut: bool = True
     #: in-camera pipelines: both images of a pair through one camera look (``Look``) and one
     #: in-camera tone curve (``IC`` style ranges); the rest are ACR-like (AS ground truth)
-    in_camera_rate: float = 0.0
+    in_camera_rate: float = 0.5
     look_hue: float = 0.12  # radians, per harmonic amplitude
     look_sat_harmonic: float = 0.12
     look_saturation: tuple[float, float] = (0.0, 0.25)  # global log saturation
@@ -446,6 +456,10 @@ class RawRenderConfig:
     crop_range: tuple[float, float] = (0.6, 1.0)
     flip_rate: float = 0.5
 
+
+#: The held-out cameras' evaluation renders: whole frames through the ACR-like pipeline, scenes relit
+#: (where they are) across the whole range, as the evaluation has always measured them.
+HELD_OUT_RENDERS = {"augment": False, "in_camera_rate": 0.0, "relight_daylight_rate": 0.0}
 
 _cached_output_lut = functools.lru_cache(maxsize=512)(_output_lut)  # tone parameters are rounded
 
@@ -493,18 +507,47 @@ def _pixel_max(x: np.ndarray) -> np.ndarray:
     return np.maximum(np.maximum(x[:, 0], x[:, 1]), x[:, 2])
 
 
+def compress_gamut(lin: np.ndarray, threshold: float = 0.75, limit: float = 0.88) -> np.ndarray:
+    """(N, 3) linear RGB -> the same pixels with colours beyond the gamut pulled toward their luminance.
+
+    ``r = (Y - min(R, G, B)) / Y`` is a pixel's distance from gray relative to its luminance (``r > 1``:
+    a channel below 0). Beyond ``threshold`` it is compressed softly, ``threshold + (limit - threshold)
+    tanh((r - threshold) / (limit - threshold))``, so every channel stays above ``(1 - limit) Y``; the hue
+    (the direction from gray) and the luminance are kept. Colours inside ``threshold`` are untouched.
+    """
+    lin = np.asarray(lin, dtype=np.float32)
+    y = lin @ np.asarray(LUMA_709, dtype=np.float32)
+    r = (y - lin.min(axis=1)) / np.maximum(y, np.float32(1e-6))
+    over = (r > threshold) & (y > 0)
+    if not over.any():
+        return lin
+    out = lin.copy()
+    ro, yo = r[over], y[over, None]
+    span = limit - threshold
+    compressed = threshold + span * np.tanh((ro - threshold) / span)
+    out[over] = yo + (compressed / ro)[:, None] * (lin[over] - yo)
+    return out
+
+
 def _develop(
-    raw: np.ndarray, gains: np.ndarray, to_srgb: np.ndarray, lut: np.ndarray, look: Look | None = None
+    raw: np.ndarray,
+    gains: np.ndarray,
+    to_srgb: np.ndarray,
+    lut: np.ndarray,
+    look: Look | None = None,
+    gamut: bool = True,
 ) -> np.ndarray:
-    """Exposed, sensor-clipped raw (N, 3) -> gains -> highlight clip -> matrix -> working-space clip
-    -> [look -> gamut clip] -> LUT -> uint8."""
+    """Exposed, sensor-clipped raw (N, 3) -> gains -> highlight clip -> matrix -> [look] -> gamut
+    mapping (``compress_gamut``, or a clip at 0 without ``gamut``) -> LUT -> uint8."""
     wb = raw * gains.astype(np.float32)
     np.minimum(wb, np.float32(1.0), out=wb)
     top = np.float32(_OUT_SIZE - 1)
-    if look is None:
-        out = wb @ (to_srgb.T * top).astype(np.float32)
-    else:
-        out = look.apply(np.clip(wb @ to_srgb.T.astype(np.float32), 0.0, 1.0)) * top
+    out = wb @ to_srgb.T.astype(np.float32)
+    if look is not None:
+        out = look.apply(compress_gamut(out) if gamut else out)
+    if gamut:
+        out = compress_gamut(out)
+    out *= top
     np.maximum(out, np.float32(0.0), out=out)
     np.minimum(out, top, out=out)
     out += np.float32(0.5)
@@ -526,7 +569,8 @@ class Look:
     ``h' = h + sum_k hue[k] . (sin kh, cos kh)`` (a hue turn that depends on the hue),
     ``c' = c exp(sat + sum_k sat_k . (sin kh, cos kh))`` (a saturation that depends on the hue),
     then ``knee * tanh(c' / knee)`` (saturation roll-off: vivid colours compress, as camera looks
-    keep them in gamut). Harmonics k = 1, 2. Luminance is kept; the result is clipped to [0, 1].
+    keep them in gamut). Harmonics k = 1, 2. Luminance is kept; the result is not clipped (``_develop``
+    maps it into the gamut).
     """
 
     hue: tuple[tuple[float, float], ...]  # per harmonic (sin, cos) amplitudes, radians
@@ -545,7 +589,7 @@ class Look:
         return cls(hue, sat_h, float(rng.uniform(g_lo, g_hi)), float(rng.uniform(k_lo, k_hi)))
 
     def apply(self, lin: np.ndarray) -> np.ndarray:
-        """(N, 3) linear sRGB in [0, 1] -> the same pixels through the look, float32 in [0, 1]."""
+        """(N, 3) linear sRGB -> the same pixels through the look, float32 (not clipped)."""
         opp = lin.astype(np.float32) @ _OPPONENT.T.astype(np.float32)
         a, b, y = opp[:, 0], opp[:, 1], opp[:, 2]
         h = np.arctan2(b, a)
@@ -559,7 +603,7 @@ class Look:
         c = self.knee * np.tanh(c * np.exp(log_sat) / self.knee) * np.maximum(y, 1e-4)
         h = h + turn
         opp[:, 0], opp[:, 1] = c * np.cos(h), c * np.sin(h)
-        return np.clip(opp @ _FROM_OPPONENT.T.astype(np.float32), 0.0, 1.0)
+        return opp @ _FROM_OPPONENT.T.astype(np.float32)
 
 
 class RawRenderer:
@@ -707,7 +751,9 @@ class RawRenderer:
                 ),
                 round(float(cfg.in_camera_lift[0] + v[1] * (cfg.in_camera_lift[1] - cfg.in_camera_lift[0])), 3),
             )
+        flare = float(rng.uniform(*cfg.flare))  # drawn last: other draws unchanged
         return {
+            "flare": flare,
             "camera_index": cam_no,
             "capture_index": cap_no,
             "relit": relit,
@@ -743,15 +789,17 @@ class RawRenderer:
         self,
         raw: np.ndarray,
         relight: np.ndarray,
-        g_true: np.ndarray,
+        gains: tuple[np.ndarray, ...],
         cam_no: int,
         target: float,
         clip_share: float = 0.0,
     ) -> float:
-        """Scale on ``raw * relight``: ground truth's mean luminance (chart
-        excluded, before clipping) at ``target``; raised if needed so that at
-        least ``clip_share`` of the pixels reach sensor saturation."""
-        weights = (relight * g_true * self._luma_of_wb[cam_no]).astype(np.float32)
+        """Scale on ``raw * relight``: the first of ``gains`` (the ground truth's) puts the mean luminance
+        (chart excluded, before clipping) at ``target``, lowered if needed so that at most
+        ``highlight_share`` of the pixels saturate under any of ``gains`` (highlight-priority metering);
+        with ``clip_share`` (a hard frame) raised instead so that at least that share reaches sensor
+        saturation."""
+        weights = (relight * gains[0] * self._luma_of_wb[cam_no]).astype(np.float32)
         peak = _pixel_max(raw)
         valid = peak > 0
         mean_y = float((raw @ weights)[valid].mean()) if valid.any() else 0.0
@@ -759,6 +807,10 @@ class RawRenderer:
         if clip_share > 0 and valid.any():
             relit_peak = _pixel_max(raw * relight.astype(np.float32))[valid]
             k = max(k, 1.0 / max(float(np.quantile(relit_peak, 1.0 - clip_share)), 1e-6))
+        elif self.config.highlight_share > 0 and valid.any():
+            developed = _pixel_max(raw * (relight * np.max(gains, axis=0)).astype(np.float32))[valid]
+            top = float(np.quantile(developed, 1.0 - self.config.highlight_share))
+            k = min(k, self.config.highlight_headroom / max(top, 1e-6))
         return float(np.clip(k, 1e-3, 1e3))
 
     def render(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -771,7 +823,8 @@ class RawRenderer:
         styles; identity if neutral), gains (g_in / g_true, camera RGB,
         min-normalised), light / measured_light (camera RGB, sum 1),
         raw_scale (per-channel factor on the (cropped) capture before the
-        sensor clip), clipped_fraction, crop (x0, y0, side) or None, flip.
+        sensor clip), clipped_fraction, hard (an overexposed frame, ``overexposure_rate``),
+        crop (x0, y0, side) or None, flip.
         """
         s = self.sample(index, rng)
         cam_no = s["camera_index"]
@@ -780,24 +833,30 @@ class RawRenderer:
         relight = s["light"] / s["measured_light"]
         relight = relight / relight[1]
         g_true = _min_normalised_gains(s["light"])
-        k = self._exposure(raw, relight, g_true, cam_no, s["exposure_target"], s["clip_share"])
+        g_in = _min_normalised_gains(s["preset_light"])
+        k = self._exposure(raw, relight, (g_true, g_in), cam_no, s["exposure_target"], s["clip_share"])
         raw_scale = (relight * k).astype(np.float32)
         raw = raw * raw_scale
+        if s["flare"] > 0:
+            lit = _pixel_max(raw) > 0  # the chart stays masked
+            raw[lit] += np.float32(s["flare"]) * raw[lit].mean(axis=0)
         np.minimum(raw, np.float32(1.0), out=raw)
         clipped = float(np.mean(_pixel_max(raw) >= 1.0))
 
-        g_in = _min_normalised_gains(s["preset_light"])
+        gamut = self.config.compress_gamut
         if s["look"] is not None:  # in-camera: one look and tone curve render both images
             lut = _cached_output_lut(*s["in_camera_tone"])
-            gt = _develop(raw, g_true, camera.ccm, lut, s["look"])
-            inp = gt.copy() if s["neutral"] else _develop(raw, g_in, camera.ccm, lut, s["look"])
+            gt = _develop(raw, g_true, camera.ccm, lut, s["look"], gamut)
+            inp = gt.copy() if s["neutral"] else _develop(raw, g_in, camera.ccm, lut, s["look"], gamut)
         else:
-            gt = _develop(raw, g_true, self._gt_to_srgb[cam_no], self._gt_lut)
+            gt = _develop(raw, g_true, self._gt_to_srgb[cam_no], self._gt_lut, gamut=gamut)
             if s["neutral"] and s["style"] == "AS":
                 inp = gt.copy()
             else:
                 sat, contrast, lift = s["style_params"]
-                inp = _develop(raw, g_in, _saturation_matrix(sat) @ camera.ccm, _cached_output_lut(contrast, lift))
+                inp = _develop(
+                    raw, g_in, _saturation_matrix(sat) @ camera.ccm, _cached_output_lut(contrast, lift), gamut=gamut
+                )
         ratio = g_in / g_true
         cast = np.eye(3) if s["neutral"] else camera.ccm @ np.diag(ratio) @ np.linalg.inv(camera.ccm)
         shape = (_IMAGE_SIDE, _IMAGE_SIDE, 3)
@@ -820,6 +879,7 @@ class RawRenderer:
             "measured_light": s["measured_light"].astype(np.float32),
             "raw_scale": raw_scale,
             "clipped_fraction": clipped,
+            "hard": s["clip_share"] > 0,
             "crop": s["crop"],
             "flip": s["flip"],
         }
@@ -834,6 +894,8 @@ class RawRenderer:
         label = camera.labels[cap_no].astype(np.float64)
         g = _min_normalised_gains(label)
         target = float(np.sqrt(self.config.exposure_range[0] * self.config.exposure_range[1]))
-        k = self._exposure(raw, np.ones(3), g, cam_no, target)
+        k = self._exposure(raw, np.ones(3), (g,), cam_no, target)
         raw = np.minimum(raw * np.float32(k), np.float32(1.0))
-        return _develop(raw, g, self._gt_to_srgb[cam_no], self._gt_lut).reshape(_IMAGE_SIDE, _IMAGE_SIDE, 3)
+        return _develop(raw, g, self._gt_to_srgb[cam_no], self._gt_lut, gamut=self.config.compress_gamut).reshape(
+            _IMAGE_SIDE, _IMAGE_SIDE, 3
+        )

@@ -20,7 +20,7 @@ from model.stats import downsample
 from model.training.decomposition import apply_polynomial, fitted_diagonal, fitted_matrix, fitted_polynomial
 from model.training.emulator_report import pair_numbers, real_pairs, report
 from model.training.eval_sets import list_pairs, load_pair
-from model.training.metrics import delta_e2000
+from model.training.metrics import clipped_or_crushed, delta_e2000
 from model.training.raw_renderer import (
     _IMAGE_SIDE,
     DEFAULT_RAW_DIR,
@@ -170,25 +170,36 @@ def realism_numbers(
     return out
 
 
+def _floors(inp: np.ndarray, gt: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, tuple[float, ...]]:
+    """The fitted 3x3 and the mean dE2000 of no mapping and of the fitted diagonal, 3x3 and polynomial."""
+    m = fitted_matrix(inp, gt, valid).astype(np.float64)
+    return m, (
+        delta_e2000(inp, gt, valid),
+        delta_e2000(apply_matrix(inp, fitted_diagonal(inp, gt, valid), protect_highlights=False), gt, valid),
+        delta_e2000(apply_matrix(inp, m, protect_highlights=False), gt, valid),
+        delta_e2000(apply_polynomial(inp, fitted_polynomial(inp, gt, valid)), gt, valid),
+    )
+
+
 def family_numbers(fits: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, float]:
     """What separates inputs from truths, over uint8 ``(input, truth, valid)`` pairs: the fitted 3x3's
     off-diagonal mass (sum of |off-diagonal| / sum of |diagonal|), the share of pairs whose fitted 3x3
     has complex eigenvalues (a hue turn), and the mean dE2000 floors of the diagonal, 3x3 and
-    11-term polynomial families (``model.training.decomposition``) with their ratios."""
-    off, turn, floors = [], [], []
+    11-term polynomial families (``model.training.decomposition``) with their ratios; then the share of
+    valid pixels clipped or crushed in either image (``metrics.clipped_or_crushed``) and the floors' ratios
+    with those pixels left out of the fits and the scores (``unclipped``)."""
+    off, turn, floors, lost, unclipped = [], [], [], [], []
     for inp, gt, valid in fits:
-        m = fitted_matrix(inp, gt, valid).astype(np.float64)
+        m, floor = _floors(inp, gt, valid)
         off.append(np.abs(m - np.diag(np.diag(m))).sum() / np.abs(np.diag(m)).sum())
         turn.append(bool(np.any(np.abs(np.linalg.eigvals(m).imag) > 1e-6)))
-        floors.append(
-            (
-                delta_e2000(inp, gt, valid),
-                delta_e2000(apply_matrix(inp, fitted_diagonal(inp, gt, valid), protect_highlights=False), gt, valid),
-                delta_e2000(apply_matrix(inp, m, protect_highlights=False), gt, valid),
-                delta_e2000(apply_polynomial(inp, fitted_polynomial(inp, gt, valid)), gt, valid),
-            )
-        )
+        floors.append(floor)
+        bad = clipped_or_crushed(inp) | clipped_or_crushed(gt)
+        lost.append(float(bad[valid].mean()))
+        if (valid & ~bad).sum() >= 64:
+            unclipped.append(_floors(inp, gt, valid & ~bad)[1])
     none, diag, full, poly = np.mean(floors, axis=0)
+    _, u_diag, u_full, u_poly = np.mean(unclipped, axis=0)
     return {
         "pairs": len(fits),
         "off_diagonal_mass": float(np.mean(off)),
@@ -200,6 +211,9 @@ def family_numbers(fits: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dic
         "polynomial": poly,
         "3x3/diagonal": full / diag,
         "polynomial/diagonal": poly / diag,
+        "clipped_or_crushed": float(np.mean(lost)),
+        "unclipped 3x3/diagonal": u_full / u_diag,
+        "unclipped polynomial/diagonal": u_poly / u_diag,
     }
 
 
@@ -222,7 +236,7 @@ def family_populations(
         items = []
         for index in np.linspace(0, len(renderer) - 1, pairs).astype(int):
             inp, gt, _ = renderer.render(int(index), pair_rng(seed, 0, int(index)))
-            items.append((inp, gt, gt.max(2) > 0))
+            items.append((inp, gt, gt.max(2) > 0))  # the masked chart is no pixel of the photo
         out[label] = items
     return out
 
@@ -273,16 +287,19 @@ def main(argv: list[str] | None = None) -> int:
         tsvs = a.families or [shared / "real-pairs" / "pairs.tsv", shared / "real-pairs-set2" / "pairs.tsv"]
         print(
             "\n| population | pairs | off-diagonal mass (Q1-Q3) | complex eigenvalues | none | diagonal | 3x3 "
-            "| polynomial | 3x3/diagonal | polynomial/diagonal |"
+            "| polynomial | 3x3/diagonal | polynomial/diagonal | clipped or crushed | 3x3/diagonal, unclipped "
+            "| polynomial/diagonal, unclipped |"
         )
-        print("| --- |" + " ---: |" * 9)
+        print("| --- |" + " ---: |" * 12)
         for label, fits in family_populations(cameras, tsvs, a.pairs, a.seed).items():
             n = family_numbers(fits)
             q1, q3 = n["off_diagonal_q1_q3"]
             print(
                 f"| {label} | {n['pairs']} | {n['off_diagonal_mass']:.2f} ({q1:.2f}-{q3:.2f}) | "
                 f"{n['complex_eigenvalues']:.0%} | {n['none']:.2f} | {n['diagonal']:.2f} | {n['3x3']:.2f} | "
-                f"{n['polynomial']:.2f} | {n['3x3/diagonal']:.2f} | {n['polynomial/diagonal']:.2f} |"
+                f"{n['polynomial']:.2f} | {n['3x3/diagonal']:.2f} | {n['polynomial/diagonal']:.2f} | "
+                f"{n['clipped_or_crushed']:.1%} | {n['unclipped 3x3/diagonal']:.2f} | "
+                f"{n['unclipped polynomial/diagonal']:.2f} |"
             )
     if a.realism:
         t1 = time.time()

@@ -40,8 +40,16 @@ from model.training.eval_sets import (
     scene_disjoint_split,
     select_pairs,
 )
+from model.training.metrics import clipped_or_crushed
 from model.training.photos import list_source_photos, load_photo, procedural_scene
-from model.training.raw_renderer import DEFAULT_RAW_DIR, RawRenderConfig, RawRenderer, load_raw_cameras, split_cameras
+from model.training.raw_renderer import (
+    DEFAULT_RAW_DIR,
+    HELD_OUT_RENDERS,
+    RawRenderConfig,
+    RawRenderer,
+    load_raw_cameras,
+    split_cameras,
+)
 from model.vae import WBVAEConfig
 
 MODEL_INPUTS = ("thumb", "cues", "log_gains", "chroma")
@@ -64,7 +72,9 @@ def make_sample(
     gt_small, _ = downsample(gt, model.stats_size)
     a = analyse_small(small, clipped, model.luma_weighted_chroma)
     gt_thumb = np.asarray(Image.fromarray(gt_small).resize((THUMB_SIZE, THUMB_SIZE), Image.BILINEAR))
-    keep = ~clipped if valid is None else ~clipped & downsample_mask(valid, small.shape[:2])
+    keep = ~clipped & downsample_mask(~clipped_or_crushed(gt_small), small.shape[:2])  # lost colour teaches nothing
+    if valid is not None:
+        keep &= downsample_mask(valid, small.shape[:2])
     mask = np.asarray(Image.fromarray(keep.astype(np.uint8) * 255).resize((THUMB_SIZE, THUMB_SIZE), Image.NEAREST)) > 0
     return {
         "thumb": torch.from_numpy(a.thumb),
@@ -397,7 +407,7 @@ class Raw:
     def eval_frames(self, cfg: TrainConfig, count: int, log: Log = lambda msg: None) -> list[Frame]:
         """``count`` whole-frame renders of the held-out cameras' captures, evenly spread, fixed seed."""
         _, held = self._cameras(log)
-        renderer = RawRenderer(held, RawRenderConfig(augment=False, relight_rate=cfg.relight_rate))
+        renderer = RawRenderer(held, RawRenderConfig(**HELD_OUT_RENDERS, relight_rate=cfg.relight_rate))
         frames = []
         for i in np.linspace(0, len(renderer) - 1, count).astype(int):
             inp, gt, info = renderer.render(int(i), np.random.default_rng([cfg.seed + 1, int(i)]))
@@ -406,7 +416,7 @@ class Raw:
 
     def evaluation(self, cfg: TrainConfig, limit: int | None, gt_style: str = "same") -> Iterator[NamedFrame]:
         """Whole-frame renders of the held-out cameras under their measured light (default 600 frames)."""
-        renderer = RawRenderer(self.held_cameras(), RawRenderConfig(augment=False, relight_rate=0.0))
+        renderer = RawRenderer(self.held_cameras(), RawRenderConfig(**HELD_OUT_RENDERS, relight_rate=0.0))
         for i in np.linspace(0, len(renderer) - 1, limit or 600).astype(int):
             inp, gt, info = renderer.render(int(i), np.random.default_rng([cfg.seed + 1, int(i)]))
             yield f"{info['camera']}/{info['name']}_{info['preset']}_{info['style']}", inp, gt, inp.max(2) > 0

@@ -12,6 +12,7 @@ epoch), ``best.pt`` (the lowest full-frame dE2000 on the sources' held-out frame
 from __future__ import annotations
 
 import csv
+import hashlib
 import math
 import os
 import sys
@@ -31,7 +32,7 @@ from model.training.config import TrainConfig, parse_args
 from model.training.eval_sets import list_pairs, load_pair
 from model.training.figures import save_figures
 from model.training.losses import training_loss
-from model.training.metrics import delta_e2000 as mean_de2000
+from model.training.metrics import colourfulness, delta_e2000 as mean_de2000
 from model.training.source_registry import MODEL_INPUTS, build_data, make_sample, set_epoch
 from model.vae import WBVAE, vae_loss
 
@@ -45,10 +46,41 @@ def load_select_pairs(cfg: TrainConfig) -> dict[str, list]:
     return groups
 
 
+#: The colour every real-pair folder must keep (output / truth colourfulness): its mean within these ...
+COLOUR_MEAN_RANGE = (0.85, 1.15)
+#: ... and every pair at least this. A checkpoint outside is chosen only if none is inside.
+COLOUR_MIN = 0.7
+COLOUR_MISSED = 100.0  # added to the score of a checkpoint that does not keep the colour
+
+
 def selection_score(row: dict) -> float:
-    """What chooses the checkpoint: the held-out renders' dE2000, averaged with each real-pair group's."""
-    parts = [row["val_de2000"]] + [v for k, v in row.items() if k.startswith("val_pairs_")]
-    return float(np.mean(parts))
+    """What chooses the checkpoint (rule fixed before the runs of issue "Keep the colour"): the mean of the
+    held-out renders' dE2000 and the real pairs' dE2000 weighed by scene (``val_scenes``), among the
+    checkpoints that keep the colour of every real-pair folder (``COLOUR_MEAN_RANGE``, ``COLOUR_MIN``)."""
+    score = float(np.mean([row["val_de2000"], row["val_scenes"]])) if "val_scenes" in row else row["val_de2000"]
+    lo, hi = COLOUR_MEAN_RANGE
+    for key, mean in row.items():
+        if key.startswith("val_colour_") and not key.startswith("val_colour_min_"):
+            if not lo <= mean <= hi or row[key.replace("val_colour_", "val_colour_min_", 1)] < COLOUR_MIN:
+                score += COLOUR_MISSED
+    return score
+
+
+def scene_of(truth: np.ndarray) -> str:
+    """Pairs whose ground truths are the same picture show one scene (renderings of one raw)."""
+    return hashlib.sha256(np.ascontiguousarray(truth).tobytes()).hexdigest()
+
+
+def pair_scores(model: WBVAE, pairs: list, device: torch.device) -> list[tuple[str, float, float]]:
+    """(scene, dE2000, output/truth colourfulness) of each real pair, corrected at full resolution."""
+    scores = []
+    for inp, gt, valid, _ in pairs:
+        s = make_sample(inp, gt, valid, True, None, model.config)
+        out = model(*(s[k][None].to(device) for k in MODEL_INPUTS), sample=False)
+        corrected = apply_matrix(inp, out["matrix"][0].float().cpu())
+        colour = colourfulness(corrected, valid) / max(colourfulness(gt, valid), 1e-6)
+        scores.append((scene_of(gt), mean_de2000(corrected, gt, valid), colour))
+    return scores
 
 
 def baseline_scores(frames: list) -> dict[str, float]:
@@ -66,7 +98,9 @@ def validate(
     pair_groups: dict[str, list] | None = None,
 ) -> dict[str, float]:
     """Full-frame dE2000 of the corrected image (cast and neutral pairs), plus the VAE losses; with
-    ``pair_groups``, each group's mean dE2000 (``val_pairs_NAME``) and the selection score."""
+    ``pair_groups``, each group's mean dE2000 (``val_pairs_NAME``), its output/truth colourfulness (mean
+    ``val_colour_NAME``, least ``val_colour_min_NAME``), the scene-weighted dE2000 of all of them
+    (``val_scenes``) and the selection score."""
     model.eval()
     de_cast, de_neutral, losses = [], [], []
     for inp, gt, valid, is_cast in frames:
@@ -77,14 +111,17 @@ def validate(
         losses.append((recon.item(), kl.item()))
         corrected = apply_matrix(inp, out["matrix"][0].float().cpu())
         (de_cast if is_cast else de_neutral).append(mean_de2000(corrected, gt, valid))
-    groups = {}
+    groups: dict[str, float] = {}
+    by_scene: dict[str, list[float]] = {}
     for name, pairs in (pair_groups or {}).items():
-        scores = []
-        for inp, gt, valid, _ in pairs:
-            s = make_sample(inp, gt, valid, True, None, model.config)
-            out = model(*(s[k][None].to(device) for k in MODEL_INPUTS), sample=False)
-            scores.append(mean_de2000(apply_matrix(inp, out["matrix"][0].float().cpu()), gt, valid))
-        groups[f"val_pairs_{name}"] = float(np.mean(scores))
+        scores = pair_scores(model, pairs, device)
+        groups[f"val_pairs_{name}"] = float(np.mean([de for _, de, _ in scores]))
+        groups[f"val_colour_{name}"] = float(np.mean([c for _, _, c in scores]))
+        groups[f"val_colour_min_{name}"] = float(np.min([c for _, _, c in scores]))
+        for scene, de, _ in scores:
+            by_scene.setdefault(scene, []).append(de)
+    if by_scene:
+        groups["val_scenes"] = float(np.mean([np.mean(des) for des in by_scene.values()]))
     model.train()
     rec, kl = np.mean(losses, axis=0)
     all_de = de_cast + de_neutral

@@ -110,3 +110,34 @@ def test_cast_scale_multiplies_the_estimated_cast_and_1_is_the_old_head():
         distance[scale] = Corrector(model, torch.device("cpu")).estimate(photo).white_distance
     assert distance[1.0] > 0.1
     assert distance[1.2] == pytest.approx(1.2 * distance[1.0], rel=0.03)
+
+
+def test_bounded_look_keeps_white_and_colour():
+    """The look of a ``max_look`` model keeps white and can neither drain colour nor turn hue past its bound."""
+    from model.vae import bounded_look
+
+    torch.manual_seed(0)
+    bound = 0.3
+    free = torch.randn(256, 3, 3) * torch.tensor([0.1, 1.0, 10.0]).repeat(86)[:256, None, None]
+    looks = bounded_look(free, bound)
+    torch.testing.assert_close(looks @ torch.ones(3), torch.ones(256, 3), atol=1e-5, rtol=0)
+    sv = torch.linalg.svdvals(looks)
+    assert sv.max() <= math.exp(bound) + 1e-5 and sv.min() >= math.exp(-bound) - 1e-5
+    torch.testing.assert_close(bounded_look(torch.zeros(2, 3, 3), bound), torch.eye(3).expand(2, 3, 3))
+    gray = torch.full((1, 3, 3), 10.0) - 20 * torch.eye(3)  # what drained photos before: rows alike
+    assert torch.linalg.svdvals(bounded_look(gray, bound)).min() >= math.exp(-bound) - 1e-5
+
+
+def test_a_bounded_look_model_is_its_white_points_diagonal_times_a_bounded_look():
+    cfg = WBVAEConfig(full_matrix=True, max_look=0.3, use_global_mix=True)
+    model = WBVAE(cfg).eval()
+    torch.manual_seed(1)
+    for p in model.head[-1].parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    with torch.no_grad():
+        matrix = model(*_inputs(4), sample=False)["matrix"].double()
+    white = torch.linalg.solve(matrix, torch.ones(4, 3, dtype=torch.float64))  # the colour M maps to gray
+    assert (white > 0).all()
+    look = matrix @ torch.diag_embed(white)  # M = look @ diag(1 / white): what is left besides the white point
+    sv = torch.linalg.svdvals(look)
+    assert (sv.max(1).values <= math.exp(0.3) + 1e-4).all() and (sv.min(1).values >= math.exp(-0.3) - 1e-4).all()

@@ -6,6 +6,7 @@ import numpy as np
 
 from model.colour import linear_to_srgb, srgb_to_linear
 from model.training.decomposition import (
+    COLOUR_TITLES,
     COLUMNS,
     apply_polynomial,
     decompose_pair,
@@ -74,7 +75,8 @@ def test_decompose_pair_and_table():
     truth = np.diag([1.2, 1.0, 0.8])
     gt = _mapped(inp, truth)
     row = decompose_pair(_Fixed(np.linalg.inv(np.diag([1 / 1.2, 1.0, 1 / 0.8])) * 1.0), inp, gt, valid)
-    assert set(row) == {*COLUMNS, "reach", "white_own", "white_true"}
+    assert set(row) == {*COLUMNS, *COLOUR_TITLES.values(), "reach", "white_own", "white_true"}
+    assert abs(row["colour_own_diagonal"] - 1.0) < 1e-6  # a diagonal is its own white point's diagonal
     assert abs(row["reach"] - 1.0) < 0.05  # the model's white point is the whole cast
     assert row["own"] < 1.0 and row["own_diagonal"] < 1.0 and row["none"] > 3.0  # the right matrix
     assert row["floor_diagonal"] < 1.0
@@ -86,4 +88,6 @@ def test_decompose_pair_and_table():
     table = decomposition_table([{"name": "a", **row}, {"name": "b", **identity}], "t")
     assert "| **mean** |" in table and "Estimate gap" in table and table.count("\n| a |") == 1
     assert "| 100 % |" in table and "| 0 % |" in table and "| **50 %** (median) |" in table
+    gray = decompose_pair(_Fixed(np.full((3, 3), 1 / 3) + 1e-3 * np.eye(3)), inp, gt, valid)  # near rank one
+    assert gray["colour"] < 0.05 and gray["singular_ratio"] < 0.01 and gray["colour_own_diagonal"] < 0.05
     assert "Least-squares scale from the model's white points to the fitted ones (log-chroma): 1.0" in table

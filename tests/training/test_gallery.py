@@ -12,6 +12,8 @@ from model.training.gallery import (
     CAPTION_HEIGHT,
     GAP,
     TEMPERATURE_PHOTO,
+    colour_kept,
+    load_photo,
     main,
     read_history,
     render_temperatures,
@@ -121,3 +123,16 @@ def test_history_from_a_resumable_checkpoint_and_plain_errors(tmp_path):
     with pytest.raises(ValueError, match="not found"):
         read_history(tmp_path / "missing.csv")
     assert main([str(tmp_path / "missing.jpg"), "--out", str(tmp_path)]) == 2
+
+
+def test_no_wild_photo_comes_out_gray():
+    """What a user sees (issue "Keep the colour"): every wild photo, corrected by the default as served,
+    keeps at least 70 % of the colourfulness its own white point gives as a plain diagonal (the default of
+    2026-12-07 kept 6-48 % on these: two came back black-and-white)."""
+    corrector = Corrector.from_checkpoint(DEFAULT_CHECKPOINT, "cpu")
+    kept = {}
+    for path in wild_photos():
+        rgb = load_photo(path)
+        small = np.asarray(Image.fromarray(rgb).resize((512, round(512 * rgb.shape[0] / rgb.shape[1]))))
+        kept[path.name] = colour_kept(small, corrector.estimate(rgb))
+    assert min(kept.values()) >= 0.7, kept

@@ -116,3 +116,34 @@ def test_summarise_reproduces_published_deepwb_summary():
     assert quartiles == (4.90, 3.13, 4.35, 6.08)
     s = M.summarise(data["MSE"])
     assert round(s["mean"], 2) == 124.97 and round(s["median"], 2) == 76.32
+
+
+def test_colourfulness_is_zero_for_gray_and_matches_hasler_suesstrunk():
+    from model.training.metrics import colourfulness
+
+    rng = np.random.default_rng(0)
+    gray = np.repeat(rng.integers(0, 256, (32, 32, 1), dtype=np.uint8), 3, axis=2)
+    assert colourfulness(gray) == 0.0
+    img = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    r, g, b = (img[..., k].astype(np.float64).ravel() for k in range(3))
+    rg, yb = r - g, 0.5 * (r + g) - b  # Hasler & Suesstrunk 2003, eq. 3, written out
+    expected = np.sqrt(np.std(rg) ** 2 + np.std(yb) ** 2) + 0.3 * np.sqrt(np.mean(rg) ** 2 + np.mean(yb) ** 2)
+    assert abs(colourfulness(img) - expected) < 1e-9
+    halfway = ((img.astype(np.float64) + gray) / 2).round().astype(np.uint8)  # halfway to a gray image
+    assert colourfulness(halfway) < colourfulness(img)
+    mask = np.zeros((32, 32), bool)
+    mask[:8] = True
+    assert abs(colourfulness(img, mask) - colourfulness(img[:8])) < 1e-9
+
+
+def test_clipped_or_crushed_and_hue_error():
+    from model.training.metrics import clipped_or_crushed, hue_error
+
+    img = np.array([[[250, 10, 10], [3, 100, 100], [100, 100, 100]]], np.uint8)
+    np.testing.assert_array_equal(clipped_or_crushed(img), [[True, True, False]])
+    orange = np.full((4, 4, 3), (230, 120, 30), np.uint8)
+    assert hue_error(orange, orange) == 0.0
+    pink = np.full((4, 4, 3), (230, 100, 150), np.uint8)
+    assert hue_error(pink, orange) > 30  # orange turned pink: a large hue error
+    gray = np.full((4, 4, 3), 128, np.uint8)
+    assert np.isnan(hue_error(orange, gray))  # no chromatic truth: nothing to score

@@ -261,3 +261,38 @@ def test_daylight_share_of_relit_scenes(cameras):
     kelvins = np.array([r.render(i, pair_rng(0, 0, i))[2]["true_kelvin"] for i in _indices(r, 200)])
     assert kelvins.min() >= 2290 and kelvins.max() <= 8010
     assert 0.55 < (kelvins >= 4490).mean() < 0.85  # 0.6 daylight + the full range's own daylight part
+
+
+def test_defaults_expose_like_real_photos(cameras):
+    """Realism (issue "Keep the colour"): at the defaults that train the model, at most 2 % of the pixels
+    of input or truth are clipped or crushed on average (the real pairs: 0-0.4 %), hard frames labelled."""
+    from model.training.metrics import clipped_or_crushed
+
+    r = _renderer(cameras, neutral_rate=0.0)
+    shares, hard = [], []
+    for i in _indices(r, 200):
+        inp, gt, info = r.render(i, pair_rng(0, 0, i))
+        lit = gt.max(2) > 0  # the masked chart is not a photo's pixel
+        shares.append((clipped_or_crushed(inp) | clipped_or_crushed(gt))[lit].mean())
+        hard.append(info["hard"])
+    assert np.mean(shares) <= 0.02, np.mean(shares)
+    assert 0 < np.mean(hard) <= 0.05  # a small, labelled share of overexposed frames
+    easy = [s for s, h in zip(shares, hard) if not h]
+    assert np.percentile(easy, 90) < 0.06
+
+
+def test_compress_gamut_keeps_hue_and_luminance_and_lifts_crushed_channels():
+    from model.colour import LUMA_709
+    from model.training.raw_renderer import compress_gamut
+
+    rng = np.random.default_rng(0)
+    inside = rng.uniform(0.2, 0.6, (500, 3)).astype(np.float32)
+    np.testing.assert_array_equal(compress_gamut(inside), inside)  # in gamut, far from its edge: untouched
+    vivid = np.array([[0.9, 0.1, -0.05], [-0.02, 0.3, 0.6], [0.5, 0.5, -0.2]], np.float32)
+    out = compress_gamut(vivid)
+    luma = np.asarray(LUMA_709, np.float32)
+    np.testing.assert_allclose(out @ luma, vivid @ luma, rtol=1e-5)  # luminance kept
+    y = (vivid @ luma)[:, None]
+    direction = (vivid - y) / np.linalg.norm(vivid - y, axis=1, keepdims=True)
+    np.testing.assert_allclose((out - y) / np.linalg.norm(out - y, axis=1, keepdims=True), direction, atol=1e-5)
+    assert (out.min(1) >= 0.1 * y[:, 0] * 0.999).all()  # every channel above (1 - limit) Y: nothing crushed

@@ -156,3 +156,19 @@ def test_ground_truth_in_adobe_standard_marks_style_changes_as_corrections():
         inp, gt, info = emulator.render_pair(scene, np.random.default_rng(seed))
         seen[info["style"]] = needs_correction(inp, gt, info)
     assert seen == {"AS": False, "CS": True}
+
+
+def test_selection_weighs_scenes_and_requires_colour():
+    """The rule that chooses checkpoints: held-out renders and real pairs by scene, half each, among the
+    checkpoints that keep every real-pair folder's colour (a gray checkpoint is never preferred)."""
+    from model.training.train import COLOUR_MISSED, scene_of, selection_score
+
+    row = {"val_de2000": 4.0, "val_scenes": 5.0, "val_pairs_a": 6.0, "val_pairs_b": 3.0}
+    kept = {**row, "val_colour_a": 1.0, "val_colour_min_a": 0.8, "val_colour_b": 0.9, "val_colour_min_b": 0.75}
+    assert selection_score(kept) == 4.5
+    assert selection_score({**kept, "val_colour_b": 0.7}) == 4.5 + COLOUR_MISSED  # folder drained on average
+    assert selection_score({**kept, "val_colour_min_a": 0.6}) == 4.5 + COLOUR_MISSED  # one pair drained
+    assert selection_score({**kept, "val_colour_a": 1.3}) == 4.5 + COLOUR_MISSED  # oversaturated
+    assert selection_score({"val_de2000": 4.0}) == 4.0  # no real pairs: the renders alone
+    a, b = np.zeros((2, 2, 3), np.uint8), np.ones((2, 2, 3), np.uint8)
+    assert scene_of(a) == scene_of(a.copy()) != scene_of(b)
