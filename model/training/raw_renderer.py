@@ -54,10 +54,14 @@ Details of the recipe:
   camera's locus drawn uniformly in mired over ``relight_kelvin`` with a tint
   N(0, ``relight_tint_sigma``) Duv (with 2300-8000 K about a third of the
   relit scenes are under 3000 K); the ground truth then uses the new light.
-* **Exposure.** The raw is scaled so the ground truth's mean luminance
-  (before clipping, chart excluded) is log-uniform in ``exposure_range``, then
-  clipped at sensor saturation 1; ``overexposure_rate`` of the frames are
-  exposed up until 2-15 % of their pixels clip (blown skies, lamps).
+* **Exposure, as real photos are exposed** (docs/emulator.md, "Exposed like real photos"). The ground
+  truth's mean luminance (before clipping, chart excluded) is log-uniform in ``exposure_range``; the
+  sensor is exposed with highlight priority (at most ``highlight_share`` of the pixels near saturation
+  in either image), a veiling-glare floor (``flare``) is added, and development makes up the rest
+  digitally with a highlight roll-off (``shoulder``) instead of a clip. Colours the camera matrix
+  pushes out of the working space are pulled toward their luminance (``compress_gamut``), not
+  clipped to 0. ``overexposure_rate`` of the frames (``info["hard"]``) are exposed up until 1-6 % of
+  their pixels clip at the sensor (blown skies, lamps).
 * **Augmentation** (``augment``): a random square crop of 0.6-1.0 of the side,
   resized back to 64x64 (bilinear), and a horizontal flip (no vertical flip:
   sky on top is a real cue). Evaluation renders use ``augment=False``.
@@ -427,12 +431,16 @@ class RawRenderConfig:
     #: input picture styles (keys of ``emulator.STYLES``); AS inputs use the ground truth's AS
     style_probs: dict[str, float] = field(default_factory=lambda: {"AS": 0.5, "CS": 0.5})
     #: ground truth's mean linear luminance (before clipping), log-uniform
-    exposure_range: tuple[float, float] = (0.08, 0.3)
-    #: highlight-priority metering, as cameras expose: the exposure is lowered until at most this share
-    #: of pixels reaches saturation in either image (0: meter on the mean alone)
+    exposure_range: tuple[float, float] = (0.1, 0.35)
+    #: highlight-priority metering, as cameras expose: the sensor's exposure is lowered until at most this
+    #: share of pixels reaches saturation in either image (0: meter on the mean alone); the development
+    #: then makes up the difference digitally, bright values rolled off by a ``shoulder`` (as raw
+    #: converters' baseline exposure and tone curves do) instead of clipped
     highlight_share: float = 0.002
     #: ... with the brightest of the rest at most this far up the sensor's range
-    highlight_headroom: float = 0.8
+    highlight_headroom: float = 0.6
+    #: linear value where the highlight roll-off begins (0: a hard clip at 1)
+    shoulder: float = 0.3
     #: veiling glare: a share (uniform) of the frame's mean raw signal added to every pixel, as lenses do
     flare: tuple[float, float] = (0.01, 0.04)
     #: hard frames (``info["hard"]``): exposed up so that at least a share (uniform in
@@ -529,6 +537,21 @@ def compress_gamut(lin: np.ndarray, threshold: float = 0.75, limit: float = 0.88
     return out
 
 
+def roll_off(lin: np.ndarray, start: float, white: float) -> np.ndarray:
+    """Linear values rolled off above ``start`` so that ``white`` (what sensor-clipped white became after a
+    digital push) lands on 1: ``start + (1 - start)(1 - (1 - t)^a)``, ``t = (x - start) / (white - start)``,
+    ``a = (white - start) / (1 - start)`` (slope 1 at ``start``: no kink), per channel; unchanged below
+    ``start``, 1 beyond ``white``; the identity when ``white`` is 1."""
+    out = np.asarray(lin, dtype=np.float32).copy()
+    if white <= 1.0 or start >= 1.0:
+        return out
+    over = out > start
+    t = np.minimum((out[over] - start) / np.float32(white - start), np.float32(1.0))
+    power = np.float32((white - start) / (1.0 - start))
+    out[over] = start + np.float32(1.0 - start) * (1.0 - (1.0 - t) ** power)
+    return out
+
+
 def _develop(
     raw: np.ndarray,
     gains: np.ndarray,
@@ -536,17 +559,22 @@ def _develop(
     lut: np.ndarray,
     look: Look | None = None,
     gamut: bool = True,
+    push: float = 1.0,
+    shoulder: float = 0.0,
 ) -> np.ndarray:
-    """Exposed, sensor-clipped raw (N, 3) -> gains -> highlight clip -> matrix -> [look] -> gamut
-    mapping (``compress_gamut``, or a clip at 0 without ``gamut``) -> LUT -> uint8."""
+    """Exposed, sensor-clipped raw (N, 3) -> gains -> highlight clip -> matrix -> digital ``push`` ->
+    [look] -> gamut mapping (``compress_gamut``, or a clip at 0 without ``gamut``) -> highlight roll-off
+    from ``shoulder`` (0: a clip at 1) -> LUT -> uint8."""
     wb = raw * gains.astype(np.float32)
     np.minimum(wb, np.float32(1.0), out=wb)
     top = np.float32(_OUT_SIZE - 1)
-    out = wb @ to_srgb.T.astype(np.float32)
+    out = wb @ (to_srgb.T * push).astype(np.float32)
     if look is not None:
         out = look.apply(compress_gamut(out) if gamut else out)
     if gamut:
         out = compress_gamut(out)
+    if shoulder > 0:
+        out = roll_off(out, shoulder, push)
     out *= top
     np.maximum(out, np.float32(0.0), out=out)
     np.minimum(out, top, out=out)
@@ -793,17 +821,18 @@ class RawRenderer:
         cam_no: int,
         target: float,
         clip_share: float = 0.0,
-    ) -> float:
-        """Scale on ``raw * relight``: the first of ``gains`` (the ground truth's) puts the mean luminance
-        (chart excluded, before clipping) at ``target``, lowered if needed so that at most
-        ``highlight_share`` of the pixels saturate under any of ``gains`` (highlight-priority metering);
-        with ``clip_share`` (a hard frame) raised instead so that at least that share reaches sensor
-        saturation."""
+    ) -> tuple[float, float]:
+        """(scale on ``raw * relight``, digital push): the first of ``gains`` (the ground truth's) puts the
+        mean luminance (chart excluded, before clipping) at ``target``; the scale is lowered if needed so
+        that at most ``highlight_share`` of the pixels saturate under any of ``gains`` (highlight-priority
+        metering), and the push (>= 1) is what development adds back; with ``clip_share`` (a hard frame)
+        the scale is raised instead so that at least that share reaches sensor saturation."""
         weights = (relight * gains[0] * self._luma_of_wb[cam_no]).astype(np.float32)
         peak = _pixel_max(raw)
         valid = peak > 0
         mean_y = float((raw @ weights)[valid].mean()) if valid.any() else 0.0
         k = target / max(mean_y, 1e-6)
+        metered = k
         if clip_share > 0 and valid.any():
             relit_peak = _pixel_max(raw * relight.astype(np.float32))[valid]
             k = max(k, 1.0 / max(float(np.quantile(relit_peak, 1.0 - clip_share)), 1e-6))
@@ -811,7 +840,8 @@ class RawRenderer:
             developed = _pixel_max(raw * (relight * np.max(gains, axis=0)).astype(np.float32))[valid]
             top = float(np.quantile(developed, 1.0 - self.config.highlight_share))
             k = min(k, self.config.highlight_headroom / max(top, 1e-6))
-        return float(np.clip(k, 1e-3, 1e3))
+        k = float(np.clip(k, 1e-3, 1e3))
+        return k, max(1.0, metered / k) if self.config.shoulder > 0 else 1.0
 
     def render(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict]:
         """(input uint8 (64,64,3), ground truth uint8 (64,64,3), info) of capture ``index``.
@@ -834,7 +864,7 @@ class RawRenderer:
         relight = relight / relight[1]
         g_true = _min_normalised_gains(s["light"])
         g_in = _min_normalised_gains(s["preset_light"])
-        k = self._exposure(raw, relight, (g_true, g_in), cam_no, s["exposure_target"], s["clip_share"])
+        k, push = self._exposure(raw, relight, (g_true, g_in), cam_no, s["exposure_target"], s["clip_share"])
         raw_scale = (relight * k).astype(np.float32)
         raw = raw * raw_scale
         if s["flare"] > 0:
@@ -843,20 +873,19 @@ class RawRenderer:
         np.minimum(raw, np.float32(1.0), out=raw)
         clipped = float(np.mean(_pixel_max(raw) >= 1.0))
 
-        gamut = self.config.compress_gamut
+        dev = {"gamut": self.config.compress_gamut, "push": push, "shoulder": self.config.shoulder}
         if s["look"] is not None:  # in-camera: one look and tone curve render both images
             lut = _cached_output_lut(*s["in_camera_tone"])
-            gt = _develop(raw, g_true, camera.ccm, lut, s["look"], gamut)
-            inp = gt.copy() if s["neutral"] else _develop(raw, g_in, camera.ccm, lut, s["look"], gamut)
+            gt = _develop(raw, g_true, camera.ccm, lut, s["look"], **dev)
+            inp = gt.copy() if s["neutral"] else _develop(raw, g_in, camera.ccm, lut, s["look"], **dev)
         else:
-            gt = _develop(raw, g_true, self._gt_to_srgb[cam_no], self._gt_lut, gamut=gamut)
+            gt = _develop(raw, g_true, self._gt_to_srgb[cam_no], self._gt_lut, **dev)
             if s["neutral"] and s["style"] == "AS":
                 inp = gt.copy()
             else:
                 sat, contrast, lift = s["style_params"]
-                inp = _develop(
-                    raw, g_in, _saturation_matrix(sat) @ camera.ccm, _cached_output_lut(contrast, lift), gamut=gamut
-                )
+                to_srgb = _saturation_matrix(sat) @ camera.ccm
+                inp = _develop(raw, g_in, to_srgb, _cached_output_lut(contrast, lift), **dev)
         ratio = g_in / g_true
         cast = np.eye(3) if s["neutral"] else camera.ccm @ np.diag(ratio) @ np.linalg.inv(camera.ccm)
         shape = (_IMAGE_SIDE, _IMAGE_SIDE, 3)
@@ -880,6 +909,7 @@ class RawRenderer:
             "raw_scale": raw_scale,
             "clipped_fraction": clipped,
             "hard": s["clip_share"] > 0,
+            "push": push,
             "crop": s["crop"],
             "flip": s["flip"],
         }
@@ -894,8 +924,7 @@ class RawRenderer:
         label = camera.labels[cap_no].astype(np.float64)
         g = _min_normalised_gains(label)
         target = float(np.sqrt(self.config.exposure_range[0] * self.config.exposure_range[1]))
-        k = self._exposure(raw, np.ones(3), (g,), cam_no, target)
+        k, push = self._exposure(raw, np.ones(3), (g,), cam_no, target)
         raw = np.minimum(raw * np.float32(k), np.float32(1.0))
-        return _develop(raw, g, self._gt_to_srgb[cam_no], self._gt_lut, gamut=self.config.compress_gamut).reshape(
-            _IMAGE_SIDE, _IMAGE_SIDE, 3
-        )
+        dev = {"gamut": self.config.compress_gamut, "push": push, "shoulder": self.config.shoulder}
+        return _develop(raw, g, self._gt_to_srgb[cam_no], self._gt_lut, **dev).reshape(_IMAGE_SIDE, _IMAGE_SIDE, 3)

@@ -152,7 +152,15 @@ def test_locus_fits_the_labels_and_presets_order(cameras):
 
 def test_cast_matrix_maps_ground_truth_to_input(cameras):
     r = _renderer(
-        cameras, neutral_rate=0.0, style_probs={"AS": 1.0}, exposure_range=(0.04, 0.04), overexposure_rate=0.0, **PLAIN
+        cameras,
+        neutral_rate=0.0,
+        style_probs={"AS": 1.0},
+        exposure_range=(0.04, 0.04),
+        overexposure_rate=0.0,
+        compress_gamut=False,  # the gamut mapping and the roll-off bend colours: the matrix holds without them
+        shoulder=0.0,
+        in_camera_rate=0.0,
+        **PLAIN,
     )
     contrast, lift = r._gt_params[1:]
     lut = _output_lut(contrast, lift)
@@ -168,7 +176,15 @@ def test_cast_matrix_maps_ground_truth_to_input(cameras):
 
 
 def test_render_balanced_is_the_plain_ground_truth(cameras):
-    r = _renderer(cameras, exposure_range=(0.15, 0.15), overexposure_rate=0.0, **PLAIN)
+    r = _renderer(
+        cameras,
+        exposure_range=(0.15, 0.15),
+        overexposure_rate=0.0,
+        highlight_share=0.0,
+        flare=(0, 0),
+        in_camera_rate=0.0,
+        **PLAIN,
+    )
     for i in _indices(r, 5):
         _, gt, _ = r.render(i, pair_rng(0, 0, i))
         assert np.array_equal(r.render_balanced(i), gt)
@@ -182,7 +198,7 @@ def test_augmentation_crops_and_flips(cameras):
 
 
 def test_relighting_covers_warm_light(cameras):
-    r = _renderer(cameras, relight_rate=1.0)
+    r = _renderer(cameras, relight_rate=1.0, relight_daylight_rate=0.0)
     kelvins = np.array([r.render(i, pair_rng(0, 0, i))[2]["true_kelvin"] for i in _indices(r, 200)])
     assert kelvins.min() >= 2290 and kelvins.max() <= 8010
     assert (kelvins < 3000).mean() > 0.2
@@ -237,7 +253,7 @@ def test_in_camera_pairs_share_one_look(cameras):
         if not info["is_cast"]:
             assert np.array_equal(inp, gt)
     # Rate 0 renders what the renderer rendered before looks existed (its draws come last).
-    plain = RawRenderer(cameras, RawRenderConfig(**PLAIN))
+    plain = RawRenderer(cameras, RawRenderConfig(**PLAIN, in_camera_rate=0.0))
     for i in _indices(acr, 4):
         assert acr.render(i, pair_rng(5, 1, i))[0].tobytes() == plain.render(i, pair_rng(5, 1, i))[0].tobytes()
 
@@ -296,3 +312,16 @@ def test_compress_gamut_keeps_hue_and_luminance_and_lifts_crushed_channels():
     direction = (vivid - y) / np.linalg.norm(vivid - y, axis=1, keepdims=True)
     np.testing.assert_allclose((out - y) / np.linalg.norm(out - y, axis=1, keepdims=True), direction, atol=1e-5)
     assert (out.min(1) >= 0.1 * y[:, 0] * 0.999).all()  # every channel above (1 - limit) Y: nothing crushed
+
+
+def test_roll_off_is_continuous_monotone_and_keeps_white_white():
+    from model.training.raw_renderer import roll_off
+
+    x = np.linspace(0, 3, 30001, dtype=np.float32)
+    y = roll_off(x, 0.5, 2.5)
+    np.testing.assert_array_equal(y[x <= 0.5], x[x <= 0.5])  # below the shoulder: untouched
+    assert (np.diff(y) >= 0).all() and y.max() == 1.0 and y[np.searchsorted(x, 2.5)] == 1.0  # white lands on 1
+    assert (y[(x > 0.5) & (x < 2.4)] < 1.0).all()  # nothing below white is clipped
+    slope = np.diff(y) / np.diff(x)
+    assert abs(slope[np.searchsorted(x, 0.5)] - 1.0) < 1e-2  # no kink where the roll-off begins
+    np.testing.assert_array_equal(roll_off(x, 0.5, 1.0), x)  # no push: nothing to roll off
