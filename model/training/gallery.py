@@ -43,7 +43,7 @@ PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
 TILE_HEIGHT = 200
 GAP = 6
 LABEL_WIDTH = 110
-CAPTION_HEIGHT = 22
+CAPTION_HEIGHT = 40
 _SRGB = ImageCms.createProfile("sRGB")
 
 # (title, [(column in metrics.csv, legend)]) per panel; columns absent from a run are skipped.
@@ -99,7 +99,7 @@ def render_gallery(photos: list[Path], corrector: Corrector, out: Path, tile_hei
         small = _downscaled(rgb, tile_height)
         after = correction.map_rows(small)
         columns.append(
-            (small, after, f"cast {correction.cast_probability:.2f}, colour {colour_kept(small, correction):.2f}")
+            (small, after, f"cast {correction.cast_probability:.2f}\ncolour kept {colour_kept(small, correction):.2f}")
         )
     width = LABEL_WIDTH + sum(c[0].shape[1] + GAP for c in columns)
     height = 2 * (tile_height + CAPTION_HEIGHT + GAP)
