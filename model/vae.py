@@ -48,6 +48,7 @@ from torch import nn
 from model.stats import CHROMA_BINS, CUE_DIM, NUM_ESTIMATES, chroma_bin_centres
 
 LUMA = torch.tensor([0.2126, 0.7152, 0.0722])
+LOOK_EXP_TERMS = 12  # Taylor terms of the look's exponential (``small_matrix_exp``)
 
 
 @dataclass
@@ -122,7 +123,19 @@ def bounded_look(delta: torch.Tensor, bound: float) -> torch.Tensor:
     a = delta - delta.mean(dim=2, keepdim=True)
     norm = torch.linalg.matrix_norm(a).clamp(min=1e-8)[:, None, None]  # Frobenius
     a = a * (bound * torch.tanh(norm / bound) / norm)
-    return torch.linalg.matrix_exp(a)
+    return small_matrix_exp(a)
+
+
+def small_matrix_exp(a: torch.Tensor, terms: int = LOOK_EXP_TERMS) -> torch.Tensor:
+    """``exp(a)`` of (B, 3, 3) matrices of norm at most about 1 by its Taylor series (plain matmuls, so the
+    graph exports to ONNX, which has no matrix exponential): the first omitted term is below
+    ``|a|^(terms+1) / (terms+1)!``, under float32's resolution for ``|a| <= 1``."""
+    term = torch.eye(3, dtype=a.dtype, device=a.device).expand_as(a)
+    result = term
+    for k in range(1, terms + 1):
+        term = term @ a / k
+        result = result + term
+    return result
 
 
 class ChromaNet(nn.Module):

@@ -124,6 +124,7 @@ def test_bounded_look_keeps_white_and_colour():
     sv = torch.linalg.svdvals(looks)
     assert sv.max() <= math.exp(bound) + 1e-5 and sv.min() >= math.exp(-bound) - 1e-5
     torch.testing.assert_close(bounded_look(torch.zeros(2, 3, 3), bound), torch.eye(3).expand(2, 3, 3))
+    torch.testing.assert_close(looks, torch.linalg.matrix_exp(_log_of(free, bound)))  # the series is exp
     gray = torch.full((1, 3, 3), 10.0) - 20 * torch.eye(3)  # what drained photos before: rows alike
     assert torch.linalg.svdvals(bounded_look(gray, bound)).min() >= math.exp(-bound) - 1e-5
 
@@ -141,3 +142,10 @@ def test_a_bounded_look_model_is_its_white_points_diagonal_times_a_bounded_look(
     look = matrix @ torch.diag_embed(white)  # M = look @ diag(1 / white): what is left besides the white point
     sv = torch.linalg.svdvals(look)
     assert (sv.max(1).values <= math.exp(0.3) + 1e-4).all() and (sv.min(1).values >= math.exp(-0.3) - 1e-4).all()
+
+
+def _log_of(free, bound):
+    """The generator ``bounded_look`` exponentiates (row means removed, norm bounded), for the reference."""
+    a = free - free.mean(dim=2, keepdim=True)
+    norm = torch.linalg.matrix_norm(a)[:, None, None]
+    return a * (bound * torch.tanh(norm / bound) / norm)
