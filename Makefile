@@ -10,7 +10,7 @@ BASE_STAMP := $(VENV)/.installed-base
 DEV_STAMP := $(VENV)/.installed-dev
 DEV_EXTRAS := test,train,export,deploy,lint
 
-.PHONY: install install-dev run test test-fast lint lock train evaluate clean
+.PHONY: install install-dev run test test-fast lint lock train evaluate clean image-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,11 @@ lock:
 	$(LOCK_VENV)/bin/python scripts/lock_image.py $(LOCK).new
 	mv $(LOCK).new $(LOCK)
 	rm -rf $(LOCK_VENV)
+
+# Build the image (and the train target) with buildah, run it with podman and podman-compose, and check it
+# (docs/deployment.md, "The image, built here"). As root; installs podman and buildah from Debian when missing.
+image-check: install-dev
+	$(BIN)/python scripts/image_check.py
 
 train: install-dev
 	$(BIN)/python -m model.training.photos prepare
