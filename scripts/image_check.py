@@ -67,6 +67,7 @@ MIN_FREE_GB = float(os.environ.get("WBVAE_IMAGE_MIN_FREE_GB", "32"))
 BUILD_TIMEOUT_S = int(os.environ.get("WBVAE_IMAGE_BUILD_TIMEOUT_S", "1500"))
 STOP_FREE_GB = 2.0  # a build that leaves less than this free is stopped
 READY_TIMEOUT_S = 180
+HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 GB = 1e9
 
 ENV = {
@@ -230,6 +231,11 @@ def build(base: str, tag: str, target: str | None, log: Path) -> float:
         "-t",
         tag,
     ]
+    # The RUN steps trust what this machine trusts: its CA bundle, mounted over the base's for the build only
+    # (nothing of it lands in a layer). Here PyPI is reached through a TLS proxy whose CA only the host knows;
+    # Debian's pip (the stand-in's) reads this file, as any pip does through PIP_CERT.
+    if HOST_CA.is_file():
+        cmd += ["--volume", f"{HOST_CA}:{HOST_CA}:ro"]
     cmd += ["--target", target] if target else []
     say(f"building {tag} ({'target ' + target if target else 'default target'}; log {log})")
     start = time.monotonic()
