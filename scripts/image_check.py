@@ -528,6 +528,15 @@ def build_containers() -> set[str]:
 BUILD_CONTAINERS_BEFORE: set[str] = set()
 
 
+def ours_or_stale(name: str) -> bool:
+    """A container, pod or network of this run, or of an earlier run whose process is gone (killed: no clean-up)."""
+    m = re.search(r"wbvae-image-check-(\d+)", name)
+    if not m:
+        return False
+    pid = int(m.group(1))
+    return pid == os.getpid() or not Path(f"/proc/{pid}").exists()
+
+
 def cleanup() -> None:
     """Remove every container, pod and network this run made (by name and compose label), the build containers a
     stopped build left; prune dangling images."""
@@ -537,14 +546,13 @@ def cleanup() -> None:
     with suppress(CheckFailed):
         compose("down", "-t", "10", timeout=120, ok=False)
     names = sh("podman", "ps", "-a", "--format", "{{.Names}}", ok=False, timeout=60).stdout.split()
-    mine = [n for n in names if n.startswith(NAME) or n.startswith(PROJECT)]
-    if mine:
+    if mine := [n for n in names if ours_or_stale(n)]:
         sh("podman", "rm", "-f", "-t", "5", *mine, ok=False, timeout=120)
     pods = sh("podman", "pod", "ls", "--format", "{{.Name}}", ok=False, timeout=60).stdout.split()
-    for pod in (p for p in pods if PROJECT in p):
+    for pod in filter(ours_or_stale, pods):
         sh("podman", "pod", "rm", "-f", pod, ok=False, timeout=120)
     nets = sh("podman", "network", "ls", "--format", "{{.Name}}", ok=False, timeout=60).stdout.split()
-    for net in (n for n in nets if n.startswith(PROJECT)):
+    for net in filter(ours_or_stale, nets):
         sh("podman", "network", "rm", "-f", net, ok=False, timeout=60)
     # Images that the tags no longer name (an older build of the same tag): the layer cache stays.
     sh("podman", "image", "prune", "-f", ok=False, timeout=300)
@@ -578,6 +586,7 @@ def main() -> int:
     cache_before = du_gb(GRAPHROOT)
     install_tools()
     BUILD_CONTAINERS_BEFORE.update(build_containers())
+    cleanup()  # what an earlier run, killed, left
     with workdir() as tmp:
         try:
             base = base_image(tmp)
