@@ -280,13 +280,15 @@ def gzip_size(stream: IO[bytes], chunk: int = 32 << 20) -> int:
     """Size of ``stream`` gzip-compressed at level 6, on every core: independent 32 MB blocks, as pigz writes them
     (within a few hundredths of a percent of one stream; zlib releases the GIL)."""
     total, pending = 18, deque()  # 18: gzip's header and trailer
-    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+    pool = ThreadPoolExecutor(os.cpu_count() or 1)
+    try:
         while block := stream.read(chunk):
             pending.append(pool.submit(lambda b: len(zlib.compress(b, 6, -15)), block))
             while len(pending) > 2 * (os.cpu_count() or 1):
                 total += pending.popleft().result()
-        total += sum(f.result() for f in pending)
-    return total
+        return total + sum(f.result() for f in pending)
+    finally:  # on SIGTERM too: the blocks not started are dropped, the process does not wait for them
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def download_size(image: str, base: str, cache_file: Path) -> tuple[int, int]:
@@ -315,6 +317,9 @@ def download_size(image: str, base: str, cache_file: Path) -> tuple[int, int]:
                     sizes[digest] = cache[digest]
                     continue
                 sizes[digest] = cache[digest] = gzip_size(f)
+    except BaseException:  # stopped before the end (SIGTERM, a failure): podman would block on the full pipe
+        save.kill()
+        raise
     finally:
         timer.cancel()
         save.wait(60)
