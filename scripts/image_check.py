@@ -559,8 +559,12 @@ def cleanup() -> None:
     nets = sh("podman", "network", "ls", "--format", "{{.Name}}", ok=False, timeout=60).stdout.split()
     for net in filter(ours_or_stale, nets):
         sh("podman", "network", "rm", "-f", net, ok=False, timeout=60)
-    # Images that the tags no longer name (an older build of the same tag): the layer cache stays.
-    sh("podman", "image", "prune", "-f", ok=False, timeout=300)
+    # Images that the tags no longer name (an older build of the same tag): the layer cache stays. Deleting a
+    # 5 GB layer can take minutes on a busy disk; a prune cut short is finished by the next run.
+    try:
+        sh("podman", "image", "prune", "-f", ok=False, timeout=900)
+    except CheckFailed as e:
+        say(f"clean-up: {e}")
 
 
 # --------------------------------------------------------------------------------------------- main
