@@ -22,7 +22,7 @@ before the build, and a build that fills the disk is stopped. Settings (environm
 
     WBVAE_IMAGE_BASE            a base image to use instead (must be here or pullable)
     WBVAE_IMAGE_MIN_FREE_GB     free space needed to build without cache (default 32; less with the cache warm)
-    WBVAE_IMAGE_BUILD_TIMEOUT_S per build (default 1500)
+    WBVAE_IMAGE_BUILD_TIMEOUT_S per build (default 2400)
     WBVAE_IMAGE_DOWNLOAD_SIZE   0: skip the download size (minutes whenever the code changed: the 5 GB layer)
 """
 
@@ -68,7 +68,7 @@ APT_PACKAGES = (
 NAME = f"wbvae-image-check-{os.getpid()}"
 PROJECT = f"wbvae-image-check-{os.getpid()}"  # compose project name: never the user's own stack (name: wbvae)
 MIN_FREE_GB = float(os.environ.get("WBVAE_IMAGE_MIN_FREE_GB", "32"))
-BUILD_TIMEOUT_S = int(os.environ.get("WBVAE_IMAGE_BUILD_TIMEOUT_S", "1500"))
+BUILD_TIMEOUT_S = int(os.environ.get("WBVAE_IMAGE_BUILD_TIMEOUT_S", "2400"))
 STOP_FREE_GB = 2.0  # a build that leaves less than this free is stopped
 READY_TIMEOUT_S = 180
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
