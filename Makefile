@@ -10,7 +10,7 @@ BASE_STAMP := $(VENV)/.installed-base
 DEV_STAMP := $(VENV)/.installed-dev
 DEV_EXTRAS := test,train,export,deploy,lint
 
-.PHONY: install install-dev run test test-fast lint lock train evaluate clean
+.PHONY: install install-dev run test test-fast lint lock train evaluate clean image-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,16 +47,24 @@ lint: install-dev
 # Dockerfile): a fresh venv with the project and every extra, frozen without the project. torch keeps
 # its release, not its build (2.13.0, not 2.13.0+cpu): the GPU image installs PyPI's CUDA build of it.
 # Run it after changing pyproject.toml's dependencies (tests/test_lock.py fails until then); this header stays.
+# Then scripts/lock_image.py appends the image's own section: what PyPI's CUDA torch pulls in (nvidia-*, cuda-*,
+# triton), resolved against PyPI for the image's platform (needs PyPI; make image-check checks the image against it).
 LOCK_VENV := build/lock-venv
 lock:
 	rm -rf $(LOCK_VENV)
 	$(PYTHON) -m venv $(LOCK_VENV)
 	$(LOCK_VENV)/bin/python -m pip install --quiet -e '.[$(DEV_EXTRAS)]'
-	{ sed -n '/^#/p' $(LOCK); \
+	{ sed -n '1,/^[^#]/{/^#/p}' $(LOCK); \
 	  $(LOCK_VENV)/bin/python -m pip freeze --all --exclude-editable | grep -v '^pip==' \
 	    | sed -E 's/^(torch==[^+]+)\+.*/\1/'; } > $(LOCK).new
+	$(LOCK_VENV)/bin/python scripts/lock_image.py $(LOCK).new
 	mv $(LOCK).new $(LOCK)
 	rm -rf $(LOCK_VENV)
+
+# Build the image (and the train target) with buildah, run it with podman and podman-compose, and check it
+# (docs/deployment.md, "The image, built here"). As root; installs podman and buildah from Debian when missing.
+image-check: install-dev
+	$(BIN)/python scripts/image_check.py
 
 train: install-dev
 	$(BIN)/python -m model.training.photos prepare
