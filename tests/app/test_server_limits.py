@@ -217,7 +217,7 @@ def test_connection_that_sends_nothing_is_closed(server):
         response = _read_until_closed(sock)
         took = time.monotonic() - start
     assert response == b""
-    assert took > HEADER_TIMEOUT_S - 0.2, took  # and before this socket's 10 s timeout: not at the default, 10 s
+    assert HEADER_TIMEOUT_S - 0.2 < took < 4 * HEADER_TIMEOUT_S, took  # not at the default, 10 s
 
 
 def test_idle_keep_alive_connection_is_closed(server):
