@@ -1,5 +1,5 @@
-"""The README: its configuration table lists every setting, and its curl and Python examples work as written
-against a real server."""
+"""The README: the Python it asks for is pyproject.toml's, its configuration table lists every setting, and its curl
+and Python examples work as written against a real server."""
 
 import re
 import shutil
@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+import tomllib
 from PIL import Image
 
 from app.settings import Settings
@@ -33,6 +34,33 @@ def test_every_setting_is_documented():
     table = section("## Configuration")
     missing = [n for n in Settings.model_fields if f"`WBVAE_{n.upper()}`" not in table]
     assert not missing, f"settings missing from the README's configuration table: {missing}"
+
+
+def test_the_python_version_is_pyprojects():
+    """Every "Python ≥ X.Y" in the README is pyproject.toml's requires-python."""
+    required = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert re.fullmatch(r">=\d+\.\d+", required), required
+    stated = re.findall(r"Python\s*(?:≥|>=)\s*(\d+(?:\.\d+)*)", README)
+    assert stated and set(stated) == {required[2:]}, (stated, required)
+
+
+def test_the_default_host_is_stated():
+    assert f"`WBVAE_HOST={Settings.model_fields['host'].default}`" in section("## Quick start")
+
+
+def test_the_endpoint_table_names_each_endpoints_query_parameters():
+    """The "takes" column of /correct and /analyze lists exactly the query parameters each route declares."""
+    from app.main import create_app
+
+    schema = create_app(Settings()).openapi()
+    rows = {
+        row.split(" | ")[1].strip("`"): row.split(" | ")[2]
+        for row in section("## Use it").splitlines()
+        if row.startswith("| POST | ")
+    }
+    for path in ("/correct", "/analyze"):
+        declared = {p["name"] for p in schema["paths"][path]["post"].get("parameters", []) if p["in"] == "query"}
+        assert set(re.findall(r"\?(\w+)=", rows[path])) == declared, (path, rows[path], declared)
 
 
 def test_the_usage_section_has_curl_and_python_examples():

@@ -6,7 +6,8 @@ const $ = (id) => document.getElementById(id);
 let photo = null;          // the File being corrected
 let beforeUrl = null;      // object URLs, revoked when replaced
 let afterUrl = null;
-let inflight = null;       // AbortController of the running request
+let inflight = null;       // AbortController of the running correction
+let beforeRequest = null;  // AbortController of the "before" image's own request (HEIC), apart from the correction
 let strengthSupported = true;
 let kelvin = null;         // the light to render at (?temperature=), null: the neutral correction (none sent)
 let timer = 0;
@@ -21,16 +22,20 @@ function replaceUrl(old, blob) {
   return URL.createObjectURL(blob);
 }
 
-async function post(file, params) {
+// A new AbortController in place of `previous` (aborted): a newer request replaces the one it controlled.
+function replaceRequest(previous) {
+  if (previous) previous.abort();
+  return new AbortController();
+}
+
+function post(file, params, signal) {
   const body = new FormData();
   body.append("file", file, file.name);
   const headers = {};
   const key = $("key").value.trim();
   if (key) headers.Authorization = "Bearer " + key;
-  if (inflight) inflight.abort();
-  inflight = new AbortController();
   const query = new URLSearchParams(params).toString();
-  return fetch("/correct?" + query, { method: "POST", body, headers, signal: inflight.signal });
+  return fetch("/correct?" + query, { method: "POST", body, headers, signal });
 }
 
 async function detail(response) {
@@ -53,35 +58,37 @@ async function correct() {
   setStatus(`Correcting ${photo.name}…`);
   $("result").classList.add("busy");
   $("form").setAttribute("aria-busy", "true");
+  const request = (inflight = replaceRequest(inflight));
   let response;
+  let blob = null;
+  let text = "";
   try {
-    response = await post(photo, params);
+    response = await post(photo, params, request.signal);
+    if (response.ok) blob = await response.blob();
+    else text = await detail(response);
   } catch (err) {
     if (err.name === "AbortError") return;  // a newer request replaced this one
     setStatus("");
     setError("The server could not be reached: " + err.message);
     return;
   } finally {
-    $("form").removeAttribute("aria-busy");
+    if (request === inflight) $("form").removeAttribute("aria-busy");
   }
-  if (response.status === 422 && strengthSupported) {
-    const text = await detail(response);
-    if (/strength/i.test(text)) {  // an older server without ?strength=: fall back to full strength
-      strengthSupported = false;
-      $("strength").disabled = true;
-      setStatus("This server applies the full correction only.");
-      return correct();
-    }
-    return fail(response.status, text);
+  if (request !== inflight) return;  // replaced while its answer was being read
+  if (response.status === 422 && strengthSupported && /strength/i.test(text)) {
+    // an older server without ?strength=: fall back to full strength
+    strengthSupported = false;
+    $("strength").disabled = true;
+    setStatus("This server applies the full correction only.");
+    return correct();
   }
   if (response.status === 401) {
     $("key-row").hidden = false;
-    return fail(401, (await detail(response)) + " Enter the key and pick the photo again.");
+    return fail(401, text + " Enter the key and pick the photo again.");
   }
-  if (!response.ok) return fail(response.status, await detail(response));
+  if (!response.ok) return fail(response.status, text);
   // What the server rendered at ("none": neutral); an older server without ?temperature= sends no header.
   const rendered = response.headers.get("X-WB-Temperature");
-  const blob = await response.blob();
   afterUrl = replaceUrl(afterUrl, blob);
   $("after").src = afterUrl;
   $("after").dataset.temperature = rendered || "none";
@@ -106,16 +113,22 @@ function fail(status, text) {
   setError(`Could not correct the photo (${status}): ${text}`);
 }
 
-async function showBefore(file) {
+// The "before" image. One the browser cannot show (HEIC) is asked of the server unchanged (?strength=0), beside
+// the correction and never in its place: for a file the server cannot read either, the correction reports why.
+function showBefore(file) {
   beforeUrl = replaceUrl(beforeUrl, file);
+  beforeRequest = replaceRequest(beforeRequest);
+  const signal = beforeRequest.signal;
   const img = $("before");
-  img.onerror = async () => {  // e.g. HEIC, which browsers cannot show: ask the server for it unchanged
+  img.onerror = async () => {
     img.onerror = null;
-    const response = await post(file, { format: "png", strength: "0" }).catch(() => null);
-    if (response && response.ok) {
+    try {
+      const response = await post(file, { format: "png", strength: "0" }, signal);
+      if (!response.ok) return;
       beforeUrl = replaceUrl(beforeUrl, await response.blob());
       img.src = beforeUrl;
-      correct();
+    } catch (_) {
+      // aborted (another photo was picked) or unreachable: the correction's own request says so
     }
   };
   img.onload = () => {

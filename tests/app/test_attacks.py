@@ -7,6 +7,7 @@ import time
 
 import httpx
 import numpy as np
+import psutil
 import pytest
 from PIL import Image
 
@@ -16,7 +17,7 @@ from bench.server import start_server
 from tests import photos
 
 MAX_PIXELS = 50_000_000  # the default limit: every attack below is within it
-FAST_S = 2.0  # generous: each is refused in about a millisecond
+FAST_S = 2.0  # CPU seconds, generous: each is refused in about a millisecond; decoding one took 7 s to minutes
 
 
 def _short_detail(data: bytes, blocks: int, declared: str) -> str:
@@ -86,10 +87,10 @@ def uploads() -> dict[str, bytes]:
 def test_each_attack_is_refused_fast_in_process(uploads, name):
     _, status, detail = ATTACKS[name]
     data = uploads[name]
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: the work done, which other processes' load does not add to
     with pytest.raises(ERROR[status]) as caught:
         decode(data, MAX_PIXELS)
-    assert time.perf_counter() - start < FAST_S
+    assert time.process_time() - start < FAST_S
     assert str(caught.value) == detail(data)
 
 
@@ -156,10 +157,10 @@ def test_rle_code_limit_edges_and_the_worst_file_allowed_decodes_well_within_a_s
     allowed = 2 * (1000 * 1000 + 1000 + 1)
     first_row = 4  # codes: 1000 pixels in runs of 255
     worst = attacks.rle_nop_bomb_bmp(1000, 1000, allowed - first_row - 1, rle4)  # + end of bitmap: at the limit
-    start = time.perf_counter()
+    start = time.process_time()
     with pytest.raises(CorruptImage):  # its rows past the first are missing
         decode(worst, MAX_PIXELS)
-    assert time.perf_counter() - start < 5
+    assert time.process_time() - start < 5
     with pytest.raises(ImageTooLarge, match="holds room for 2002003 RLE codes; the limit is 2002002"):
         decode(attacks.rle_nop_bomb_bmp(1000, 1000, allowed - first_row, rle4), MAX_PIXELS)
 
@@ -172,8 +173,11 @@ def test_tiff_png_and_jpeg_floods_under_their_limits_still_decode():
 
 @pytest.mark.slow
 def test_a_server_refuses_every_attack_fast_and_still_corrects_a_photo(uploads):
-    """Two of each at once (enough to have held both correction slots for minutes before); then a photo."""
+    """Two of each at once (enough to have held both correction slots for minutes before); then a photo. "Fast" is
+    the server's CPU time for all of them together: the wall time of an upload of 50 MB is the machine's load."""
     with start_server() as server:
+        proc = psutil.Process(server.proc.pid)
+        cpu = sum(proc.cpu_times()[:2])
 
         async def attack_all():
             async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
@@ -185,10 +189,12 @@ def test_a_server_refuses_every_attack_fast_and_still_corrects_a_photo(uploads):
 
                 return await asyncio.gather(*[post(name) for name in ATTACKS for _ in range(2)])
 
-        for name, r, elapsed in asyncio.run(attack_all()):
+        answers = asyncio.run(attack_all())
+        cpu = sum(proc.cpu_times()[:2]) - cpu
+        for name, r, _ in answers:
             _, status, detail = ATTACKS[name]
             assert (r.status_code, r.json()) == (status, {"detail": detail(uploads[name])}), name
-            assert elapsed < 2 * FAST_S, (name, elapsed)  # a few uploads of a MB or more in flight together
+        assert cpu < FAST_S, (cpu, [(name, elapsed) for name, _, elapsed in answers])
         assert httpx.get(f"{server.url}/readyz", timeout=5).status_code == 200
         rgb = np.random.default_rng(4).integers(60, 200, (48, 64, 3), dtype=np.uint8)
         photo = photos.save(Image.fromarray(rgb), "JPEG", quality=90)

@@ -178,11 +178,12 @@ def test_asking_for_a_cuda_device_that_is_not_there_fails_with_the_reason():
 
 @pytest.mark.slow
 def test_a_keyless_upload_is_refused_before_its_body_is_sent():
-    """Headers announcing a 40 MB body, then nothing: the 401 arrives at once and the connection closes."""
+    """Headers announcing a 40 MB body, then 2 KB of it and nothing more: the 401 arrives though the body never does
+    (a server that waited for it would answer only at the body timeout, 30 s, after this socket's 5 s), and the
+    connection closes."""
     with start_server(WBVAE_API_KEYS="secret", WBVAE_MAX_UPLOAD_BYTES=str(50_000_000)) as server:
         port = int(server.url.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-            started = time.monotonic()
             s.sendall(
                 b"POST /correct HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 40000000\r\n\r\n"
                 + b"\xff\xd8" * 1000
@@ -190,10 +191,8 @@ def test_a_keyless_upload_is_refused_before_its_body_is_sent():
             answer = b""
             while chunk := s.recv(65536):
                 answer += chunk
-            elapsed = time.monotonic() - started
         assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
         assert b"www-authenticate: Bearer" in answer.lower().replace(b"bearer", b"Bearer")
-        assert elapsed < 2, f"refused after {elapsed:.2f} s"
         ok = httpx.post(
             f"{server.url}/correct",
             content=_png(),

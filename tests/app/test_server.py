@@ -146,10 +146,8 @@ def test_sigterm_lets_in_flight_requests_finish():
                 s.proc.send_signal(signal.SIGTERM)
                 return await asyncio.gather(*tasks)
 
-        start = time.monotonic()
         responses = asyncio.run(scenario())
         assert [r.status_code for r in responses] == [200] * 4
         assert s.proc.wait(timeout=60) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once drained
-        assert time.monotonic() - start < 60
         with pytest.raises(httpx.TransportError):
             httpx.get(f"{s.url}/livez", timeout=2)

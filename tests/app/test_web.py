@@ -1,5 +1,5 @@
 """The web page at / in a real headless Chromium against a real ``python -m app``: upload, result, download, the
-strength slider and the light (white-balance temperature) control."""
+strength slider, the light (white-balance temperature) control, and errors on bad files."""
 
 import io
 import os
@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from bench.server import start_server
+from tests import photos
 from tests.conftest import require
 
 pytestmark = pytest.mark.slow  # a server process
@@ -144,6 +145,60 @@ def test_strength_zero_returns_the_photo_unchanged(server, browser, wild_photo):
     slider.send_keys(Keys.HOME)  # keyboard: all the way to 0
     _wait(lambda: "at 0 % strength" in browser.find_element(By.ID, "status").text, 90, "the strength-0 result")
     assert browser.find_element(By.ID, "strength-value").text == "0 %"
+
+
+@pytest.mark.browser
+def test_a_bad_file_shows_the_servers_error_and_the_next_photo_is_corrected(server, browser, wild_photo, tmp_path):
+    """A file that is not an image (415), then a truncated JPEG (422): each time the page shows the server's own
+    error (its JSON detail) within 2 s of the pick, and the photo picked next is corrected. The "before" image's
+    request for a file the browser cannot show used to abort the correction and fail silently (issue #25)."""
+    from selenium.webdriver.common.by import By
+
+    not_an_image = tmp_path / "notes.txt"
+    not_an_image.write_text("shopping list\n" * 100)
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(wild_photo.read_bytes()[:20_000])
+    browser.get(f"{server.url}/")
+    error, status = browser.find_element(By.ID, "error"), browser.find_element(By.ID, "status")
+    for bad, code in ((not_an_image, 415), (truncated, 422)):
+        r = httpx.post(f"{server.url}/correct", files={"file": (bad.name, bad.read_bytes())}, timeout=30)
+        assert r.status_code == code, r.text
+        expected = f"Could not correct the photo ({code}): {r.json()['detail']}"
+        picked = time.monotonic()
+        browser.find_element(By.ID, "file").send_keys(str(bad))
+        try:
+            _wait(lambda expected=expected: error.text == expected, 2, expected)
+        except AssertionError:
+            raise AssertionError(
+                f"{bad.name}: after {time.monotonic() - picked:.1f} s the page shows "
+                f"status {status.text!r}, error {error.text!r}; expected {expected!r}"
+            ) from None
+        assert status.text == ""
+
+    browser.find_element(By.ID, "file").send_keys(str(wild_photo))
+    _wait(lambda: "Done" in status.text or error.text, 90, "the corrected photo")
+    assert error.text == "" and status.text.startswith(f"Done: {wild_photo.name} corrected")
+    after = browser.find_element(By.ID, "after")
+    assert browser.execute_script("return arguments[0].naturalWidth", after) == Image.open(wild_photo).width
+
+
+@pytest.mark.browser
+def test_a_heic_photo_is_shown_before_and_after(server, browser, wild_photo, tmp_path):
+    """Chromium cannot show HEIC: the page asks the server for the photo unchanged (?strength=0) for "before",
+    beside the correction, which is not held up by it."""
+    from selenium.webdriver.common.by import By
+
+    rgb = np.asarray(Image.open(wild_photo).convert("RGB"))
+    heic = tmp_path / "photo.heic"
+    heic.write_bytes(photos.heic(rgb))
+    browser.get(f"{server.url}/")
+    browser.find_element(By.ID, "file").send_keys(str(heic))
+    _wait(lambda: "Done" in browser.find_element(By.ID, "status").text, 90, "the corrected photo")
+    before, after = browser.find_element(By.ID, "before"), browser.find_element(By.ID, "after")
+    width = rgb.shape[1]
+    _wait(lambda: browser.execute_script("return arguments[0].naturalWidth", before) == width, 30, "the before image")
+    assert browser.execute_script("return arguments[0].naturalWidth", after) == width
+    assert browser.find_element(By.ID, "error").text == ""
 
 
 def _upload(server, browser, photo: Path) -> None:

@@ -132,12 +132,12 @@ def test_render_speed_256():
     rng = np.random.default_rng(0)
     for _ in range(20):  # warm the look-up-table caches
         emu.render_pair(img, rng)
-    t = time.perf_counter()
+    t = time.process_time()  # CPU time: what the render costs, not how busy the machine is
     n = 30
     for _ in range(n):
         emu.render_pair(img, rng)
-    ms = (time.perf_counter() - t) / n * 1e3
-    assert ms < 25.0, f"{ms:.1f} ms per 256x256 pair"  # ~1.5 ms idle; slack for loaded CI
+    ms = (time.process_time() - t) / n * 1e3
+    assert ms < 25.0, f"{ms:.1f} CPU ms per 256x256 pair"
 
 
 def test_procedural_scenes_in_range():
