@@ -77,7 +77,11 @@ class Settings(BaseSettings):
         description="Open connections; a new one beyond closes the longest-idle one, else gets 503 "
         "(health checks excepted). Lowered to fit the file-descriptor limit.",
     )
-    api_keys: str = Field("", description="Comma-separated API keys; when set, /correct needs a Bearer key.")
+    api_keys: str = Field(
+        "",
+        description="Comma-separated API keys; when set, every request needs a Bearer key except GET/HEAD of "
+        "the health routes, /metrics, the page and the docs.",
+    )
     cors_origins: str = Field(
         "",
         description="Comma-separated origins of browser apps allowed to call the API (CORS), e.g. "

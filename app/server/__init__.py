@@ -5,7 +5,14 @@ clients), the ASGI middleware (``middleware``: request ids, metrics, upload limi
 Everything outside the server edge imports from here.
 """
 
-from app.server.middleware import CLIENT_CLOSED_REQUEST, BodySizeLimit, RequestMetrics, UploadBudget
+from app.server.middleware import (
+    CLIENT_CLOSED_REQUEST,
+    BodySizeLimit,
+    HeadAsGet,
+    RequestMetrics,
+    SingleQueryValues,
+    UploadBudget,
+)
 from app.server.protocol import WRITTEN_FOR, ConnectionGuard, run, version_mismatches
 from app.server.security import (
     API_CSP,
@@ -27,8 +34,10 @@ __all__ = [
     "ApiKeyGuard",
     "BodySizeLimit",
     "ConnectionGuard",
+    "HeadAsGet",
     "RequestMetrics",
     "SecurityHeaders",
+    "SingleQueryValues",
     "UploadBudget",
     "install_cors",
     "run",

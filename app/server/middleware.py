@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
+from urllib.parse import parse_qsl
 
 from starlette.requests import ClientDisconnect
 from starlette.routing import Match, Mount
@@ -35,6 +37,63 @@ async def send_json(send, status: int, detail: str, extra_headers: Sequence[tupl
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+class OneLineStartupFailure:
+    """A start-up that failed for a known reason (the lifespan logged it in one line and set
+    ``app.state.startup_error``) is reported without the traceback Starlette attaches, unless ``debug``."""
+
+    def __init__(self, app, debug: bool):
+        self.app = app
+        self.debug = debug
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "lifespan" or self.debug:
+            return await self.app(scope, receive, send)
+
+        async def send_quietly(message):
+            if message["type"] == "lifespan.startup.failed" and getattr(self.app.state, "startup_error", None):
+                message = {**message, "message": ""}  # logged already, in one line
+            await send(message)
+
+        await self.app(scope, receive, send_quietly)
+
+
+class HeadAsGet:
+    """HEAD wherever GET is allowed (RFC 9110 9.3.2): a HEAD request is routed as GET and answered with GET's
+    status and headers (Content-Length included) and no body. Load balancers and uptime monitors probe with HEAD;
+    FastAPI's ``@get`` routes would answer it 405."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            return await self.app(scope, receive, send)
+
+        async def send_without_body(message):
+            if message["type"] == "http.response.body" and message.get("body"):
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, send_without_body)
+
+
+class SingleQueryValues:
+    """422 for a query string that names a parameter twice (``preset=tungsten&preset=shade``): which one counts
+    would be a guess (FastAPI takes the last), and no route takes a list. Answered before the body is read."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope.get("query_string"):
+            names = Counter(name for name, _ in parse_qsl(scope["query_string"].decode("latin-1"), True))
+            repeated = sorted(name for name, n in names.items() if n > 1)
+            if repeated:
+                detail = f"query parameter {', '.join(map(repr, repeated))} given more than once; give each once"
+                return await send_json(send, 422, detail)
+        await self.app(scope, receive, send)
 
 
 class BodySizeLimit:

@@ -59,7 +59,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from app.metrics import Metrics
-from app.server.middleware import send_json
+from app.server.middleware import OneLineStartupFailure, send_json
 from app.server.security import API_SECURITY_HEADERS, SecurityHeaders
 from app.settings import Settings
 
@@ -566,6 +566,8 @@ def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
         log.warning("the server's limits may not hold: %s (app/server/protocol.py uses uvicorn's internals)", mismatch)
     limits = ServerLimits.from_settings(settings)
     metrics = getattr(getattr(app, "state", None), "metrics", None)
+    if hasattr(app, "state"):
+        app = OneLineStartupFailure(app, debug=settings.log_level.lower() == "debug")
     return uvicorn.Config(
         SecurityHeaders(app),  # around Starlette's own error handler too: its 500 (headers already set are kept)
         host=settings.host,
