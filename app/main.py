@@ -16,16 +16,19 @@ from app.metrics import Metrics
 from app.pipeline import Limits
 from app.routes import analysis, correction, health, pages
 from app.server import (
+    AnswerBudget,
     ApiKeyGuard,
     BodySizeLimit,
     HeadAsGet,
     RequestMetrics,
     SecurityHeaders,
     SingleQueryValues,
+    UnsentAnswers,
     UploadBudget,
     install_cors,
 )
-from app.settings import Settings
+from app.settings import MULTIPART_SLACK_BYTES, Settings
+from app.storage import TempStorage
 from model.corrector import Corrector, DeviceUnavailable
 
 log = logging.getLogger("wbvae")
@@ -52,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.corrector = app.state.batcher = app.state.gate = None
     app.state.ready = False
+    app.state.storage = TempStorage(settings.max_upload_bytes + MULTIPART_SLACK_BYTES)
     app.state.startup_error = None  # why the lifespan could not start the service, in one line
     for routes in (correction, analysis, health, pages):
         app.include_router(routes.router)
@@ -65,7 +69,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         UploadBudget,
         max_bytes=settings.max_body_bytes_in_flight,
-        per_request_bytes=settings.max_upload_bytes,
+        window_s=settings.body_rate_window_s,
+        retry_after_s=settings.retry_after_s,
+        metrics=app.state.metrics,
+    )
+    app.state.unsent_answers = UnsentAnswers()  # counted by the HTTP server (app.server.protocol)
+    app.add_middleware(
+        AnswerBudget,
+        max_bytes=settings.max_unsent_answer_bytes,
+        unsent=app.state.unsent_answers,
         retry_after_s=settings.retry_after_s,
         metrics=app.state.metrics,
     )

@@ -67,9 +67,21 @@ class Settings(BaseSettings):
     max_body_bytes_in_flight: int = Field(
         512 * 1024 * 1024,
         ge=1,
-        description="Bytes that request bodies in progress may hold together, in memory or temporary files (each "
-        "counted at its Content-Length, a chunked one at the upload limit): 503 with Retry-After before the body "
-        "is read beyond. At least WBVAE_MAX_UPLOAD_BYTES plus 64 KiB.",
+        description="Bytes that request bodies in progress may hold together, in memory or temporary files, "
+        "counted as they arrive (not as declared): past it, uploads still arriving slower than the one that needs "
+        "room are closed with 503 and Retry-After, else that one is. At least WBVAE_MAX_UPLOAD_BYTES plus 64 KiB.",
+    )
+    send_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Longest a client may take no byte of an answer the server is holding for it; closed after, "
+        "the answer dropped (nginx's send_timeout).",
+    )
+    max_unsent_answer_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=1,
+        description="Bytes of answers not yet taken by their clients that the server may hold together; past it, "
+        "new uploads get 503 with Retry-After before their body is read.",
     )
     max_connections: int = Field(
         1000,

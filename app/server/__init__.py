@@ -7,10 +7,12 @@ Everything outside the server edge imports from here.
 
 from app.server.middleware import (
     CLIENT_CLOSED_REQUEST,
+    AnswerBudget,
     BodySizeLimit,
     HeadAsGet,
     RequestMetrics,
     SingleQueryValues,
+    UnsentAnswers,
     UploadBudget,
 )
 from app.server.protocol import WRITTEN_FOR, ConnectionGuard, run, version_mismatches
@@ -31,6 +33,7 @@ __all__ = [
     "DOCS_CSP",
     "PAGE_CSP",
     "WRITTEN_FOR",
+    "AnswerBudget",
     "ApiKeyGuard",
     "BodySizeLimit",
     "ConnectionGuard",
@@ -38,6 +41,7 @@ __all__ = [
     "RequestMetrics",
     "SecurityHeaders",
     "SingleQueryValues",
+    "UnsentAnswers",
     "UploadBudget",
     "install_cors",
     "run",

@@ -41,12 +41,15 @@ at start-up when others are installed, and ``tests/app/test_server_pins.py`` fai
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import importlib.metadata
 import json
 import logging
 import math
 import resource
+import struct
 import sys
+import termios
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,7 +62,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from app.metrics import Metrics
-from app.server.middleware import OneLineStartupFailure, send_json
+from app.server.middleware import OneLineStartupFailure, UnsentAnswers, send_json
 from app.server.security import API_SECURITY_HEADERS, SecurityHeaders
 from app.settings import Settings
 
@@ -89,6 +92,7 @@ class ServerLimits:
     body_deadline_s: float = 300.0
     max_connections: int = 1000
     retry_after_s: int = 2
+    send_timeout_s: float = 30.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ServerLimits:
@@ -103,6 +107,7 @@ class ServerLimits:
             body_deadline_s=settings.body_deadline_s,
             max_connections=fit_to_fd_limit(settings.max_connections),
             retry_after_s=settings.retry_after_s,
+            send_timeout_s=settings.send_timeout_s,
         )
 
 
@@ -147,6 +152,8 @@ CUT_REASONS = {
     "body_deadline": "bodies over the body deadline (408)",
     "cap_closed_slow_body": "bodies under the minimum rate closed to make room (408)",
     "cap_closed_idle": "idle connections closed",
+    "cap_closed_head": "heads in progress answered 503 to make room",
+    "send_timeout": "answers unread for the send timeout (closed, answer dropped)",
     "cap_refused": "connections refused",
     "cap_not_health_check": "requests refused with 503 (over the cap, not a health check)",
 }
@@ -206,7 +213,9 @@ class ConnectionGuard:
     min_body_rate: float = 0.0  # bytes/s; a body below it is closed before a new connection is refused (0: never)
     open: set[GuardedProtocol] = field(default_factory=set)
     idle: dict[GuardedProtocol, None] = field(default_factory=dict)  # insertion order: idle longest first
+    heads: dict[GuardedProtocol, None] = field(default_factory=dict)  # a head begun, not complete: oldest first
     receiving: set[GuardedProtocol] = field(default_factory=set)  # busy with a request whose body is arriving
+    sending: set[GuardedProtocol] = field(default_factory=set)  # an answer over the write buffer's high-water mark
     events: _Tally = field(init=False)
     ADMITTED: ClassVar[str] = "admitted"
     HEALTH_ONLY: ClassVar[str] = "health only"
@@ -221,10 +230,13 @@ class ConnectionGuard:
         )
 
     def admit(self, conn: GuardedProtocol) -> str:
+        """Room for ``conn`` at the cap: the connection idle longest is closed, else the slowest body under the
+        minimum rate (408), else the oldest head in progress (503); a complete request never goes unanswered."""
         verdict = self.ADMITTED
         if len(self.open) >= self.max_connections:
-            victim = next(iter(self.idle), None)
+            victim = self.idle_victim()
             slow = None if victim is not None else self.slowest_body()
+            head = None if victim is not None or slow is not None else next(iter(self.heads), None)
             if victim is not None:
                 self.forget(victim)
                 victim.evict()
@@ -233,6 +245,10 @@ class ConnectionGuard:
                 self.forget(slow)
                 slow.evict_slow_body()
                 self._note("cap_closed_slow_body")
+            elif head is not None:
+                self.forget(head)
+                head.evict_head()
+                self._note("cap_closed_head")
             elif len(self.open) < self.max_connections + self.headroom:
                 verdict = self.HEALTH_ONLY
             else:
@@ -241,6 +257,24 @@ class ConnectionGuard:
         self.open.add(conn)
         self.idle[conn] = None
         return verdict
+
+    def idle_victim(self) -> GuardedProtocol | None:
+        """The connection idle longest with nothing of a request in progress: no byte of a next request read or
+        waiting in the socket, no answer still being sent. One found with bytes waiting becomes a head in progress."""
+        for conn in list(self.idle):
+            if conn.head_begun() or conn.unread_bytes():
+                self.head_started(conn)
+            elif not conn.answer_unsent():
+                return conn
+        return None
+
+    def head_started(self, conn: GuardedProtocol) -> None:
+        if self.idle.pop(conn, False) is None:
+            self.heads[conn] = None
+
+    def unsent_bytes(self) -> int:
+        """Bytes of answers written but not yet sent, over the connections past their write buffer's high water."""
+        return sum(conn.transport.get_write_buffer_size() for conn in self.sending)
 
     def slowest_body(self) -> GuardedProtocol | None:
         """The connection whose request body has come slowest so far, if under ``min_body_rate``."""
@@ -258,6 +292,7 @@ class ConnectionGuard:
 
     def busy(self, conn: GuardedProtocol) -> None:
         self.idle.pop(conn, None)
+        self.heads.pop(conn, None)
 
     def idle_again(self, conn: GuardedProtocol) -> None:
         if conn in self.open:
@@ -267,7 +302,9 @@ class ConnectionGuard:
     def forget(self, conn: GuardedProtocol) -> None:
         self.open.discard(conn)
         self.idle.pop(conn, None)
+        self.heads.pop(conn, None)
         self.receiving.discard(conn)
+        self.sending.discard(conn)
 
 
 class _TooManyHeaders(Exception):
@@ -302,10 +339,16 @@ class GuardedProtocol(HttpToolsProtocol):
         self._window_start = 0.0  # the body rate's current window
         self._window_bytes = 0
         self._health_only = False
+        self._send_timer: asyncio.TimerHandle | None = None
+        self._unsent = 0  # the write buffer at the last check of the send timeout
+        self._send_progress = 0.0  # when the write buffer last shrank
+        self._fd = -1
 
     # -- connection ----------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        self._fd = sock.fileno() if sock is not None else -1
         verdict = self.guard.admit(self)
         if verdict == ConnectionGuard.REFUSED:
             self._reply_and_close(503, "Service Unavailable: too many connections", retry=True)
@@ -316,12 +359,35 @@ class GuardedProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.guard.forget(self)
         self._cancel_timer()
+        self._cancel_send_timer()
         super().connection_lost(exc)
 
     def evict(self) -> None:
         """Closed to make room for a new connection (this one had no request in progress)."""
         self._cancel_timer()
         self.transport.close()
+
+    def evict_head(self) -> None:
+        """Closed to make room for a new connection: its request head had begun (or was waiting unread), so it is
+        answered 503 rather than dropped."""
+        self._reply_and_close(503, "Service Unavailable: too many connections", retry=True)
+
+    def head_begun(self) -> bool:
+        return self._awaiting_head and self._head_bytes > 0
+
+    def unread_bytes(self) -> int:
+        """Bytes the client has sent that the server has not read yet (in the socket's receive queue)."""
+        if self._fd < 0:
+            return 0
+        try:
+            return struct.unpack("i", fcntl.ioctl(self._fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+        except OSError:
+            return 0
+
+    def answer_unsent(self) -> bool:
+        """Whether an answer is still being written: the app's, or bytes of it waiting in the write buffer."""
+        cycle = self.cycle
+        return (cycle is not None and not cycle.response_complete) or self.transport.get_write_buffer_size() > 0
 
     def evict_slow_body(self) -> None:
         """Closed to make room for a new connection: its request body was the slowest, under the minimum rate."""
@@ -337,6 +403,7 @@ class GuardedProtocol(HttpToolsProtocol):
             return
         self._unset_keepalive_if_required()
         if self._awaiting_head:
+            self.guard.head_started(self)
             if self._timer is None:  # the first byte of a later request: its head's clock starts
                 self._arm(self.limits.header_timeout_s, self._head_timed_out)
             if not self._head_fits(data):
@@ -374,6 +441,44 @@ class GuardedProtocol(HttpToolsProtocol):
         else:
             self._head_bytes += end + 4
         return self._head_bytes <= self.limits.max_header_bytes
+
+    # -- bytes out -----------------------------------------------------------------------------
+    def pause_writing(self) -> None:
+        """The write buffer passed its high-water mark: the send timeout's clock runs while it does not shrink."""
+        super().pause_writing()
+        self.guard.sending.add(self)
+        self._unsent = self.transport.get_write_buffer_size()
+        self._send_progress = self.loop.time()
+        if self._send_timer is None:
+            self._send_timer = self.loop.call_later(min(1.0, self.limits.send_timeout_s), self._send_check)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self.guard.sending.discard(self)
+        self._cancel_send_timer()
+
+    def _cancel_send_timer(self) -> None:
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+
+    def _send_check(self) -> None:
+        """No byte of the answer taken by the client for ``send_timeout_s`` (nginx's ``send_timeout``): the
+        connection is aborted and the answer's bytes freed."""
+        self._send_timer = None
+        if self not in self.guard.sending:
+            return
+        now, unsent = self.loop.time(), self.transport.get_write_buffer_size()
+        if unsent < self._unsent:
+            self._send_progress = now
+        self._unsent = unsent
+        if now - self._send_progress >= self.limits.send_timeout_s:
+            self.defences.add("send_timeout")
+            self.guard.forget(self)
+            self.transport.abort()  # close() would keep the buffer until it is sent
+            return
+        left = self._send_progress + self.limits.send_timeout_s - now
+        self._send_timer = self.loop.call_later(min(1.0, max(left, 0.01)), self._send_check)
 
     # -- parser callbacks ----------------------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -566,13 +671,17 @@ def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
         log.warning("the server's limits may not hold: %s (app/server/protocol.py uses uvicorn's internals)", mismatch)
     limits = ServerLimits.from_settings(settings)
     metrics = getattr(getattr(app, "state", None), "metrics", None)
+    http = protocol_class(limits, count_cuts(metrics) if isinstance(metrics, Metrics) else None)
+    unsent = getattr(getattr(app, "state", None), "unsent_answers", None)
+    if isinstance(unsent, UnsentAnswers):
+        unsent.count = http.guard.unsent_bytes
     if hasattr(app, "state"):
         app = OneLineStartupFailure(app, debug=settings.log_level.lower() == "debug")
     return uvicorn.Config(
         SecurityHeaders(app),  # around Starlette's own error handler too: its 500 (headers already set are kept)
         host=settings.host,
         port=settings.port,
-        http=protocol_class(limits, count_cuts(metrics) if isinstance(metrics, Metrics) else None),
+        http=http,
         ws="none",  # no WebSocket routes: no upgrade path around the limits
         log_config=None,
         log_level=settings.log_level,
