@@ -78,7 +78,7 @@ class Settings(BaseSettings):
         "the answer dropped (nginx's send_timeout).",
     )
     max_unsent_answer_bytes: int = Field(
-        256 * 1024 * 1024,
+        128 * 1024 * 1024,
         ge=1,
         description="Bytes of answers not yet taken by their clients that the server may hold together; past it, "
         "new uploads get 503 with Retry-After before their body is read.",

@@ -75,6 +75,8 @@ HEALTH_HEADROOM = 16  # connections let in past the cap, for the health paths, w
 FDS_PER_CONNECTION = 2  # the socket, and an upload spooled to a temporary file
 FD_RESERVE = 64  # the checkpoint, logs, the event loop's own descriptors, libraries
 LOG_WINDOW_S = 10.0
+FRESH_GRACE_S = 1.0  # a new connection that has sent nothing yet is not closed for the cap before this
+LINGER_S = 1.0  # after an answer the server closes on, what the client still sends is read and dropped this long
 READ_SIZE = 256 * 1024  # the most one socket read hands the protocol (asyncio and uvloop alike)
 
 
@@ -260,8 +262,13 @@ class ConnectionGuard:
 
     def idle_victim(self) -> GuardedProtocol | None:
         """The connection idle longest with nothing of a request in progress: no byte of a next request read or
-        waiting in the socket, no answer still being sent. One found with bytes waiting becomes a head in progress."""
+        waiting in the socket, no answer still being sent, and, for one that has not sent a request yet, open for
+        ``FRESH_GRACE_S`` at least (its first request may be on its way). One found with bytes waiting becomes a
+        head in progress."""
+        now = asyncio.get_running_loop().time()
         for conn in list(self.idle):
+            if conn.fresh_since is not None and now - conn.fresh_since < FRESH_GRACE_S:
+                continue
             if conn.head_begun() or conn.unread_bytes():
                 self.head_started(conn)
             elif not conn.answer_unsent():
@@ -343,12 +350,15 @@ class GuardedProtocol(HttpToolsProtocol):
         self._unsent = 0  # the write buffer at the last check of the send timeout
         self._send_progress = 0.0  # when the write buffer last shrank
         self._fd = -1
+        self.fresh_since: float | None = None  # when it opened, until its first request head begins
+        self._lingering = False
 
     # -- connection ----------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         sock = transport.get_extra_info("socket")
         self._fd = sock.fileno() if sock is not None else -1
+        self.fresh_since = self.loop.time()
         verdict = self.guard.admit(self)
         if verdict == ConnectionGuard.REFUSED:
             self._reply_and_close(503, "Service Unavailable: too many connections", retry=True)
@@ -399,10 +409,11 @@ class GuardedProtocol(HttpToolsProtocol):
 
     # -- bytes in ------------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self._lingering:
             return
         self._unset_keepalive_if_required()
         if self._awaiting_head:
+            self.fresh_since = None
             self.guard.head_started(self)
             if self._timer is None:  # the first byte of a later request: its head's clock starts
                 self._arm(self.limits.header_timeout_s, self._head_timed_out)
@@ -619,7 +630,19 @@ class GuardedProtocol(HttpToolsProtocol):
             ]
         )
         self.transport.write(b"".join(content))
-        self.transport.close()
+        self._linger()
+
+    def _linger(self) -> None:
+        """Close once the answer is out, reading and dropping what the client still sends for up to ``LINGER_S``
+        (or until it closes): a socket closed with unread bytes is reset, and the reset can destroy the answer
+        before the client reads it (nginx's ``lingering_close``)."""
+        if not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        self._lingering = True
+        self.transport.write_eof()
+        self._cancel_timer()
+        self._timer = self.loop.call_later(LINGER_S, self.transport.close)
 
 
 def _over_capacity(retry_after_s: int) -> Any:

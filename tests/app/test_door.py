@@ -212,8 +212,8 @@ def test_uploads_that_declare_50_mb_and_send_little_lock_no_one_out(rate):
 
 # -- answers nobody reads ----------------------------------------------------------------------------------------
 
-SEND_TIMEOUT_S = 3.0
-UNSENT_BUDGET = 64 * 2**20
+SEND_TIMEOUT_S = 15.0
+UNSENT_BUDGET = 32 * 2**20  # two 12 MP answers (PNG, about 17 MB each)
 
 
 def _established(pid: int, port: int) -> int:
@@ -246,18 +246,18 @@ def test_unread_answers_are_bounded_and_dropped_after_the_send_timeout():
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        socks = []
+        socks, started = [], time.monotonic()
         head = b"POST /correct HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
-        for i in range(120):
+        for _ in range(120):
             sock = socket.socket()
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             sock.connect((host, port))
             with contextlib.suppress(OSError):  # a 503 before the body closes the connection
                 sock.sendall(head % len(photo) + photo)
             socks.append(sock)
-            if i % 10 == 9:
-                time.sleep(0.5)
-        last_sent = time.monotonic()
+            time.sleep(0.1)
+            while _gauge(server, "wbvae_corrections_in_flight") + _gauge(server, "wbvae_corrections_queued") >= 2:
+                time.sleep(0.05)  # each upload reaches the model: the unread answers, not the queue, are the limit
         while _gauge(server, "wbvae_corrections_in_flight") + _gauge(server, "wbvae_corrections_queued"):
             time.sleep(0.2)
         time.sleep(SEND_TIMEOUT_S + 2)  # the last answers' send timeout, and a check's slack
@@ -273,9 +273,12 @@ def test_unread_answers_are_bounded_and_dropped_after_the_send_timeout():
                 s.close()
         growth = (peak["rss"] - rss_before) / 2**20
         assert unsent_after == 0 and open_after == 0, (unsent_after, open_after)
-        assert cuts >= 3 and refused > 0, (cuts, refused)
-        assert peak["unsent"] <= UNSENT_BUDGET + 12 * 40 * 2**20, peak  # the budget, plus answers made meanwhile
-        assert growth <= 300, f"RSS grew {growth:.0f} MB ({time.monotonic() - last_sent:.0f} s after the last)"
+        figures = f"{cuts:.0f} cut, {refused:.0f} refused, peak unsent {peak['unsent'] / 2**20:.0f} MB"
+        figures += f", RSS +{growth:.0f} MB"
+        assert cuts >= 3 and refused > 0, figures
+        assert peak["unsent"] <= UNSENT_BUDGET + 2 * 20 * 2**20, figures  # the budget, and two answers being made
+        assert growth <= 300, figures
+        print(figures, f"in {time.monotonic() - started:.0f} s")
 
 
 def photos_12mp() -> bytes:
