@@ -75,8 +75,12 @@ HEALTH_HEADROOM = 16  # connections let in past the cap, for the health paths, w
 FDS_PER_CONNECTION = 2  # the socket, and an upload spooled to a temporary file
 FD_RESERVE = 64  # the checkpoint, logs, the event loop's own descriptors, libraries
 LOG_WINDOW_S = 10.0
-FRESH_GRACE_S = 1.0  # a new connection that has sent nothing yet is not closed for the cap before this
-LINGER_S = 1.0  # after an answer the server closes on, what the client still sends is read and dropped this long
+FRESH_GRACE_S = (
+    1.0  # a new connection that has sent nothing yet is closed for the cap before this only as a last resort
+)
+LINGER_S = 1.0  # after a 503 for the cap, what the client still sends is read and dropped this long,
+LINGER_BYTES = 64 * 1024  # and up to this much,
+LINGER_MAX = 64  # by this many connections at once at most (their descriptors are reserved beside the cap's)
 READ_SIZE = 256 * 1024  # the most one socket read hands the protocol (asyncio and uvloop alike)
 
 
@@ -117,7 +121,7 @@ def fit_to_fd_limit(max_connections: int) -> int:
     """``max_connections``, lowered (with a warning) to what RLIMIT_NOFILE allows, after raising the
     soft limit towards the hard one so that the cap plus its headroom never runs the process out of
     descriptors (out of them, accept() fails and uvicorn stops taking connections for a while)."""
-    want = FD_RESERVE + FDS_PER_CONNECTION * (max_connections + HEALTH_HEADROOM)
+    want = FD_RESERVE + LINGER_MAX + FDS_PER_CONNECTION * (max_connections + HEALTH_HEADROOM)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < want:
         target = want if hard == resource.RLIM_INFINITY else min(hard, want)
@@ -129,7 +133,7 @@ def fit_to_fd_limit(max_connections: int) -> int:
                 pass
     if soft == resource.RLIM_INFINITY:
         return max_connections
-    fits = (soft - FD_RESERVE) // FDS_PER_CONNECTION - HEALTH_HEADROOM
+    fits = (soft - FD_RESERVE - LINGER_MAX) // FDS_PER_CONNECTION - HEALTH_HEADROOM
     if fits < max_connections:
         fits = max(fits, 1)
         log.warning(
@@ -218,6 +222,7 @@ class ConnectionGuard:
     heads: dict[GuardedProtocol, None] = field(default_factory=dict)  # a head begun, not complete: oldest first
     receiving: set[GuardedProtocol] = field(default_factory=set)  # busy with a request whose body is arriving
     sending: set[GuardedProtocol] = field(default_factory=set)  # an answer over the write buffer's high-water mark
+    lingering: int = 0  # connections closing after a 503 for the cap, reading what their client still sends
     events: _Tally = field(init=False)
     ADMITTED: ClassVar[str] = "admitted"
     HEALTH_ONLY: ClassVar[str] = "health only"
@@ -233,12 +238,17 @@ class ConnectionGuard:
 
     def admit(self, conn: GuardedProtocol) -> str:
         """Room for ``conn`` at the cap: the connection idle longest is closed, else the slowest body under the
-        minimum rate (408), else the oldest head in progress (503); a complete request never goes unanswered."""
+        minimum rate (408), else the oldest head in progress, else the oldest connection in its first
+        ``FRESH_GRACE_S`` that has sent nothing yet (503: its request may be on its way). A request that has
+        begun to arrive, or may have, is always answered."""
         verdict = self.ADMITTED
         if len(self.open) >= self.max_connections:
-            victim = self.idle_victim()
+            now = asyncio.get_running_loop().time()
+            victim = self.idle_victim(opened_before=now - FRESH_GRACE_S)
             slow = None if victim is not None else self.slowest_body()
             head = None if victim is not None or slow is not None else next(iter(self.heads), None)
+            if victim is None and slow is None and head is None:
+                head = self.idle_victim(opened_before=math.inf)
             if victim is not None:
                 self.forget(victim)
                 victim.evict()
@@ -260,14 +270,13 @@ class ConnectionGuard:
         self.idle[conn] = None
         return verdict
 
-    def idle_victim(self) -> GuardedProtocol | None:
+    def idle_victim(self, opened_before: float) -> GuardedProtocol | None:
         """The connection idle longest with nothing of a request in progress: no byte of a next request read or
-        waiting in the socket, no answer still being sent, and, for one that has not sent a request yet, open for
-        ``FRESH_GRACE_S`` at least (its first request may be on its way). One found with bytes waiting becomes a
-        head in progress."""
-        now = asyncio.get_running_loop().time()
+        waiting in the socket, no answer still being sent, and, if it has not sent a request yet, opened before
+        ``opened_before`` (its first request may be on its way). One found with bytes waiting becomes a head in
+        progress."""
         for conn in list(self.idle):
-            if conn.fresh_since is not None and now - conn.fresh_since < FRESH_GRACE_S:
+            if conn.fresh_since is not None and conn.fresh_since >= opened_before:
                 continue
             if conn.head_begun() or conn.unread_bytes():
                 self.head_started(conn)
@@ -351,7 +360,8 @@ class GuardedProtocol(HttpToolsProtocol):
         self._send_progress = 0.0  # when the write buffer last shrank
         self._fd = -1
         self.fresh_since: float | None = None  # when it opened, until its first request head begins
-        self._lingering = False
+        self._lingering = 0  # bytes still to read and drop before closing (see _linger)
+        self._lingered = False
 
     # -- connection ----------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -361,13 +371,16 @@ class GuardedProtocol(HttpToolsProtocol):
         self.fresh_since = self.loop.time()
         verdict = self.guard.admit(self)
         if verdict == ConnectionGuard.REFUSED:
-            self._reply_and_close(503, "Service Unavailable: too many connections", retry=True)
+            self._reply_and_close(503, "Service Unavailable: too many connections", retry=True, linger=True)
             return
         self._health_only = verdict == ConnectionGuard.HEALTH_ONLY
         self._arm(self.limits.header_timeout_s, self._head_timed_out)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.guard.forget(self)
+        if self._lingered:
+            self.guard.lingering -= 1
+            self._lingered = False
         self._cancel_timer()
         self._cancel_send_timer()
         super().connection_lost(exc)
@@ -380,7 +393,7 @@ class GuardedProtocol(HttpToolsProtocol):
     def evict_head(self) -> None:
         """Closed to make room for a new connection: its request head had begun (or was waiting unread), so it is
         answered 503 rather than dropped."""
-        self._reply_and_close(503, "Service Unavailable: too many connections", retry=True)
+        self._reply_and_close(503, "Service Unavailable: too many connections", retry=True, linger=True)
 
     def head_begun(self) -> bool:
         return self._awaiting_head and self._head_bytes > 0
@@ -409,7 +422,12 @@ class GuardedProtocol(HttpToolsProtocol):
 
     # -- bytes in ------------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
-        if self.transport.is_closing() or self._lingering:
+        if self._lingering:
+            self._lingering -= min(len(data), self._lingering)
+            if not self._lingering:
+                self.transport.close()
+            return
+        if self.transport.is_closing():
             return
         self._unset_keepalive_if_required()
         if self._awaiting_head:
@@ -603,9 +621,10 @@ class GuardedProtocol(HttpToolsProtocol):
             self.transport.close()
 
     # -- answers the app never sees --------------------------------------------------------------
-    def _reply_and_close(self, status: int, message: str, retry: bool = False) -> None:
-        """A ``{"detail": message}`` answer with ``status``, then close, written straight to the transport; a
-        request the app is still receiving sees a disconnect, and whatever it answers is dropped."""
+    def _reply_and_close(self, status: int, message: str, retry: bool = False, linger: bool = False) -> None:
+        """A ``{"detail": message}`` answer with ``status``, then close (``linger``: see :meth:`_linger`), written
+        straight to the transport; a request the app is still receiving sees a disconnect, and whatever it
+        answers is dropped."""
         self._cancel_timer()
         self._awaiting_head = self._in_body = False
         cycle = self.cycle
@@ -630,16 +649,22 @@ class GuardedProtocol(HttpToolsProtocol):
             ]
         )
         self.transport.write(b"".join(content))
-        self._linger()
+        if linger:
+            self._linger()
+        else:
+            self.transport.close()
 
     def _linger(self) -> None:
         """Close once the answer is out, reading and dropping what the client still sends for up to ``LINGER_S``
-        (or until it closes): a socket closed with unread bytes is reset, and the reset can destroy the answer
-        before the client reads it (nginx's ``lingering_close``)."""
-        if not self.transport.can_write_eof():
+        and ``LINGER_BYTES`` (or until it closes): a socket closed with unread bytes is reset, and the reset can
+        destroy the answer before the client reads it (nginx's ``lingering_close``). For the cap's 503s: a client
+        refused there may have sent a whole request that must not go unanswered."""
+        if not self.transport.can_write_eof() or self.guard.lingering >= LINGER_MAX:
             self.transport.close()
             return
-        self._lingering = True
+        self.guard.lingering += 1
+        self._lingering = LINGER_BYTES
+        self._lingered = True
         self.transport.write_eof()
         self._cancel_timer()
         self._timer = self.loop.call_later(LINGER_S, self.transport.close)
