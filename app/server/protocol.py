@@ -18,12 +18,18 @@ passed to uvicorn as the ``http`` protocol class) adds, per connection:
   after it), or ``body_deadline_s`` in all (408 before the response, else close). Time the server itself
   does not read (its buffer full while the app is busy, a client waiting for ``100 Continue``) does
   not count. Between requests uvicorn's own keep-alive timeout applies;
+- a send timeout: an answer over the write buffer's high-water mark of which the client takes no byte
+  for ``send_timeout_s`` is dropped and the connection aborted (nginx's ``send_timeout``); the bytes such
+  answers hold are counted (``ConnectionGuard.unsent_bytes``) for ``app.server.middleware.AnswerBudget``;
 - a connection cap (:class:`ConnectionGuard`): at ``max_connections`` open connections a new one
-  first closes the connection that has been idle longest (no request in progress: waiting for a
-  head, or between requests), else the one whose request body has come slowest, when under the minimum
-  rate (408 and close); if every connection is busy otherwise, a few more are let in for
+  first closes the connection that has been idle longest with nothing of a request in progress (no
+  byte of a head read or waiting in its socket, no answer being sent, not in its first second with
+  nothing sent yet), else the one whose request body has come slowest, when under the minimum
+  rate (408 and close), else the oldest head in progress or, last, a connection in its first second
+  (503); if every connection is busy otherwise, a few more are let in for
   the health paths only (503 for anything else), and past those the new connection gets a 503 at
-  once and is closed. The cap is lowered, with a warning, to what the process's file-descriptor
+  once. The cap's 503s close with a linger (what the client still sends is read and dropped a while),
+  so a request that has arrived is always answered. The cap is lowered, with a warning, to what the process's file-descriptor
   limit allows (the soft limit is first raised towards the hard one). Cap events are logged as one
   warning per ``LOG_WINDOW_S`` with their counts, timeouts and refused heads as one info line.
 
