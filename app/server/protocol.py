@@ -29,8 +29,8 @@ passed to uvicorn as the ``http`` protocol class) adds, per connection:
   (503); if every connection is busy otherwise, a few more are let in for
   the health paths only (503 for anything else), and past those the new connection gets a 503 at
   once. The cap's 503s close with a linger (what the client still sends is read and dropped a while),
-  so a request that has arrived is always answered. The cap is lowered, with a warning, to what the process's file-descriptor
-  limit allows (the soft limit is first raised towards the hard one). Cap events are logged as one
+  so a request that has arrived is always answered. The cap is lowered, with a warning, to what the
+  process's file-descriptor limit allows (the soft limit is first raised towards the hard one). Cap events are logged as one
   warning per ``LOG_WINDOW_S`` with their counts, timeouts and refused heads as one info line.
 
 These are transport-level concerns, so they live in the protocol, not in ASGI middleware: the timers
