@@ -30,8 +30,9 @@ passed to uvicorn as the ``http`` protocol class) adds, per connection:
   the health paths only (503 for anything else), and past those the new connection gets a 503 at
   once. The cap's 503s close with a linger (what the client still sends is read and dropped a while),
   so a request that has arrived is always answered. The cap is lowered, with a warning, to what the
-  process's file-descriptor limit allows (the soft limit is first raised towards the hard one). Cap events are logged as one
-  warning per ``LOG_WINDOW_S`` with their counts, timeouts and refused heads as one info line.
+  process's file-descriptor limit allows (the soft limit is first raised towards the hard one). Cap
+  events are logged as one warning per ``LOG_WINDOW_S`` with their counts, timeouts and refused heads
+  as one info line.
 
 These are transport-level concerns, so they live in the protocol, not in ASGI middleware: the timers
 see the bytes (and the reads the server paused), and the head is refused before it is parsed. A request
