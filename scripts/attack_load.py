@@ -362,6 +362,7 @@ def slow_attacks(url: str, proc: Any, server: Any, photo: bytes, phase_s: float)
 # -- issue #28: hold the door ------------------------------------------------------------------------------------
 
 DOOR_DECLARED = [52428800] * 10 + [12482912]
+READY_S = 600  # a loaded machine may take minutes to start a server
 
 
 async def declaring_upload(host: str, port: int, declared: int, rate: float, stop: asyncio.Event, stats: Counter):
@@ -395,7 +396,7 @@ def lock_out(rate: float, phase_s: float) -> str:
     buf = io.BytesIO()
     Image.fromarray(rng.integers(0, 256, (300, 300, 3), dtype=np.uint8)).save(buf, "PNG")
     probe = buf.getvalue()
-    with start_server() as server:
+    with start_server(ready_timeout=READY_S) as server:
         host, port = server.url.removeprefix("http://").split(":")
         stop, stats = threading.Event(), Counter()
 
@@ -427,7 +428,7 @@ def lock_out(rate: float, phase_s: float) -> str:
 
 def unread_answers(clients: int, photo: bytes) -> str:
     """``clients`` upload ``photo`` one after the other (each when the gate has room) and never read the answer."""
-    with start_server(WBVAE_LOG_LEVEL="info") as server:
+    with start_server(WBVAE_LOG_LEVEL="info", ready_timeout=READY_S) as server:
         host, port = server.url.removeprefix("http://").split(":")
         proc = psutil.Process(server.proc.pid)
         correct_once(server.url, photo)
@@ -500,7 +501,7 @@ def full_tmpdir() -> str:
     with tempfile.TemporaryDirectory() as tmpdir:
         mount = 'mount -t tmpfs -o size=2m tmpfs "$TMPDIR" && exec "$@"'
         env = {"TMPDIR": tmpdir, "WBVAE_MAX_UPLOAD_BYTES": "1800000", "WBVAE_LOG_LEVEL": "info"}
-        with start_server(wrap=("unshare", "-rm", "sh", "-c", mount, "sh"), **env) as server:
+        with start_server(ready_timeout=READY_S, wrap=("unshare", "-rm", "sh", "-c", mount, "sh"), **env) as server:
             Path(f"/proc/{server.proc.pid}/root{tmpdir}/fill").write_bytes(b"\0" * 1_300_000)
             multipart = httpx.post(f"{server.url}/correct", files={"file": ("big.png", big)}, timeout=60)
             ready = httpx.get(f"{server.url}/readyz")
@@ -550,7 +551,7 @@ def small_checks() -> str:
     Image.new("RGB", (64, 48), (180, 120, 90)).save(png, "PNG")
     photo = png.getvalue()
     out = []
-    with start_server(WBVAE_API_KEYS="k") as server:
+    with start_server(WBVAE_API_KEYS="k", ready_timeout=READY_S) as server:
         heads = {p: httpx.head(f"{server.url}{p}").status_code for p in ("/livez", "/healthz", "/readyz", "/metrics")}
         out.append(f"HEAD {heads}")
         keyless = httpx.post(f"{server.url}/analyze", content=photo, headers={"Content-Type": "image/png"})
@@ -572,7 +573,7 @@ def small_checks() -> str:
 
 def cap_flood(total: int = 20_000, cap: int = 50, clients: int = 150) -> str:
     """``total`` connections, ``clients`` at a time, each sending a whole GET /livez and idling 0.3 s after."""
-    with start_server(WBVAE_MAX_CONNECTIONS=str(cap)) as server:
+    with start_server(WBVAE_MAX_CONNECTIONS=str(cap), ready_timeout=READY_S) as server:
         host, port = server.url.removeprefix("http://").split(":")
         counts: Counter = Counter()
         left = [total]
