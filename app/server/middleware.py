@@ -179,7 +179,11 @@ class UploadBudget:
             if upload.evicted.done():
                 raise _OverBudget()
             next_message = asyncio.ensure_future(receive())
-            await asyncio.wait({next_message, upload.evicted}, return_when=asyncio.FIRST_COMPLETED)
+            try:
+                await asyncio.wait({next_message, upload.evicted}, return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:  # the app stopped listening (a disconnect watcher cancelled)
+                next_message.cancel()
+                raise
             if upload.evicted.done():  # closed to make room while it waited for bytes
                 next_message.cancel()
                 raise _OverBudget()
