@@ -537,9 +537,13 @@ def bad_checkpoints() -> str:
             )
         for name, proc in procs.items():
             text = proc.communicate(timeout=300)[0].decode()
-            lines = text.splitlines()
-            error = [line for line in lines if '"level": "error"' in line]
-            out.append(f"{name}: exit {proc.returncode}, {len(lines)} lines, {len(error)} ERROR")
+            errors = [json.loads(line)["msg"] for line in text.splitlines() if '"level": "error"' in line]
+            naming = [m for m in errors if "cannot start" in m or "Traceback" in m]
+            said = naming[-1].strip().splitlines()[-1][:70] if naming else "-"
+            lines = sum(m.count("\n") + 1 for m in naming)
+            out.append(
+                f"{name}: exit {proc.returncode}, error {lines} line(s), traceback {'Traceback' in text}: {said!r}"
+            )
     return "; ".join(out)
 
 
