@@ -74,7 +74,7 @@ def stop_process(proc: subprocess.Popen, timeout: float = 40) -> None:
 
 @contextmanager
 def start_server(
-    *args: str, log: Path | None = None, ready_timeout: float = 90, wrap: Sequence[str] = (), **env: str
+    *args: str, log: Path | None = None, ready_timeout: float = 300, wrap: Sequence[str] = (), **env: str
 ) -> Iterator[Server]:
     """Start ``python -m app`` (or ``python *args``) on a free 127.0.0.1 port, on the CPU unless ``env`` says
     otherwise, with the ``WBVAE_*`` settings of ``env`` over the environment's; wait until ready; stop it
