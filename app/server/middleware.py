@@ -295,6 +295,7 @@ class _Upload:
     last: float = 0.0
 
     def add(self, size: int, now: float, window_s: float) -> None:
+        self.held += size
         self.recent = self._decayed(now, window_s) + size
         self.last = now
 
