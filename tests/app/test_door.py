@@ -437,3 +437,46 @@ def test_at_the_cap_no_complete_request_goes_unanswered():
         cuts = _counter(server, "wbvae_connections_cut_total", "cap_closed_idle")
     assert counts["dropped"] == 0 and counts["answered"] >= 0.99 * FLOOD, counts
     assert cuts > 1000, cuts  # the cap really was reached, again and again
+
+
+def test_the_body_budget_counts_bytes_received_and_closes_a_slower_upload_to_make_room():
+    """UploadBudget alone: a declared length costs nothing, the bytes received count until the answer, and an
+    upload that needs room closes one that has come slower (503 with Retry-After); then the budget is empty."""
+    from app.metrics import Metrics
+    from app.server import UploadBudget
+
+    async def app(scope, receive, send):
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def scenario():
+        budget = UploadBudget(app, max_bytes=100, window_s=1.0, retry_after_s=2, metrics=Metrics())
+
+        def upload() -> tuple[asyncio.Queue, list, asyncio.Task]:
+            chunks: asyncio.Queue = asyncio.Queue()
+            sent: list = []
+            scope = {"type": "http", "method": "POST", "path": "/correct", "headers": [(b"content-length", b"1000")]}
+
+            async def send(message):
+                sent.append(message)
+
+            return chunks, sent, asyncio.create_task(budget(scope, chunks.get, send))
+
+        slow_chunks, slow_sent, slow = upload()
+        fast_chunks, fast_sent, fast = upload()
+        await asyncio.sleep(0.01)
+        assert budget.held == 0  # 2 x 1000 declared, nothing received
+        await slow_chunks.put({"type": "http.request", "body": b"x" * 60, "more_body": True})
+        await asyncio.sleep(1.2)  # a second with no byte: slower than the next
+        assert budget.held == 60
+        await fast_chunks.put({"type": "http.request", "body": b"y" * 50, "more_body": True})
+        await slow
+        assert slow_sent[0]["status"] == 503 and (b"retry-after", b"2") in slow_sent[0]["headers"]
+        assert budget.held == 50
+        await fast_chunks.put({"type": "http.request", "body": b"y" * 10, "more_body": False})
+        await fast
+        assert fast_sent[0]["status"] == 200 and budget.held == 0
+
+    asyncio.run(scenario())
