@@ -190,7 +190,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[WB
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; torch.load's own errors say little here
         cut = path.read_bytes()[:4] == b"PK\x03\x04"  # a zip's start without its end
         what = "truncated (a zip archive with no end)" if cut else "not a PyTorch checkpoint (not a zip archive)"
-        raise ValueError(f"checkpoint {path} is {what}, {path.stat().st_size} bytes")
+        raise ValueError(f"checkpoint {path} is unreadable: {what}, {path.stat().st_size} bytes")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt or not a torch file
