@@ -11,12 +11,15 @@ from dataclasses import dataclass
 
 import torch
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.batcher import BatcherClosed
 from app.codec import CorruptImage, ImageTooLarge, OutputTooLarge, UnsupportedImage
 from app.gate import Busy, DeadlineExceeded
 from app.server import CLIENT_CLOSED_REQUEST
+from app.storage import storage_full
 
 log = logging.getLogger("wbvae")
 
@@ -63,10 +66,25 @@ ERRORS: dict[type[Exception], ErrorAnswer] = {
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """One exception handler per row of ``ERRORS``, and the quiet 499 for a client that left."""
+    """One exception handler per row of ``ERRORS``, the quiet 499 for a client that left, and the server's own
+    fault for a body that could not be stored."""
     for exc_type, answer in ERRORS.items():
         app.add_exception_handler(exc_type, _handler(answer))
     app.add_exception_handler(ClientGone, client_gone)
+    app.add_exception_handler(StarletteHTTPException, body_not_stored)
+
+
+async def body_not_stored(request: Request, exc: Exception) -> Response:
+    """FastAPI answers any failure to read a form as 400 "error parsing the body"; one that failed for want of
+    temporary space is the server's fault: 503 with Retry-After, logged, and ``/readyz`` reports it."""
+    cause = exc.__cause__
+    if not isinstance(cause, OSError) or not storage_full(cause):
+        return await http_exception_handler(request, exc)  # type: ignore[arg-type]
+    request.app.state.storage.failed(cause)
+    request.app.state.metrics.rejected.labels("disk_full").inc()
+    detail = "the server's temporary storage is full; retry later (a raw image/* body needs none)"
+    headers = {"Retry-After": str(request.app.state.settings.retry_after_s)}
+    return JSONResponse({"detail": detail}, status_code=503, headers=headers)
 
 
 def _handler(answer: ErrorAnswer):

@@ -15,8 +15,20 @@ from app.gate import CorrectionGate
 from app.metrics import Metrics
 from app.pipeline import Limits
 from app.routes import analysis, correction, health, pages
-from app.server import ApiKeyGuard, BodySizeLimit, RequestMetrics, SecurityHeaders, UploadBudget, install_cors
-from app.settings import Settings
+from app.server import (
+    AnswerBudget,
+    ApiKeyGuard,
+    BodySizeLimit,
+    HeadAsGet,
+    RequestMetrics,
+    SecurityHeaders,
+    SingleQueryValues,
+    UnsentAnswers,
+    UploadBudget,
+    install_cors,
+)
+from app.settings import MULTIPART_SLACK_BYTES, Settings
+from app.storage import TempStorage
 from model.corrector import Corrector, DeviceUnavailable
 
 log = logging.getLogger("wbvae")
@@ -43,17 +55,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.corrector = app.state.batcher = app.state.gate = None
     app.state.ready = False
+    app.state.storage = TempStorage(settings.max_upload_bytes + MULTIPART_SLACK_BYTES)
+    app.state.startup_error = None  # why the lifespan could not start the service, in one line
     for routes in (correction, analysis, health, pages):
         app.include_router(routes.router)
     pages.mount_assets(app)
     install_error_handlers(app)
     # Outermost last: metrics and the request id see every answer, CORS headers reach the 401s,
     # and a request without a valid key is refused before UploadBudget counts it or a route reads its body.
+    app.add_middleware(HeadAsGet)
+    app.add_middleware(SingleQueryValues)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     app.add_middleware(
         UploadBudget,
         max_bytes=settings.max_body_bytes_in_flight,
-        per_request_bytes=settings.max_upload_bytes,
+        window_s=settings.body_rate_window_s,
+        retry_after_s=settings.retry_after_s,
+        metrics=app.state.metrics,
+    )
+    app.state.unsent_answers = UnsentAnswers()  # counted by the HTTP server (app.server.protocol)
+    app.add_middleware(
+        AnswerBudget,
+        max_bytes=settings.max_unsent_answer_bytes,
+        unsent=app.state.unsent_answers,
         retry_after_s=settings.retry_after_s,
         metrics=app.state.metrics,
     )
@@ -69,7 +93,12 @@ async def lifespan(app: FastAPI):
     """Load the Corrector, start the gate (and the batcher), warm up in the background; undo it all at shutdown."""
     settings: Settings = app.state.settings
     metrics: Metrics = app.state.metrics
-    corrector = await load_corrector(settings)
+    try:
+        corrector = await load_corrector(settings)
+    except (ValueError, DeviceUnavailable) as exc:  # a bad checkpoint or device: one line, the process exits 3
+        log.error("cannot start: %s", exc)
+        app.state.startup_error = str(exc)
+        raise
     app.state.corrector = corrector
     corrector.limit_cpu_threads()  # once per process; the CLI sizes its own thread pool
     metrics.model_info.info({"checkpoint": corrector.checkpoint_id, "device": str(corrector.device)})
@@ -95,13 +124,10 @@ async def lifespan(app: FastAPI):
 
 
 async def load_corrector(settings: Settings) -> Corrector:
-    """The configured checkpoint on the configured device, loaded off the event loop."""
+    """The configured checkpoint on the configured device, loaded off the event loop; ``ValueError`` (naming the
+    checkpoint) or ``DeviceUnavailable`` if it cannot be."""
     device = None if settings.device == "auto" else settings.device
-    try:
-        return await asyncio.to_thread(Corrector.from_checkpoint, settings.checkpoint, device, settings.gpu_mapping)
-    except DeviceUnavailable as exc:  # never ready: the process exits instead of serving on the wrong device
-        log.error("cannot start: %s", exc)
-        raise
+    return await asyncio.to_thread(Corrector.from_checkpoint, settings.checkpoint, device, settings.gpu_mapping)
 
 
 async def warm_up(app: FastAPI, corrector: Corrector) -> None:

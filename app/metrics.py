@@ -10,7 +10,16 @@ MEGAPIXEL_BUCKETS = (0.1, 0.5, 1.0, 2.0, 4.0, 8.0, 12.0, 16.0, 24.0, 32.0, 50.0,
 STAGES = ("decode", "model", "mapping", "encode")
 CCT_BUCKETS = (2000, 2500, 3000, 3500, 4000, 4500, 5000, 5500, 6000, 6500, 7500, 9000, 12000, 20000)
 DEAD_ZONE_DECISIONS = ("inside", "outside", "off")
-REJECT_REASONS = ("queue_full", "timeout", "gpu_oom", "client_gone", "upload_budget", "shutting_down")
+REJECT_REASONS = (
+    "queue_full",
+    "timeout",
+    "gpu_oom",
+    "client_gone",
+    "upload_budget",
+    "shutting_down",
+    "unsent_answers",
+    "disk_full",
+)
 
 
 class Metrics:
@@ -77,14 +86,20 @@ class Metrics:
         )
         self.body_bytes_in_flight = Gauge(
             "wbvae_body_bytes_in_flight",
-            "Bytes counted against WBVAE_MAX_BODY_BYTES_IN_FLIGHT: request bodies from their head to their answer.",
+            "Bytes counted against WBVAE_MAX_BODY_BYTES_IN_FLIGHT: request bodies' bytes received, until their answer.",
+            registry=self.registry,
+        )
+        self.unsent_answer_bytes = Gauge(
+            "wbvae_unsent_answer_bytes",
+            "Bytes of answers the clients have not read yet, held by the server (WBVAE_MAX_UNSENT_ANSWER_BYTES).",
             registry=self.registry,
         )
         self.queued = Gauge("wbvae_corrections_queued", "Corrections waiting for a slot.", registry=self.registry)
         self.rejected = Counter(
             "wbvae_rejected_requests",
             "Corrections refused or dropped: queue full (503), timeout (504), GPU out of memory (503), "
-            "client disconnected before the answer (client_gone).",
+            "client disconnected before the answer (client_gone), body budget (503), unsent answers over their budget "
+            "(503), temporary storage full (503).",
             ["reason"],
             registry=self.registry,
         )

@@ -67,9 +67,21 @@ class Settings(BaseSettings):
     max_body_bytes_in_flight: int = Field(
         512 * 1024 * 1024,
         ge=1,
-        description="Bytes that request bodies in progress may hold together, in memory or temporary files (each "
-        "counted at its Content-Length, a chunked one at the upload limit): 503 with Retry-After before the body "
-        "is read beyond. At least WBVAE_MAX_UPLOAD_BYTES plus 64 KiB.",
+        description="Bytes that request bodies in progress may hold together, in memory or temporary files, "
+        "counted as they arrive (not as declared): past it, uploads still arriving slower than the one that needs "
+        "room are closed with 503 and Retry-After, else that one is. At least WBVAE_MAX_UPLOAD_BYTES plus 64 KiB.",
+    )
+    send_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Longest a client may take no byte of an answer the server is holding for it; closed after, "
+        "the answer dropped (nginx's send_timeout).",
+    )
+    max_unsent_answer_bytes: int = Field(
+        128 * 1024 * 1024,
+        ge=1,
+        description="Bytes of answers not yet taken by their clients that the server may hold together; past it, "
+        "new uploads get 503 with Retry-After before their body is read.",
     )
     max_connections: int = Field(
         1000,
@@ -77,7 +89,11 @@ class Settings(BaseSettings):
         description="Open connections; a new one beyond closes the longest-idle one, else gets 503 "
         "(health checks excepted). Lowered to fit the file-descriptor limit.",
     )
-    api_keys: str = Field("", description="Comma-separated API keys; when set, /correct needs a Bearer key.")
+    api_keys: str = Field(
+        "",
+        description="Comma-separated API keys; when set, every request needs a Bearer key except GET/HEAD of "
+        "the health routes, /metrics, the page and the docs.",
+    )
     cors_origins: str = Field(
         "",
         description="Comma-separated origins of browser apps allowed to call the API (CORS), e.g. "

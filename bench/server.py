@@ -11,7 +11,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,10 +73,13 @@ def stop_process(proc: subprocess.Popen, timeout: float = 40) -> None:
 
 
 @contextmanager
-def start_server(*args: str, log: Path | None = None, ready_timeout: float = 90, **env: str) -> Iterator[Server]:
+def start_server(
+    *args: str, log: Path | None = None, ready_timeout: float = 300, wrap: Sequence[str] = (), **env: str
+) -> Iterator[Server]:
     """Start ``python -m app`` (or ``python *args``) on a free 127.0.0.1 port, on the CPU unless ``env`` says
     otherwise, with the ``WBVAE_*`` settings of ``env`` over the environment's; wait until ready; stop it
-    (SIGTERM) on leaving. Its output goes to ``log`` (a file), else to a temporary file (``Server.output``)."""
+    (SIGTERM) on leaving. Its output goes to ``log`` (a file), else to a temporary file (``Server.output``).
+    ``wrap``: a command that runs it (and execs it, keeping the process id), e.g. ``unshare``."""
     port = free_port()
     full_env = {
         **os.environ,
@@ -89,7 +92,7 @@ def start_server(*args: str, log: Path | None = None, ready_timeout: float = 90,
     # A file, not a pipe: a chatty server must never block on a full pipe.
     sink = open(log, "w+b") if log else tempfile.TemporaryFile()  # closed below
     proc = subprocess.Popen(
-        [sys.executable, *(args or ("-m", "app"))], cwd=REPO, env=full_env, stdout=sink, stderr=sink
+        [*wrap, sys.executable, *(args or ("-m", "app"))], cwd=REPO, env=full_env, stdout=sink, stderr=sink
     )
     server = Server(f"http://127.0.0.1:{port}", proc, sink)
     try:

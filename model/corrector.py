@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
@@ -180,12 +181,21 @@ def save_checkpoint(path: str | Path, model: WBVAE, **meta) -> None:
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[WBVAE, dict]:
     """Rebuild the model a checkpoint describes; ``ValueError`` naming the path if it cannot."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ValueError(f"checkpoint not found: {path}")
+    if not path.is_file():
+        raise ValueError(f"checkpoint {path} is not a file ({'a directory' if path.is_dir() else 'a special file'})")
+    if path.stat().st_size == 0:
+        raise ValueError(f"checkpoint {path} is empty (0 bytes)")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; torch.load's own errors say little here
+        cut = path.read_bytes()[:4] == b"PK\x03\x04"  # a zip's start without its end
+        what = "truncated (a zip archive with no end)" if cut else "not a PyTorch checkpoint (not a zip archive)"
+        raise ValueError(f"checkpoint {path} is unreadable: {what}, {path.stat().st_size} bytes")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt or not a torch file
-        raise ValueError(f"checkpoint {path} is unreadable: {exc.__class__.__name__}: {exc}") from exc
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ValueError(f"checkpoint {path} is unreadable: {exc.__class__.__name__}: {first}") from exc
     if not isinstance(ckpt, dict) or "model_args" not in ckpt or "state_dict" not in ckpt:
         raise ValueError(f"checkpoint {path} is not a wbvae checkpoint (needs model_args and state_dict)")
     try:

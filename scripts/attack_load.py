@@ -27,6 +27,13 @@ with a 12 MP correction every 2 s and /readyz sampled: 1,000 connections sending
 at once. It reports the answers each attacker got, the server's RSS before, at its peak and after each, and the
 ERROR records in the server's log.
 
+``--attacks door`` runs the attacks of issue #28 instead, each against its own server with default settings
+(unless said): 11 uploads declaring 512 MiB less 100,000 bytes between them that send nothing, then the same
+sending 20 KiB/s, each for ``--phase`` seconds with a 270 KB upload every 2 s; /analyze without a key (keys set);
+``--unread`` clients uploading a 12 MP JPEG and never reading the answer; a multipart upload with TMPDIR on a
+full tmpfs (``unshare -rm``); six bad checkpoints; HEAD on the health routes; 20,000 connections sending a whole
+GET /livez against a cap of 50; a repeated query parameter; a multipart body without its closing boundary.
+
 Prints a Markdown report: quiet and attacked correction times and their ratio (target <= 2), the
 /readyz samples, what each attacker got, the server's peak RSS and open descriptors.
 """
@@ -36,8 +43,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import io
+import json
 import multiprocessing as mp
 import os
+import socket
 import statistics
 import sys
 import threading
@@ -54,7 +64,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.attacks import rle8_bomb_bmp, rle_nop_bomb_bmp, scan_bomb_jpeg  # noqa: E402
 from bench.photos import photo_jpeg  # noqa: E402
-from bench.server import start_server  # noqa: E402
+from bench.server import free_port, start_server  # noqa: E402
 
 IDLE_SOCKETS = 300
 SLOWLORIS = 50
@@ -349,6 +359,271 @@ def slow_attacks(url: str, proc: Any, server: Any, photo: bytes, phase_s: float)
         )
 
 
+# -- issue #28: hold the door ------------------------------------------------------------------------------------
+
+DOOR_DECLARED = [52428800] * 10 + [12482912]
+READY_S = 600  # a loaded machine may take minutes to start a server
+
+
+async def declaring_upload(host: str, port: int, declared: int, rate: float, stop: asyncio.Event, stats: Counter):
+    """Declare ``declared`` bytes, send ``rate`` bytes a second (0: none); reconnect when cut, or after 9 s."""
+    while not stop.is_set():
+        try:
+            reader, writer = await _open(host, port)
+        except OSError:
+            await asyncio.sleep(0.05)
+            continue
+        writer.write(b"POST /correct HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n")
+        writer.write(b"Content-Length: %d\r\n\r\n" % declared)
+        end, answer = time.monotonic() + 9, b""
+        with contextlib.suppress(OSError):
+            while time.monotonic() < end and not stop.is_set() and not answer:
+                if rate:
+                    writer.write(b"\xff" * int(rate / 10))
+                with contextlib.suppress(asyncio.TimeoutError):
+                    answer = await asyncio.wait_for(reader.read(256), timeout=0.1)
+        stats[f"declaring: {answer[9:12].decode(errors='replace') if answer else 'reconnected'}"] += 1
+        writer.close()
+        await asyncio.sleep(0.05)
+
+
+def lock_out(rate: float, phase_s: float) -> str:
+    """The issue's lock-out: the share of 270 KB probe uploads (one every 2 s) answered 200."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(300)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (300, 300, 3), dtype=np.uint8)).save(buf, "PNG")
+    probe = buf.getvalue()
+    with start_server(ready_timeout=READY_S) as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        stop, stats = threading.Event(), Counter()
+
+        async def attack() -> None:
+            halt = asyncio.Event()
+            tasks = [
+                asyncio.create_task(declaring_upload(host, int(port), n, rate, halt, stats)) for n in DOOR_DECLARED
+            ]
+            while not stop.is_set():
+                await asyncio.sleep(0.1)
+            halt.set()
+            await asyncio.wait(tasks, timeout=15)
+
+        attacker = threading.Thread(target=asyncio.run, args=(attack(),))
+        attacker.start()
+        time.sleep(1)
+        statuses: Counter = Counter()
+        end = time.monotonic() + phase_s
+        while time.monotonic() < end:
+            start = time.monotonic()
+            r = httpx.post(f"{server.url}/correct", content=probe, headers={"Content-Type": "image/png"}, timeout=60)
+            statuses[r.status_code] += 1
+            time.sleep(max(0.0, 2 - (time.monotonic() - start)))
+        stop.set()
+        attacker.join(30)
+    ok = statuses[200] / max(1, sum(statuses.values()))
+    return f"probes {dict(statuses)}: **{ok:.0%} answered 200**; attackers: {dict(stats)}"
+
+
+def unread_answers(clients: int, photo: bytes) -> str:
+    """``clients`` upload ``photo`` one after the other (each when the gate has room) and never read the answer."""
+    with start_server(WBVAE_LOG_LEVEL="info", ready_timeout=READY_S) as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        proc = psutil.Process(server.proc.pid)
+        correct_once(server.url, photo)
+        rss_before, peak, halt = proc.memory_info().rss, {"rss": 0, "fds": 0}, threading.Event()
+        sampler = threading.Thread(target=sample_server, args=(proc.pid, halt, peak))
+        sampler.start()
+        socks = []
+        head = b"POST /correct HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
+        for _ in range(clients):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect((host, int(port)))
+            with contextlib.suppress(OSError):
+                sock.sendall(head % len(photo) + photo)
+            socks.append(sock)
+            time.sleep(0.1)
+            while (
+                _metric(server.url, "wbvae_corrections_in_flight") + _metric(server.url, "wbvae_corrections_queued")
+                >= 2
+            ):
+                time.sleep(0.05)
+        while _metric(server.url, "wbvae_corrections_in_flight") + _metric(server.url, "wbvae_corrections_queued"):
+            time.sleep(0.2)
+        time.sleep(2)
+        held = sum(1 for c in proc.net_connections() if c.status == "ESTABLISHED" and c.laddr.port == int(port))
+        time.sleep(35)  # past the default 30 s send timeout
+        after = sum(1 for c in proc.net_connections() if c.status == "ESTABLISHED" and c.laddr.port == int(port))
+        halt.set()
+        sampler.join()
+        codes = Counter(_answer_status(s) for s in socks)
+        for s in socks:
+            s.close()
+    return (
+        f"RSS {rss_before / 2**20:.0f} MB -> peak {peak['rss'] / 2**20:.0f} MB "
+        f"(**+{(peak['rss'] - rss_before) / 2**20:.0f} MB**); connections open 2 s after the last answer: {held}, "
+        f"37 s after: **{after}**; what the clients then found in their sockets: {dict(codes)}"
+    )
+
+
+def _answer_status(sock: socket.socket) -> str:
+    sock.settimeout(0.5)
+    try:
+        answer = sock.recv(64)
+    except TimeoutError:
+        return "nothing (still open)"
+    except OSError:
+        return "reset"
+    return answer[9:12].decode(errors="replace") if answer else "closed"
+
+
+def _metric(url: str, name: str) -> float:
+    lines = httpx.get(f"{url}/metrics", timeout=10).text.splitlines()
+    return sum(float(line.split(" ")[1]) for line in lines if line.split(" ")[0] == name)
+
+
+def full_tmpdir() -> str:
+    """A 1.5 MB multipart upload with TMPDIR on a 2 MiB tmpfs holding 1.3 MB; then a raw body; /readyz."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    import numpy as np
+    from PIL import Image
+
+    if not shutil.which("unshare") or subprocess.run(["unshare", "-rm", "true"]).returncode:
+        return "skipped: no unprivileged mount namespaces (unshare -rm)"
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(700).integers(0, 256, (700, 700, 3), dtype=np.uint8)).save(buf, "PNG")
+    big = buf.getvalue()
+    with tempfile.TemporaryDirectory() as tmpdir:
+        mount = 'mount -t tmpfs -o size=2m tmpfs "$TMPDIR" && exec "$@"'
+        env = {"TMPDIR": tmpdir, "WBVAE_MAX_UPLOAD_BYTES": "1800000", "WBVAE_LOG_LEVEL": "info"}
+        with start_server(ready_timeout=READY_S, wrap=("unshare", "-rm", "sh", "-c", mount, "sh"), **env) as server:
+            Path(f"/proc/{server.proc.pid}/root{tmpdir}/fill").write_bytes(b"\0" * 1_300_000)
+            multipart = httpx.post(f"{server.url}/correct", files={"file": ("big.png", big)}, timeout=60)
+            ready = httpx.get(f"{server.url}/readyz")
+            raw = httpx.post(f"{server.url}/correct", content=big, headers={"Content-Type": "image/png"}, timeout=60)
+            above_info = [line for line in server.output().splitlines() if '"level": "error"' in line]
+    return (
+        f"multipart {multipart.status_code} {multipart.json()['detail']!r}; /readyz {ready.status_code}; "
+        f"raw body {raw.status_code}; ERROR lines: {len(above_info)}"
+        + (f" ({json.loads(above_info[0])['msg'][:90]}...)" if above_info else "")
+    )
+
+
+def bad_checkpoints() -> str:
+    """Exit status and the lines of output of ``python -m app`` on six bad checkpoints."""
+    import subprocess
+    import tempfile
+
+    out = []
+    with tempfile.TemporaryDirectory() as folder:
+        good = (REPO / "model" / "checkpoints" / "default.pt").read_bytes()
+        cases = {"missing": None, "a directory": "dir", "truncated": good[: len(good) // 2]}
+        cases |= {"random bytes": os.urandom(4096), "text": b"weights\n", "empty": b""}
+        procs = {}
+        for name, data in cases.items():
+            path = Path(folder) / name.replace(" ", "-")
+            if data == "dir":
+                path.mkdir()
+            elif data is not None:
+                path.write_bytes(data)
+            env = {**os.environ, "WBVAE_CHECKPOINT": str(path), "WBVAE_PORT": str(free_port()), "WBVAE_DEVICE": "cpu"}
+            procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "app"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            )
+        for name, proc in procs.items():
+            text = proc.communicate(timeout=300)[0].decode()
+            errors = [json.loads(line)["msg"] for line in text.splitlines() if '"level": "error"' in line]
+            naming = [m for m in errors if "cannot start" in m or "Traceback" in m]
+            said = naming[-1].strip().splitlines()[-1][:70] if naming else "-"
+            lines = sum(m.count("\n") + 1 for m in naming)
+            out.append(
+                f"{name}: exit {proc.returncode}, error {lines} line(s), traceback {'Traceback' in text}: {said!r}"
+            )
+    return "; ".join(out)
+
+
+def small_checks() -> str:
+    """HEAD on the health routes, /analyze without a key, a repeated query parameter, a multipart body cut short."""
+    png = io.BytesIO()
+    from PIL import Image
+
+    Image.new("RGB", (64, 48), (180, 120, 90)).save(png, "PNG")
+    photo = png.getvalue()
+    out = []
+    with start_server(WBVAE_API_KEYS="k", ready_timeout=READY_S) as server:
+        heads = {p: httpx.head(f"{server.url}{p}").status_code for p in ("/livez", "/healthz", "/readyz", "/metrics")}
+        out.append(f"HEAD {heads}")
+        keyless = httpx.post(f"{server.url}/analyze", content=photo, headers={"Content-Type": "image/png"})
+        out.append(f"/analyze without a key: {keyless.status_code}")
+        auth = {"Authorization": "Bearer k", "Content-Type": "image/png"}
+        twice = httpx.post(f"{server.url}/correct?preset=tungsten&preset=shade", content=photo, headers=auth)
+        out.append(
+            f"preset twice: {twice.status_code}" + (f" {twice.json()['detail']!r}" if twice.status_code != 200 else "")
+        )
+        part = b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n' + photo
+        cut = httpx.post(
+            f"{server.url}/correct",
+            content=part,
+            headers={"Authorization": "Bearer k", "Content-Type": "multipart/form-data; boundary=b"},
+        )
+        out.append(f"no closing boundary: {cut.status_code} {cut.json()['detail'][:80]!r}")
+    return "; ".join(out)
+
+
+def cap_flood(total: int = 20_000, cap: int = 50, clients: int = 150) -> str:
+    """``total`` connections, ``clients`` at a time, each sending a whole GET /livez and idling 0.3 s after."""
+    with start_server(WBVAE_MAX_CONNECTIONS=str(cap), ready_timeout=READY_S) as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        counts: Counter = Counter()
+        left = [total]
+
+        async def client() -> None:
+            while left[0] > 0:
+                left[0] -= 1
+                try:
+                    reader, writer = await _open(host, int(port))
+                except OSError:
+                    counts["connect failed"] += 1
+                    continue
+                writer.write(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+                try:
+                    answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+                except (asyncio.IncompleteReadError, ConnectionError, asyncio.TimeoutError):
+                    answer = b""
+                counts[answer[9:12].decode() if answer.startswith(b"HTTP/1.1 ") else "no answer"] += 1
+                with contextlib.suppress(asyncio.TimeoutError, ConnectionError):
+                    await asyncio.wait_for(reader.read(), 0.3)
+                writer.close()
+
+        async def flood() -> None:
+            await asyncio.gather(*(client() for _ in range(clients)))
+
+        asyncio.run(flood())
+    return f"{total:,} connections against a cap of {cap}: {dict(counts)}; **{counts['no answer']} without an answer**"
+
+
+def door_attacks(phase_s: float, unread: int, photo: bytes) -> None:
+    print(f"issue #28 attacks (lock-out phases {phase_s:g} s, {unread} unread 12 MP answers)\n")
+    rows = [
+        ("11 uploads declaring 512 MiB - 100 kB, no body", lambda: lock_out(0, phase_s)),
+        ("the same at 20 KiB/s", lambda: lock_out(20 * 1024, phase_s)),
+        ("HEAD, /analyze without a key, repeated parameter, multipart cut short", small_checks),
+        (f"{unread} clients that never read their 12 MP answer", lambda: unread_answers(unread, photo)),
+        ("TMPDIR full", full_tmpdir),
+        ("six bad checkpoints", bad_checkpoints),
+        ("20,000 connections at the cap", cap_flood),
+    ]
+    print("| attack | result |")
+    print("| --- | --- |")
+    for name, run in rows:
+        print(f"| {name} | {run()} |", flush=True)
+
+
 # -- the measurements -------------------------------------------------------------------------------
 
 
@@ -393,15 +668,19 @@ def main() -> None:
     )
     parser.add_argument(
         "--attacks",
-        choices=("all", "sockets", "uploads", "slow"),
+        choices=("all", "sockets", "uploads", "slow", "door"),
         default="all",
         help="sockets: only the idle, slowloris and huge-header connections; uploads: only the bombs; "
-        "slow: the four attacks of issue #20 instead",
+        "slow: the four attacks of issue #20 instead; door: those of issue #28",
     )
-    parser.add_argument("--phase", type=float, default=20.0, help="--attacks slow: seconds of each attack")
+    parser.add_argument("--phase", type=float, default=20.0, help="--attacks slow, door: seconds of each attack")
+    parser.add_argument("--unread", type=int, default=120, help="--attacks door: clients that never read")
     args = parser.parse_args()
 
     photo = photo_jpeg(12)
+    if args.attacks == "door":
+        door_attacks(args.phase, args.unread, photo)
+        return
     if args.attacks == "slow":
         with contextlib.ExitStack() as stack:
             server = None if args.url else stack.enter_context(start_server(WBVAE_LOG_LEVEL="info"))

@@ -113,6 +113,8 @@ async def read_photo(request: Request, file: UploadFile | None, settings: Settin
         data, filename = await file.read(settings.max_upload_bytes + 1), file.filename
     elif raw_body_type(request.headers.get("content-type")):
         data, filename = await request.body(), None  # BodySizeLimit bounds what is read
+    elif media_type(request.headers.get("content-type")) == "multipart/form-data":
+        raise HTTPException(422, await missing_file_field(request))
     else:
         raise HTTPException(422, RAW_OR_MULTIPART)
     if not data:
@@ -152,9 +154,26 @@ def _ignore_outcome(task: asyncio.Future) -> None:
         task.exception()
 
 
+async def missing_file_field(request: Request) -> str:
+    """Why a multipart body gave no field ``file``: it names others, or no part ended (its closing boundary, or
+    the end of the part, never came)."""
+    fields = sorted(set((await request.form()).keys()))  # parsed already: the form FastAPI read
+    if fields:
+        return f"no multipart field 'file' (got {', '.join(map(repr, fields[:10]))}); {RAW_OR_MULTIPART}"
+    return (
+        "the multipart body holds no complete part: it ended before the closing boundary "
+        f"(--boundary--) of its field 'file', or has no part at all; {RAW_OR_MULTIPART}"
+    )
+
+
+def media_type(content_type: str | None) -> str:
+    """The media type of a Content-Type, lower case, without parameters."""
+    return (content_type or "").split(";")[0].strip().lower()
+
+
 def raw_body_type(content_type: str | None) -> bool:
     """Whether a request's Content-Type announces a photo as its raw body (mobile SDKs send it so)."""
-    media = (content_type or "").split(";")[0].strip().lower()
+    media = media_type(content_type)
     return media.startswith("image/") or media == "application/octet-stream"
 
 

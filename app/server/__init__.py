@@ -5,7 +5,16 @@ clients), the ASGI middleware (``middleware``: request ids, metrics, upload limi
 Everything outside the server edge imports from here.
 """
 
-from app.server.middleware import CLIENT_CLOSED_REQUEST, BodySizeLimit, RequestMetrics, UploadBudget
+from app.server.middleware import (
+    CLIENT_CLOSED_REQUEST,
+    AnswerBudget,
+    BodySizeLimit,
+    HeadAsGet,
+    RequestMetrics,
+    SingleQueryValues,
+    UnsentAnswers,
+    UploadBudget,
+)
 from app.server.protocol import WRITTEN_FOR, ConnectionGuard, run, version_mismatches
 from app.server.security import (
     API_CSP,
@@ -24,11 +33,15 @@ __all__ = [
     "DOCS_CSP",
     "PAGE_CSP",
     "WRITTEN_FOR",
+    "AnswerBudget",
     "ApiKeyGuard",
     "BodySizeLimit",
     "ConnectionGuard",
+    "HeadAsGet",
     "RequestMetrics",
     "SecurityHeaders",
+    "SingleQueryValues",
+    "UnsentAnswers",
     "UploadBudget",
     "install_cors",
     "run",

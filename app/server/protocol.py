@@ -18,14 +18,21 @@ passed to uvicorn as the ``http`` protocol class) adds, per connection:
   after it), or ``body_deadline_s`` in all (408 before the response, else close). Time the server itself
   does not read (its buffer full while the app is busy, a client waiting for ``100 Continue``) does
   not count. Between requests uvicorn's own keep-alive timeout applies;
+- a send timeout: an answer over the write buffer's high-water mark of which the client takes no byte
+  for ``send_timeout_s`` is dropped and the connection aborted (nginx's ``send_timeout``); the bytes such
+  answers hold are counted (``ConnectionGuard.unsent_bytes``) for ``app.server.middleware.AnswerBudget``;
 - a connection cap (:class:`ConnectionGuard`): at ``max_connections`` open connections a new one
-  first closes the connection that has been idle longest (no request in progress: waiting for a
-  head, or between requests), else the one whose request body has come slowest, when under the minimum
-  rate (408 and close); if every connection is busy otherwise, a few more are let in for
+  first closes the connection that has been idle longest with nothing of a request in progress (no
+  byte of a head read or waiting in its socket, no answer being sent, not in its first second with
+  nothing sent yet), else the one whose request body has come slowest, when under the minimum
+  rate (408 and close), else the oldest head in progress or, last, a connection in its first second
+  (503); if every connection is busy otherwise, a few more are let in for
   the health paths only (503 for anything else), and past those the new connection gets a 503 at
-  once and is closed. The cap is lowered, with a warning, to what the process's file-descriptor
-  limit allows (the soft limit is first raised towards the hard one). Cap events are logged as one
-  warning per ``LOG_WINDOW_S`` with their counts, timeouts and refused heads as one info line.
+  once. The cap's 503s close with a linger (what the client still sends is read and dropped a while),
+  so a request that has arrived is always answered. The cap is lowered, with a warning, to what the
+  process's file-descriptor limit allows (the soft limit is first raised towards the hard one). Cap
+  events are logged as one warning per ``LOG_WINDOW_S`` with their counts, timeouts and refused heads
+  as one info line.
 
 These are transport-level concerns, so they live in the protocol, not in ASGI middleware: the timers
 see the bytes (and the reads the server paused), and the head is refused before it is parsed. A request
@@ -41,12 +48,15 @@ at start-up when others are installed, and ``tests/app/test_server_pins.py`` fai
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import importlib.metadata
 import json
 import logging
 import math
 import resource
+import struct
 import sys
+import termios
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,7 +69,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from app.metrics import Metrics
-from app.server.middleware import send_json
+from app.server.middleware import OneLineStartupFailure, UnsentAnswers, send_json
 from app.server.security import API_SECURITY_HEADERS, SecurityHeaders
 from app.settings import Settings
 
@@ -72,6 +82,12 @@ HEALTH_HEADROOM = 16  # connections let in past the cap, for the health paths, w
 FDS_PER_CONNECTION = 2  # the socket, and an upload spooled to a temporary file
 FD_RESERVE = 64  # the checkpoint, logs, the event loop's own descriptors, libraries
 LOG_WINDOW_S = 10.0
+FRESH_GRACE_S = (
+    1.0  # a new connection that has sent nothing yet is closed for the cap before this only as a last resort
+)
+LINGER_S = 1.0  # after a 503 for the cap, what the client still sends is read and dropped this long,
+LINGER_BYTES = 64 * 1024  # and up to this much,
+LINGER_MAX = 64  # by this many connections at once at most (their descriptors are reserved beside the cap's)
 READ_SIZE = 256 * 1024  # the most one socket read hands the protocol (asyncio and uvloop alike)
 
 
@@ -89,6 +105,7 @@ class ServerLimits:
     body_deadline_s: float = 300.0
     max_connections: int = 1000
     retry_after_s: int = 2
+    send_timeout_s: float = 30.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ServerLimits:
@@ -103,6 +120,7 @@ class ServerLimits:
             body_deadline_s=settings.body_deadline_s,
             max_connections=fit_to_fd_limit(settings.max_connections),
             retry_after_s=settings.retry_after_s,
+            send_timeout_s=settings.send_timeout_s,
         )
 
 
@@ -110,7 +128,7 @@ def fit_to_fd_limit(max_connections: int) -> int:
     """``max_connections``, lowered (with a warning) to what RLIMIT_NOFILE allows, after raising the
     soft limit towards the hard one so that the cap plus its headroom never runs the process out of
     descriptors (out of them, accept() fails and uvicorn stops taking connections for a while)."""
-    want = FD_RESERVE + FDS_PER_CONNECTION * (max_connections + HEALTH_HEADROOM)
+    want = FD_RESERVE + LINGER_MAX + FDS_PER_CONNECTION * (max_connections + HEALTH_HEADROOM)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < want:
         target = want if hard == resource.RLIM_INFINITY else min(hard, want)
@@ -122,7 +140,7 @@ def fit_to_fd_limit(max_connections: int) -> int:
                 pass
     if soft == resource.RLIM_INFINITY:
         return max_connections
-    fits = (soft - FD_RESERVE) // FDS_PER_CONNECTION - HEALTH_HEADROOM
+    fits = (soft - FD_RESERVE - LINGER_MAX) // FDS_PER_CONNECTION - HEALTH_HEADROOM
     if fits < max_connections:
         fits = max(fits, 1)
         log.warning(
@@ -147,6 +165,8 @@ CUT_REASONS = {
     "body_deadline": "bodies over the body deadline (408)",
     "cap_closed_slow_body": "bodies under the minimum rate closed to make room (408)",
     "cap_closed_idle": "idle connections closed",
+    "cap_closed_head": "heads in progress answered 503 to make room",
+    "send_timeout": "answers unread for the send timeout (closed, answer dropped)",
     "cap_refused": "connections refused",
     "cap_not_health_check": "requests refused with 503 (over the cap, not a health check)",
 }
@@ -206,7 +226,10 @@ class ConnectionGuard:
     min_body_rate: float = 0.0  # bytes/s; a body below it is closed before a new connection is refused (0: never)
     open: set[GuardedProtocol] = field(default_factory=set)
     idle: dict[GuardedProtocol, None] = field(default_factory=dict)  # insertion order: idle longest first
+    heads: dict[GuardedProtocol, None] = field(default_factory=dict)  # a head begun, not complete: oldest first
     receiving: set[GuardedProtocol] = field(default_factory=set)  # busy with a request whose body is arriving
+    sending: set[GuardedProtocol] = field(default_factory=set)  # an answer over the write buffer's high-water mark
+    lingering: int = 0  # connections closing after a 503 for the cap, reading what their client still sends
     events: _Tally = field(init=False)
     ADMITTED: ClassVar[str] = "admitted"
     HEALTH_ONLY: ClassVar[str] = "health only"
@@ -221,10 +244,18 @@ class ConnectionGuard:
         )
 
     def admit(self, conn: GuardedProtocol) -> str:
+        """Room for ``conn`` at the cap: the connection idle longest is closed, else the slowest body under the
+        minimum rate (408), else the oldest head in progress, else the oldest connection in its first
+        ``FRESH_GRACE_S`` that has sent nothing yet (503: its request may be on its way). A request that has
+        begun to arrive, or may have, is always answered."""
         verdict = self.ADMITTED
         if len(self.open) >= self.max_connections:
-            victim = next(iter(self.idle), None)
+            now = asyncio.get_running_loop().time()
+            victim = self.idle_victim(opened_before=now - FRESH_GRACE_S)
             slow = None if victim is not None else self.slowest_body()
+            head = None if victim is not None or slow is not None else next(iter(self.heads), None)
+            if victim is None and slow is None and head is None:
+                head = self.idle_victim(opened_before=math.inf)
             if victim is not None:
                 self.forget(victim)
                 victim.evict()
@@ -233,6 +264,10 @@ class ConnectionGuard:
                 self.forget(slow)
                 slow.evict_slow_body()
                 self._note("cap_closed_slow_body")
+            elif head is not None:
+                self.forget(head)
+                head.evict_head()
+                self._note("cap_closed_head")
             elif len(self.open) < self.max_connections + self.headroom:
                 verdict = self.HEALTH_ONLY
             else:
@@ -241,6 +276,28 @@ class ConnectionGuard:
         self.open.add(conn)
         self.idle[conn] = None
         return verdict
+
+    def idle_victim(self, opened_before: float) -> GuardedProtocol | None:
+        """The connection idle longest with nothing of a request in progress: no byte of a next request read or
+        waiting in the socket, no answer still being sent, and, if it has not sent a request yet, opened before
+        ``opened_before`` (its first request may be on its way). One found with bytes waiting becomes a head in
+        progress."""
+        for conn in list(self.idle):
+            if conn.fresh_since is not None and conn.fresh_since >= opened_before:
+                continue
+            if conn.head_begun() or conn.unread_bytes():
+                self.head_started(conn)
+            elif not conn.answer_unsent():
+                return conn
+        return None
+
+    def head_started(self, conn: GuardedProtocol) -> None:
+        if self.idle.pop(conn, False) is None:
+            self.heads[conn] = None
+
+    def unsent_bytes(self) -> int:
+        """Bytes of answers written but not yet sent, over the connections past their write buffer's high water."""
+        return sum(conn.transport.get_write_buffer_size() for conn in self.sending)
 
     def slowest_body(self) -> GuardedProtocol | None:
         """The connection whose request body has come slowest so far, if under ``min_body_rate``."""
@@ -258,6 +315,7 @@ class ConnectionGuard:
 
     def busy(self, conn: GuardedProtocol) -> None:
         self.idle.pop(conn, None)
+        self.heads.pop(conn, None)
 
     def idle_again(self, conn: GuardedProtocol) -> None:
         if conn in self.open:
@@ -267,7 +325,9 @@ class ConnectionGuard:
     def forget(self, conn: GuardedProtocol) -> None:
         self.open.discard(conn)
         self.idle.pop(conn, None)
+        self.heads.pop(conn, None)
         self.receiving.discard(conn)
+        self.sending.discard(conn)
 
 
 class _TooManyHeaders(Exception):
@@ -302,26 +362,62 @@ class GuardedProtocol(HttpToolsProtocol):
         self._window_start = 0.0  # the body rate's current window
         self._window_bytes = 0
         self._health_only = False
+        self._send_timer: asyncio.TimerHandle | None = None
+        self._unsent = 0  # the write buffer at the last check of the send timeout
+        self._send_progress = 0.0  # when the write buffer last shrank
+        self._fd = -1
+        self.fresh_since: float | None = None  # when it opened, until its first request head begins
+        self._lingering = 0  # bytes still to read and drop before closing (see _linger)
+        self._lingered = False
 
     # -- connection ----------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        self._fd = sock.fileno() if sock is not None else -1
+        self.fresh_since = self.loop.time()
         verdict = self.guard.admit(self)
         if verdict == ConnectionGuard.REFUSED:
-            self._reply_and_close(503, "Service Unavailable: too many connections", retry=True)
+            self._reply_and_close(503, "Service Unavailable: too many connections", retry=True, linger=True)
             return
         self._health_only = verdict == ConnectionGuard.HEALTH_ONLY
         self._arm(self.limits.header_timeout_s, self._head_timed_out)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.guard.forget(self)
+        if self._lingered:
+            self.guard.lingering -= 1
+            self._lingered = False
         self._cancel_timer()
+        self._cancel_send_timer()
         super().connection_lost(exc)
 
     def evict(self) -> None:
         """Closed to make room for a new connection (this one had no request in progress)."""
         self._cancel_timer()
         self.transport.close()
+
+    def evict_head(self) -> None:
+        """Closed to make room for a new connection: its request head had begun (or was waiting unread), so it is
+        answered 503 rather than dropped."""
+        self._reply_and_close(503, "Service Unavailable: too many connections", retry=True, linger=True)
+
+    def head_begun(self) -> bool:
+        return self._awaiting_head and self._head_bytes > 0
+
+    def unread_bytes(self) -> int:
+        """Bytes the client has sent that the server has not read yet (in the socket's receive queue)."""
+        if self._fd < 0:
+            return 0
+        try:
+            return struct.unpack("i", fcntl.ioctl(self._fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+        except OSError:
+            return 0
+
+    def answer_unsent(self) -> bool:
+        """Whether an answer is still being written: the app's, or bytes of it waiting in the write buffer."""
+        cycle = self.cycle
+        return (cycle is not None and not cycle.response_complete) or self.transport.get_write_buffer_size() > 0
 
     def evict_slow_body(self) -> None:
         """Closed to make room for a new connection: its request body was the slowest, under the minimum rate."""
@@ -333,10 +429,17 @@ class GuardedProtocol(HttpToolsProtocol):
 
     # -- bytes in ------------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            self._lingering -= min(len(data), self._lingering)
+            if not self._lingering:
+                self.transport.close()
+            return
         if self.transport.is_closing():
             return
         self._unset_keepalive_if_required()
         if self._awaiting_head:
+            self.fresh_since = None
+            self.guard.head_started(self)
             if self._timer is None:  # the first byte of a later request: its head's clock starts
                 self._arm(self.limits.header_timeout_s, self._head_timed_out)
             if not self._head_fits(data):
@@ -374,6 +477,44 @@ class GuardedProtocol(HttpToolsProtocol):
         else:
             self._head_bytes += end + 4
         return self._head_bytes <= self.limits.max_header_bytes
+
+    # -- bytes out -----------------------------------------------------------------------------
+    def pause_writing(self) -> None:
+        """The write buffer passed its high-water mark: the send timeout's clock runs while it does not shrink."""
+        super().pause_writing()
+        self.guard.sending.add(self)
+        self._unsent = self.transport.get_write_buffer_size()
+        self._send_progress = self.loop.time()
+        if self._send_timer is None:
+            self._send_timer = self.loop.call_later(min(1.0, self.limits.send_timeout_s), self._send_check)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self.guard.sending.discard(self)
+        self._cancel_send_timer()
+
+    def _cancel_send_timer(self) -> None:
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+
+    def _send_check(self) -> None:
+        """No byte of the answer taken by the client for ``send_timeout_s`` (nginx's ``send_timeout``): the
+        connection is aborted and the answer's bytes freed."""
+        self._send_timer = None
+        if self not in self.guard.sending:
+            return
+        now, unsent = self.loop.time(), self.transport.get_write_buffer_size()
+        if unsent < self._unsent:
+            self._send_progress = now
+        self._unsent = unsent
+        if now - self._send_progress >= self.limits.send_timeout_s:
+            self.defences.add("send_timeout")
+            self.guard.forget(self)
+            self.transport.abort()  # close() would keep the buffer until it is sent
+            return
+        left = self._send_progress + self.limits.send_timeout_s - now
+        self._send_timer = self.loop.call_later(min(1.0, max(left, 0.01)), self._send_check)
 
     # -- parser callbacks ----------------------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -487,9 +628,10 @@ class GuardedProtocol(HttpToolsProtocol):
             self.transport.close()
 
     # -- answers the app never sees --------------------------------------------------------------
-    def _reply_and_close(self, status: int, message: str, retry: bool = False) -> None:
-        """A ``{"detail": message}`` answer with ``status``, then close, written straight to the transport; a
-        request the app is still receiving sees a disconnect, and whatever it answers is dropped."""
+    def _reply_and_close(self, status: int, message: str, retry: bool = False, linger: bool = False) -> None:
+        """A ``{"detail": message}`` answer with ``status``, then close (``linger``: see :meth:`_linger`), written
+        straight to the transport; a request the app is still receiving sees a disconnect, and whatever it
+        answers is dropped."""
         self._cancel_timer()
         self._awaiting_head = self._in_body = False
         cycle = self.cycle
@@ -514,7 +656,25 @@ class GuardedProtocol(HttpToolsProtocol):
             ]
         )
         self.transport.write(b"".join(content))
-        self.transport.close()
+        if linger:
+            self._linger()
+        else:
+            self.transport.close()
+
+    def _linger(self) -> None:
+        """Close once the answer is out, reading and dropping what the client still sends for up to ``LINGER_S``
+        and ``LINGER_BYTES`` (or until it closes): a socket closed with unread bytes is reset, and the reset can
+        destroy the answer before the client reads it (nginx's ``lingering_close``). For the cap's 503s: a client
+        refused there may have sent a whole request that must not go unanswered."""
+        if not self.transport.can_write_eof() or self.guard.lingering >= LINGER_MAX:
+            self.transport.close()
+            return
+        self.guard.lingering += 1
+        self._lingering = LINGER_BYTES
+        self._lingered = True
+        self.transport.write_eof()
+        self._cancel_timer()
+        self._timer = self.loop.call_later(LINGER_S, self.transport.close)
 
 
 def _over_capacity(retry_after_s: int) -> Any:
@@ -566,11 +726,17 @@ def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
         log.warning("the server's limits may not hold: %s (app/server/protocol.py uses uvicorn's internals)", mismatch)
     limits = ServerLimits.from_settings(settings)
     metrics = getattr(getattr(app, "state", None), "metrics", None)
+    http = protocol_class(limits, count_cuts(metrics) if isinstance(metrics, Metrics) else None)
+    unsent = getattr(getattr(app, "state", None), "unsent_answers", None)
+    if isinstance(unsent, UnsentAnswers):
+        unsent.count = http.guard.unsent_bytes
+    if hasattr(app, "state"):
+        app = OneLineStartupFailure(app, debug=settings.log_level.lower() == "debug")
     return uvicorn.Config(
         SecurityHeaders(app),  # around Starlette's own error handler too: its 500 (headers already set are kept)
         host=settings.host,
         port=settings.port,
-        http=protocol_class(limits, count_cuts(metrics) if isinstance(metrics, Metrics) else None),
+        http=http,
         ws="none",  # no WebSocket routes: no upgrade path around the limits
         log_config=None,
         log_level=settings.log_level,

@@ -10,8 +10,11 @@ from starlette.middleware.cors import CORSMiddleware
 
 from app.server.middleware import send_json
 
-# Paths that need a key when keys are configured; health, metrics, the page and the docs stay open.
-PROTECTED_PATHS = ("/correct",)
+# With keys configured, every request needs one except a GET or HEAD of these paths (health, metrics, the page,
+# the docs and their assets), which read no body and run no model; anything else, a new route included, is closed.
+OPEN_PATHS = frozenset({"/livez", "/healthz", "/readyz", "/metrics", "/", "/favicon.ico", "/docs", "/redoc"})
+OPEN_PREFIXES = ("/static/", "/docs-assets/", "/openapi.json")
+OPEN_METHODS = frozenset({"GET", "HEAD"})
 
 # The page and its assets come from this origin only; the photo preview is a blob: URL.
 PAGE_CSP = (
@@ -36,10 +39,19 @@ SECURITY_HEADERS = (
 API_SECURITY_HEADERS = (*SECURITY_HEADERS, (b"content-security-policy", API_CSP.encode()))
 
 
+def open_without_key(method: str, path: str) -> bool:
+    """Whether a request needs no key when keys are configured: a GET or HEAD of ``OPEN_PATHS`` (or under
+    ``OPEN_PREFIXES``), or a CORS preflight (browsers send no key with it)."""
+    if method == "OPTIONS":
+        return True
+    return method in OPEN_METHODS and (path in OPEN_PATHS or path.startswith(OPEN_PREFIXES))
+
+
 class ApiKeyGuard:
-    """401 for a request to a protected path without ``Authorization: Bearer <key>`` naming a configured
-    key, answered from the headers alone: the body is never read and the connection is closed, so a
-    refused upload costs no memory or disk. CORS preflights (``OPTIONS``) pass: browsers send no key.
+    """401 for a request without ``Authorization: Bearer <key>`` naming a configured key, unless
+    :func:`open_without_key` (deny by default: any route that reads a body or runs the model needs a key),
+    answered from the headers alone: the body is never read and the connection is closed, so a
+    refused upload costs no memory or disk.
     A request with more than one ``Authorization`` header is 400 on any path (which one counts would be
     up to each proxy on the way)."""
 
@@ -50,12 +62,7 @@ class ApiKeyGuard:
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and sum(name == b"authorization" for name, _ in scope.get("headers", [])) > 1:
             return await send_json(send, 400, "more than one Authorization header; send one")
-        if (
-            scope["type"] != "http"
-            or not self.keys
-            or scope["method"] == "OPTIONS"
-            or scope["path"].rstrip("/") not in PROTECTED_PATHS
-        ):
+        if scope["type"] != "http" or not self.keys or open_without_key(scope["method"], scope["path"]):
             return await self.app(scope, receive, send)
         if self.authorized(dict(scope.get("headers", [])).get(b"authorization", b"")):
             return await self.app(scope, receive, send)
@@ -105,7 +112,7 @@ def install_cors(app: FastAPI, origins: list[str], expose: tuple[str, ...] = ())
     app.add_middleware(
         CORSMiddleware,
         allow_origins=origins,
-        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_methods=["GET", "HEAD", "POST", "OPTIONS"],
         allow_headers=["Authorization", "Content-Type", "Accept", "X-Request-ID"],
         expose_headers=["Content-Disposition", "X-Request-ID", "Retry-After", "WWW-Authenticate", *expose],
         max_age=600,

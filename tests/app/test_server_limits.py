@@ -368,9 +368,19 @@ def test_guard_never_closes_a_busy_connection_and_bounds_the_open_ones():
 
     class Conn:
         evicted = False
+        fresh_since = None  # has sent a request: idle means between requests
 
         def evict(self):
             self.evicted = True
+
+        def head_begun(self):
+            return False
+
+        def unread_bytes(self):
+            return 0
+
+        def answer_unsent(self):
+            return False
 
     async def scenario():
         guard = ConnectionGuard(max_connections=2, headroom=1)

@@ -174,6 +174,7 @@ def test_1000_slow_body_clients_do_not_lock_out_normal_uploads(server):
 BUDGET = 200 * 2**20
 DECLARED = 49 * 2**20
 SENT = 45 * 2**20
+UPLOADS = 20
 
 
 def _temp_bytes(pid: int, tmpdir: str) -> int:
@@ -188,10 +189,11 @@ def _temp_bytes(pid: int, tmpdir: str) -> int:
     return total
 
 
-def test_100_trickling_45_mb_uploads_are_held_to_the_budget(tmp_path):
-    """Raw and multipart uploads announcing 49 MB, each sending 45 MB and then trickling: past the budget they
-    get 503 with Retry-After before their body is read; RSS and temporary files stay within the budget, the
-    trickling ones are cut by the rate, and afterwards the temporary files are gone and photos are served."""
+def test_uploads_that_fill_the_budget_and_trickle_give_way_to_new_ones(tmp_path):
+    """20 raw and multipart uploads announcing 49 MB, each sending 45 MB at once and then a byte every 0.5 s: the
+    bodies held never pass the budget (RSS, temporary files), as each new one makes room by closing the uploads
+    that came slower (503 with Retry-After) and the rate cuts the rest (408); afterwards the temporary files are
+    gone and photos are served."""
     env = {
         "WBVAE_MAX_BODY_BYTES_IN_FLIGHT": str(BUDGET),
         "WBVAE_BODY_RATE_WINDOW_S": "2",
@@ -212,47 +214,32 @@ def test_100_trickling_45_mb_uploads_are_held_to_the_budget(tmp_path):
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        refused, admitted = [], []
+        socks, trickles = [], []
         boundary = b"b0undary"
-        for i in range(100):
+        for i in range(UPLOADS):
             sock = _connect(server)
             if i % 2:
                 preamble = b'--%s\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n' % boundary
                 kind = b"multipart/form-data; boundary=" + boundary
             else:
                 preamble, kind = b"", b"image/jpeg"
-            sock.sendall(
-                b"POST /correct HTTP/1.1\r\nHost: t\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s"
-                % (kind, DECLARED, preamble)
-            )
-            sock.settimeout(0.3)
-            try:
-                answer = sock.recv(65536)
-            except TimeoutError:
-                answer = b""
-            if answer:
-                sock.settimeout(5)
-                with contextlib.suppress(OSError):
-                    while chunk := sock.recv(65536):
-                        answer += chunk
-                refused.append(answer)
-                sock.close()
-                continue
             sock.settimeout(30)
-            sock.sendall(b"\xff" * SENT)
-            admitted.append(sock)
-        trickles = [threading.Thread(target=_trickle, args=(s, 0.5, 15), daemon=True) for s in admitted]
-        for t in trickles:
-            t.start()
-        cut = [_answer(s)[0] for s in admitted]
+            with contextlib.suppress(OSError):  # closed to make room before it was all sent
+                sock.sendall(
+                    b"POST /correct HTTP/1.1\r\nHost: t\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s"
+                    % (kind, DECLARED, preamble)
+                    + b"\xff" * SENT
+                )
+            socks.append(sock)
+            trickles.append(threading.Thread(target=_trickle, args=(sock, 0.5, 15), daemon=True))
+            trickles[-1].start()
+        answers = [_answer(s)[0] for s in socks]
         sampling.set()
         sampler.join()
-        for s in admitted:
+        for s in socks:
             s.close()
-        assert len(admitted) == BUDGET // DECLARED and len(refused) == 100 - len(admitted)
-        assert all(a.startswith(b"HTTP/1.1 503 ") and b"retry-after: 2" in a for a in refused), refused[0][:300]
-        assert b"too many uploads in progress" in refused[0]
-        assert cut == [408] * len(admitted)
+        assert set(answers) <= {503, 408}, answers
+        assert answers.count(503) >= UPLOADS - BUDGET // SENT - 1, answers
         model_working_set = 300 * 2**20  # generous: the model, a decode, the event loop's buffers
         assert peak["rss"] - rss_before < BUDGET + model_working_set, (peak["rss"] - rss_before) / 2**20
         assert peak["temp"] <= BUDGET, peak["temp"] / 2**20
@@ -262,6 +249,9 @@ def test_100_trickling_45_mb_uploads_are_held_to_the_budget(tmp_path):
         assert _temp_bytes(proc.pid, str(tmp_path)) == 0
         r = httpx.post(f"{server.url}/correct", content=_photo(), headers={"Content-Type": "image/png"}, timeout=30)
         assert r.status_code == 200
-        metrics = httpx.get(f"{server.url}/metrics").text
-        assert "wbvae_body_bytes_in_flight 0.0" in metrics
-        assert f'wbvae_rejected_requests_total{{reason="upload_budget"}} {len(refused)}.0' in metrics
+        deadline = time.monotonic() + 10  # the cut uploads' requests unwind
+        while "wbvae_body_bytes_in_flight 0.0" not in (metrics := httpx.get(f"{server.url}/metrics").text):
+            assert time.monotonic() < deadline, [line for line in metrics.splitlines() if "in_flight" in line]
+            time.sleep(0.2)
+        refused = f'wbvae_rejected_requests_total{{reason="upload_budget"}} {answers.count(503)}.0'
+        assert refused in metrics, [line for line in metrics.splitlines() if "upload_budget" in line]

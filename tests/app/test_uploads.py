@@ -11,6 +11,7 @@ from PIL import Image, ImageCms
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.main import create_app
+from app.metrics import REJECT_REASONS
 from app.settings import Settings
 from bench import attacks
 from tests import photos
@@ -243,7 +244,7 @@ def test_stage_and_size_metrics(client, photo):
     mp = [s for s in families["wbvae_input_megapixels"].samples if s.name.endswith("_sum")][0]
     assert mp.value >= 0.54
     reasons = {s.labels["reason"] for s in families["wbvae_rejected_requests"].samples}
-    assert reasons == {"queue_full", "timeout", "gpu_oom", "client_gone", "upload_budget", "shutting_down"}
+    assert reasons == set(REJECT_REASONS)
     assert "wbvae_corrections_in_flight" in families and "wbvae_corrections_queued" in families
 
 
