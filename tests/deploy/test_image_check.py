@@ -39,7 +39,8 @@ def test_ci_watches_everything_the_dockerfile_copies():
 
 def test_ci_runs_the_image_check_on_a_change_and_on_request(tmp_path):
     """The trigger, in a scratch repository: a change to app/ runs it, a change elsewhere skips it, no parent runs
-    it, WBVAE_IMAGE_CHECK=1 forces it and 0 skips it (make is replaced by echo)."""
+    it, WBVAE_IMAGE_CHECK=1 forces it and 0 skips it, a host without the disk to build reports it not run
+    (make is replaced by echo)."""
     script = CI_RUN.read_text()
     trigger = script[script.index("image_inputs=(") :]
     (tmp_path / "trigger.sh").write_text(
@@ -60,17 +61,21 @@ def test_ci_runs_the_image_check_on_a_change_and_on_request(tmp_path):
     (repo / "app" / "x.py").write_text("1\n")
     subprocess.run([*git, "add", "-A"], cwd=repo, check=True)
     subprocess.run([*git, "commit", "-qm", "one"], cwd=repo, check=True)
-    assert "RAN" in run(), "no parent commit: it runs"
+    # This host's free disk must not decide the trigger's outcome: the disk guard is asked for 0 GB.
+    base = {k: v for k, v in os.environ.items() if k != "WBVAE_IMAGE_CHECK"} | {"WBVAE_IMAGE_MIN_FREE_GB": "0"}
+    assert "RAN" in run(env=base), "no parent commit: it runs"
     (repo / "docs.md").write_text("x\n")
     subprocess.run([*git, "add", "-A"], cwd=repo, check=True)
     subprocess.run([*git, "commit", "-qm", "two"], cwd=repo, check=True)
-    base = {k: v for k, v in os.environ.items() if k != "WBVAE_IMAGE_CHECK"}
     assert "skipped" in run(env=base)
     assert "RAN" in run(env={**base, "WBVAE_IMAGE_CHECK": "1"})
     (repo / "app" / "x.py").write_text("2\n")
     subprocess.run([*git, "commit", "-qam", "three"], cwd=repo, check=True)
     assert "RAN" in run(env=base)
     assert "skipped" in run(env={**base, "WBVAE_IMAGE_CHECK": "0"})
+    no_disk = {**base, "WBVAE_IMAGE_MIN_FREE_GB": str(10**9)}
+    assert "NOT RUN" in run(env=no_disk) and "RAN" not in run(env=no_disk)
+    assert "RAN" in run(env={**no_disk, "WBVAE_IMAGE_CHECK": "1"})  # forced: it runs (and fails for the disk)
 
 
 def test_the_image_user_has_its_group_in_every_stage_that_runs_as_it():
