@@ -100,7 +100,10 @@ def run_correct(args: argparse.Namespace) -> int:
             if not data:
                 return Outcome(job, "failed", "empty file")
             body = correct_upload(
-                corrector, data, Options(fmt, args.quality, args.strength, args.temperature), limits
+                corrector,
+                data,
+                Options(fmt, args.quality, args.strength, args.temperature, adaptation=args.adaptation),
+                limits,
             ).body
             job.target.parent.mkdir(parents=True, exist_ok=True)
             partial = job.target.with_name(job.target.name + ".partial")
@@ -177,6 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="render as a camera set to this white balance: 2000-12000 K or a preset "
         "(tungsten, fluorescent, daylight, cloudy, shade); lower is bluer (default: neutral)",
+    )
+    c.add_argument(
+        "--adaptation",
+        type=str.lower,
+        choices=("full", "natural"),
+        default="full",
+        help="full: the light's white to neutral (default); natural: keep a warm light's mood, adapting as the eye "
+        "does (docs/api.md)",
     )
     c.add_argument(
         "--format",

@@ -14,7 +14,7 @@ from app.facts import WhiteBalance
 from app.gate import CorrectionGate
 from app.metrics import Metrics
 from app.settings import Settings
-from model.corrector import KELVIN_RANGE, PRESETS, TINT_RANGE, Corrector
+from model.corrector import ADAPTATIONS, KELVIN_RANGE, PRESETS, TINT_RANGE, Corrector
 
 
 def get_settings(request: Request) -> Settings:
@@ -115,6 +115,22 @@ def get_white_balance(
     return WhiteBalance(temperature, tint)
 
 
+def get_adaptation(
+    adaptation: Annotated[
+        str,
+        Query(
+            description="full: the light's white to neutral (default); natural: incomplete adaptation, as the eye "
+            "does, keeping a warm light's mood (D from Smet et al. 2017; docs/api.md)"
+        ),
+    ] = "full",
+) -> str:
+    """``adaptation``: one of ``ADAPTATIONS`` (any case); 422 with a detail otherwise."""
+    value = adaptation.strip().lower()
+    if value not in ADAPTATIONS:
+        raise HTTPException(422, f"unknown adaptation {adaptation!r}; expected one of: {', '.join(ADAPTATIONS)}")
+    return value
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 GateDep = Annotated[CorrectionGate, Depends(get_gate)]
@@ -122,3 +138,4 @@ CorrectorDep = Annotated[Corrector, Depends(get_corrector)]
 ModelDep = Annotated[Corrector | ModelBatcher, Depends(get_model)]
 FormatDep = Annotated[OutputFormat, Depends(get_output_format)]
 WhiteBalanceDep = Annotated[WhiteBalance, Depends(get_white_balance)]
+AdaptationDep = Annotated[str, Depends(get_adaptation)]

@@ -23,6 +23,8 @@ FACT_HEADERS = (
     "X-WB-Matrix",
     "X-WB-Temperature",
     "X-WB-Tint",
+    "X-WB-Adaptation",
+    "X-WB-Degree",
 )
 
 
@@ -60,6 +62,8 @@ def facts(correction: Correction, wb: WhiteBalance) -> dict:
             "strength": correction.strength,
             "temperature": wb.kelvin,
             "tint": wb.tint,
+            "adaptation": correction.adaptation,
+            "degree": round(correction.degree, 4),
             "highlights": {"start": HIGHLIGHT_START, "full": HIGHLIGHT_FULL, "gain": correction.highlight_gain},
         },
     }
@@ -82,4 +86,6 @@ def fact_headers(correction: Correction, wb: WhiteBalance) -> dict[str, str]:
         "X-WB-Matrix": ",".join(repr(v) for row in mapping["matrix"] for v in row),
         "X-WB-Temperature": text(mapping["temperature"]),
         "X-WB-Tint": text(mapping["tint"]),
+        "X-WB-Adaptation": mapping["adaptation"],
+        "X-WB-Degree": text(float(mapping["degree"])),
     }

@@ -10,6 +10,7 @@ MEGAPIXEL_BUCKETS = (0.1, 0.5, 1.0, 2.0, 4.0, 8.0, 12.0, 16.0, 24.0, 32.0, 50.0,
 STAGES = ("decode", "model", "mapping", "encode")
 CCT_BUCKETS = (2000, 2500, 3000, 3500, 4000, 4500, 5000, 5500, 6000, 6500, 7500, 9000, 12000, 20000)
 DEAD_ZONE_DECISIONS = ("inside", "outside", "off")
+ADAPTATIONS = ("full", "natural")
 REJECT_REASONS = (
     "queue_full",
     "timeout",
@@ -78,6 +79,12 @@ class Metrics:
             ["decision"],
             registry=self.registry,
         )
+        self.adaptation = Counter(
+            "wbvae_adaptation_choices",
+            "Photos by the adaptation asked for (/correct, /analyze): full or natural (the light's mood kept).",
+            ["adaptation"],
+            registry=self.registry,
+        )
         self.in_flight = Gauge("wbvae_corrections_in_flight", "Corrections being processed.", registry=self.registry)
         self.oldest_running = Gauge(
             "wbvae_correction_oldest_running_seconds",
@@ -121,6 +128,8 @@ class Metrics:
             self.rejected.labels(reason)
         for decision in DEAD_ZONE_DECISIONS:
             self.dead_zone.labels(decision)
+        for adaptation in ADAPTATIONS:
+            self.adaptation.labels(adaptation)
 
     def record(self, stages: dict[str, float], megapixels: float, inference_seconds: float) -> None:
         """One correction's stage times (seconds), input size and model-plus-mapping time."""
@@ -129,8 +138,10 @@ class Metrics:
         self.input_megapixels.observe(megapixels)
         self.inference_duration.observe(inference_seconds)
 
-    def record_estimate(self, cct: float | None, dead_zone_decision: str) -> None:
-        """What the model saw in one photo: its light's CCT (None: not a light colour) and the dead zone's call."""
+    def record_estimate(self, cct: float | None, dead_zone_decision: str, adaptation: str = "full") -> None:
+        """What the model saw in one photo: its light's CCT (None: not a light colour) and the dead zone's call; and
+        the adaptation asked for."""
+        self.adaptation.labels(adaptation).inc()
         if cct is not None:
             self.illuminant_cct.observe(cct)
         self.dead_zone.labels(dead_zone_decision).inc()

@@ -29,6 +29,7 @@ class Options:
     strength: float = 1.0  # 0: photo unchanged, 1: full correction
     kelvin: float | None = None  # render as a camera set to this white balance (None: the neutral output)
     tint: float = 0.0  # green (-) / magenta (+), photo editors' units
+    adaptation: str = "full"  # "full" or "natural" (incomplete adaptation: the light's mood kept)
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,9 @@ def correct_upload(
         correction = model.estimate(image.rgb)
         stages["model"] = time.perf_counter() - start
     check()
-    correction = correction.at_strength(options.strength).rendered_at(options.kelvin, options.tint)
+    correction = (
+        correction.adapted(options.adaptation).at_strength(options.strength).rendered_at(options.kelvin, options.tint)
+    )
     if options.fmt is None:
         return Result(b"", image.megapixels, correction, stages)
     start = time.perf_counter()

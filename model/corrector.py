@@ -25,16 +25,20 @@ from model.mapping16 import apply_gray_gain, gray_gain
 from model.stats import Analysis, analyse
 from model.vae import WBVAE, WBVAEConfig
 from model.whitebalance import (
+    ADAPTATIONS,
     KELVIN_RANGE,
     PRESETS,
     REFERENCE_KELVIN,
     TINT_RANGE,
     Illuminant,
+    degree_of_adaptation,
     illuminant_of,
+    natural_matrix,
     temperature_matrix,
 )
 
 __all__ = [
+    "ADAPTATIONS",
     "DEFAULT_CHECKPOINT",
     "HIGHLIGHT_FULL",
     "HIGHLIGHT_START",
@@ -62,7 +66,9 @@ class Correction:
     """The correction estimated for one photo, and how to apply it.
 
     ``matrix`` is a 3x3 linear-RGB matrix; ``strength`` 0 is the identity exactly, 1 the model's
-    full correction, in between ``(1 - s) I + s M``. ``device`` is where a whole photo is mapped by
+    full correction, in between ``(1 - s) I + s M``. ``adaptation`` ``natural`` puts the light's mood back first:
+    ``M`` becomes ``N M``, ``N`` the ``model.whitebalance.natural_matrix`` of the estimated light (white lands on
+    the light's corresponding white, not on neutral). ``device`` is where a whole photo is mapped by
     ``prepare`` (``None``: on the CPU, row by row inside the encoder).
     """
 
@@ -73,6 +79,7 @@ class Correction:
     render: np.ndarray | None = None  # (3, 3) applied after the blend: a chosen white balance (``rendered_at``)
     white_distance: float | None = None  # the dead zone's input: the neutralised white's log-chroma distance
     dead_zone: float = 0.0  # the model's dead zone (0: none)
+    adaptation: str = "full"  # "full": white to neutral; "natural": incomplete, as the eye adapts (``adapted``)
 
     def at_strength(self, strength: float) -> Correction:
         """The same correction applied at ``strength`` (0..1)."""
@@ -88,13 +95,41 @@ class Correction:
             return replace(self, render=None)
         return replace(self, render=temperature_matrix(REFERENCE_KELVIN if kelvin is None else kelvin, tint))
 
+    def adapted(self, adaptation: str = "full") -> Correction:
+        """The same correction with ``full`` or ``natural`` adaptation (``ADAPTATIONS``); ``ValueError`` otherwise."""
+        if adaptation not in ADAPTATIONS:
+            raise ValueError(f"adaptation must be one of {', '.join(ADAPTATIONS)}, got {adaptation!r}")
+        return replace(self, adaptation=adaptation)
+
+    @property
+    def degree(self) -> float:
+        """The degree of adaptation D applied: 1 for ``full``; for ``natural`` Smet et al. 2017's D of the estimated
+        light (``model.whitebalance.degree_of_adaptation``), 1 where the estimate is not a light colour (no CCT)."""
+        light = self.illuminant
+        if self.adaptation == "full" or light.xy is None or light.cct is None:
+            return 1.0
+        return degree_of_adaptation(light.xy)
+
+    @property
+    def full_matrix(self) -> np.ndarray:
+        """The correction at full strength, float64: ``M``, or ``N M`` with ``natural`` adaptation (``N`` the
+        identity where the estimate is not a light colour)."""
+        m = np.asarray(self.matrix, dtype=np.float64)
+        light = self.illuminant
+        if self.adaptation == "full" or light.xy is None or light.cct is None:
+            return m
+        return natural_matrix(light.xy) @ m
+
     @property
     def applied_matrix(self) -> np.ndarray:
-        """``T ((1 - s) I + s M)`` as float32, ``T`` the ``render`` (exactly the identity at 0 with no render,
-        exactly M at 1)."""
-        if self.strength == 1.0 and self.render is None:
-            return np.asarray(self.matrix, dtype=np.float32)
-        blend = (1.0 - self.strength) * np.eye(3) + self.strength * np.asarray(self.matrix, dtype=np.float64)
+        """``T ((1 - s) I + s M)`` as float32, ``T`` the ``render``, ``M`` the ``full_matrix`` (exactly the identity
+        at 0 with no render, exactly the model's M at 1 with ``full`` adaptation)."""
+        if self.adaptation == "full":  # today's path, bit for bit
+            if self.strength == 1.0 and self.render is None:
+                return np.asarray(self.matrix, dtype=np.float32)
+            blend = (1.0 - self.strength) * np.eye(3) + self.strength * np.asarray(self.matrix, dtype=np.float64)
+        else:
+            blend = (1.0 - self.strength) * np.eye(3) + self.strength * self.full_matrix
         return (blend if self.render is None else self.render @ blend).astype(np.float32)
 
     @property
@@ -295,9 +330,11 @@ class Corrector:
         """The correction for one uint8 (H, W, 3) photo."""
         return self.estimate_batch([self.analyse(img)])[0]
 
-    def correct(self, img: np.ndarray, strength: float = 1.0, kelvin: float | None = None) -> np.ndarray:
+    def correct(
+        self, img: np.ndarray, strength: float = 1.0, kelvin: float | None = None, adaptation: str = "full"
+    ) -> np.ndarray:
         """Corrected copy of a uint8 (H, W, 3) sRGB photo, same shape (rendered at ``kelvin`` if given)."""
-        return self.estimate(img).at_strength(strength).rendered_at(kelvin).map_rows(img)
+        return self.estimate(img).adapted(adaptation).at_strength(strength).rendered_at(kelvin).map_rows(img)
 
     def warm_up(self) -> None:
         """Run one small photo through every stage so the first request is not slow."""

@@ -18,6 +18,27 @@ So a setting below the reference makes the photo bluer (a camera set to 3000 K r
 above makes it warmer; ``T_REFERENCE_KELVIN`` is the identity. ``tint`` is in the units of photo editors
 (Adobe's: 1 unit = 1/3000 Duv): positive tints assume a greener light and so render magenta, negative ones green.
 The light of K keeps its luminance (so a 3000 K render of a neutral photo is blue and a little brighter).
+
+**Incomplete adaptation (``adaptation="natural"``).** The eye does not fully adapt to a warm light: a candle-lit
+face or a tungsten-lit room stays warm to the people in it. The degree of adaptation D is taken from a published
+model of D as a function of the adapting light's chromaticity, Smet, Zhai, Luo & Hanselaer (2017), "Study of
+chromatic adaptation using memory color matches, Part II: colored illuminants", Opt. Express 25(7), 8350-8365,
+doi:10.1364/OE.25.008350 (``degree_of_adaptation``: a bivariate Gaussian in log MacLeod-Boynton coordinates of
+Hunt-Pointer-Estevez cones, their parameters ``SMET2017_D_PARAMETERS``). The later studies of neutral-white matches
+the issue names (Zhai & Luo 2018, Opt. Express 26(6) 7724; Wei & Chen 2019, Opt. Express 27(6) 9276; Chen & Wei,
+CIC 27, 2019) report D lower under 2700-3500 K lights and rising with luminance, but no closed-form D(CCT) with
+parameters could be found here; Smet 2017 is the closest published relation with its parameters (same group as
+Zhai & Luo, the same finding: D falls as the light departs from daylight toward warm). Its one free parameter,
+``Dmax``, is set to 1 (``SMET2017_D_MAX``): the published 0.6539 is the maximum measured in that experiment's dark
+surround, which the model's authors note is probably too low for ordinary viewing; with 1, a light of the peak's
+chromaticity (near D65) is adapted to fully, so daylight photos come out as ``full`` does.
+
+The white the eye keeps is Zhai & Luo (2018)'s two-step CAT (``colour.adaptation.chromatic_adaptation_Zhai2018``,
+CAT02, baseline illuminant E) from the estimated light (degree D) to D65 (degree D of D65): the light's own white
+seen under it, as its corresponding colour under D65 (``corresponding_white``). ``natural_matrix`` renders the
+neutral output so that its white lands there, the same von Kries render as ``temperature_matrix``::
+
+    N = XYZ_to_sRGB @ CAT(D65 -> corresponding white, luminance 1) @ sRGB_to_XYZ
 """
 
 from __future__ import annotations
@@ -55,6 +76,7 @@ def _import_colour_lean():
 colour = _import_colour_lean()
 
 __all__ = [
+    "ADAPTATIONS",
     "KELVIN_RANGE",
     "PRESETS",
     "REFERENCE_KELVIN",
@@ -62,7 +84,10 @@ __all__ = [
     "TINT_PER_DUV",
     "Illuminant",
     "adaptation_matrix",
+    "corresponding_white",
+    "degree_of_adaptation",
     "illuminant_of",
+    "natural_matrix",
     "planckian_xy",
     "temperature_matrix",
 ]
@@ -150,3 +175,68 @@ def illuminant_of(matrix: np.ndarray) -> Illuminant:
     if CCT_DOMAIN[0] <= cct <= CCT_DOMAIN[1] and abs(duv) <= MAX_ABS_DUV:  # False for NaN too
         return Illuminant(xy, cct, duv)
     return Illuminant(xy, None, None)
+
+
+#: How far the output adapts to the estimated light: ``full`` (to neutral: the model's correction as trained) or
+#: ``natural`` (incompletely, as the eye does: ``natural_matrix``).
+ADAPTATIONS = ("full", "natural")
+#: Smet et al. (2017)'s D model: Hunt-Pointer-Estevez cones (the matrix normalised to illuminant E, with which the
+#: parameters were derived), and the parameters of the Gaussian in (ln r, ln b), r = L/(L+M), b = S/(L+M):
+#: covariance [[p0, p4], [p4, p1]], mean (p2, p3), exponent p5 (as published; luxpy's ``cat.smet2017_D``).
+SMET2017_HPE = np.array([[0.38971, 0.68898, -0.07868], [-0.22981, 1.18340, 0.04641], [0.0, 0.0, 1.0]])
+SMET2017_D_PARAMETERS = 1.0e7 * np.array(
+    [
+        0.021081326530436,
+        4.751255762876845,
+        -0.000000071025181,
+        -0.000000063627042,
+        -0.146952821492957,
+        3.117390441655821,
+    ]
+)
+#: ``Dmax``: 1, not the 0.6539 measured in the experiment's dark surround (module docstring).
+SMET2017_D_MAX = 1.0
+D65_XYZ = colour.xy_to_XYZ(SRGB.whitepoint)
+
+
+def degree_of_adaptation(xy) -> float:
+    """D in [0, 1] for a light of CIE 1931 ``xy`` (Smet et al. 2017; the model was fitted on 10-degree data, the
+    2-degree chromaticity is used as is): about 0.53 at 2850 K, 0.75 at 3500 K, 0.97 at 5000 K, 1.0 near D65."""
+    p = SMET2017_D_PARAMETERS
+    lms = SMET2017_HPE @ colour.xy_to_XYZ(np.asarray(xy, np.float64))
+    if not np.all(lms > 0):
+        raise ValueError(f"no cone response for a light at xy {tuple(xy)}")
+    x = np.log([lms[0] / (lms[0] + lms[1]), lms[2] / (lms[0] + lms[1])]) - p[2:4]
+    inverse = np.linalg.inv(np.array([[p[0], p[4]], [p[4], p[1]]]))
+    return float(np.clip(SMET2017_D_MAX * np.exp(-0.5 * x @ inverse @ x) ** p[5], 0.0, 1.0))
+
+
+def corresponding_white(xy) -> np.ndarray:
+    """CIE 1931 xy of the colour under D65 that looks as the white of a light at ``xy`` looks to an observer
+    adapted to it to the degree ``degree_of_adaptation`` (Zhai & Luo 2018's two-step CAT, CAT02, baseline E)."""
+    white = colour.xy_to_XYZ(np.asarray(xy, np.float64)) * 100
+    seen = colour.adaptation.chromatic_adaptation_Zhai2018(
+        white,
+        white,
+        D65_XYZ * 100,
+        D_b=degree_of_adaptation(xy),
+        D_d=degree_of_adaptation(SRGB.whitepoint),
+        XYZ_wo=np.array([100.0, 100.0, 100.0]),
+        transform="CAT02",
+    )
+    return np.asarray(colour.XYZ_to_xy(seen), np.float64)
+
+
+@lru_cache(maxsize=1024)
+def _natural_matrix(x: float, y: float) -> np.ndarray:
+    target = colour.xy_to_XYZ(corresponding_white((x, y)))
+    cat = colour.adaptation.matrix_chromatic_adaptation_VonKries(D65_XYZ, target, transform=CAT_TRANSFORM)
+    m = SRGB.matrix_XYZ_to_RGB @ cat @ SRGB.matrix_RGB_to_XYZ
+    m.flags.writeable = False
+    return m
+
+
+def natural_matrix(xy) -> np.ndarray:
+    """(3, 3) linear sRGB, read-only: renders a neutral output so that its white (luminance kept) lands on the
+    ``corresponding_white`` of a light at ``xy``; applied after the full correction it keeps the light's mood."""
+    return _natural_matrix(round(float(xy[0]), 6), round(float(xy[1]), 6))

@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Query, Request, Security, UploadFile
 
 from app.codec import ACCEPTED_NAMES
-from app.deps import GateDep, MetricsDep, ModelDep, SettingsDep, WhiteBalanceDep, bearer_key
+from app.deps import AdaptationDep, GateDep, MetricsDep, ModelDep, SettingsDep, WhiteBalanceDep, bearer_key
 from app.facts import facts
 from app.pipeline import Options, Upload
 from app.routes.correction import PHOTO_BODY, UPLOAD_ERRORS, read_photo, unless_client_leaves
@@ -33,6 +33,7 @@ async def analyze(
     metrics: MetricsDep,
     gate: GateDep,
     wb: WhiteBalanceDep,
+    adaptation: AdaptationDep,
     request: Request,
     file: Annotated[UploadFile | None, File(description=f"The photo or a thumbnail of it ({ACCEPTED_NAMES})")] = None,
     strength: Annotated[float, Query(ge=0, le=1, description="0: unchanged, 1: full")] = 1.0,
@@ -42,8 +43,11 @@ async def analyze(
     deadline = time.monotonic() + settings.request_timeout_s
     data, _ = await read_photo(request, file, settings)
     upload = Upload(
-        model, data, Options(None, strength=strength, kelvin=wb.kelvin, tint=wb.tint), request.app.state.limits
+        model,
+        data,
+        Options(None, strength=strength, kelvin=wb.kelvin, tint=wb.tint, adaptation=adaptation),
+        request.app.state.limits,
     )
     result = await unless_client_leaves(request, gate.run(upload, deadline))
-    metrics.record_estimate(result.correction.illuminant.cct, result.correction.dead_zone_decision)
+    metrics.record_estimate(result.correction.illuminant.cct, result.correction.dead_zone_decision, adaptation)
     return facts(result.correction, wb)

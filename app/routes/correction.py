@@ -18,7 +18,7 @@ from fastapi import APIRouter, File, HTTPException, Query, Request, Security, Up
 from fastapi.responses import Response
 
 from app.codec import ACCEPTED_NAMES, FORMATS, OutputFormat
-from app.deps import FormatDep, GateDep, MetricsDep, ModelDep, SettingsDep, WhiteBalanceDep, bearer_key
+from app.deps import AdaptationDep, FormatDep, GateDep, MetricsDep, ModelDep, SettingsDep, WhiteBalanceDep, bearer_key
 from app.errors import ClientGone
 from app.facts import FACT_HEADERS, fact_headers
 from app.pipeline import Options, Upload
@@ -80,6 +80,7 @@ async def correct(
     metrics: MetricsDep,
     gate: GateDep,
     wb: WhiteBalanceDep,
+    adaptation: AdaptationDep,
     fmt: FormatDep,
     request: Request,
     file: Annotated[
@@ -93,12 +94,12 @@ async def correct(
     model saw in the ``X-WB-*`` headers. ``temperature``/``preset`` and ``tint`` render it at a chosen light."""
     deadline = time.monotonic() + settings.request_timeout_s
     data, filename = await read_photo(request, file, settings)
-    options = Options(fmt, quality or settings.default_quality, strength, wb.kelvin, wb.tint)
+    options = Options(fmt, quality or settings.default_quality, strength, wb.kelvin, wb.tint, adaptation)
     result = await unless_client_leaves(
         request, gate.run(Upload(model, data, options, request.app.state.limits), deadline)
     )
     metrics.record(result.stages, result.megapixels, result.inference_seconds)
-    metrics.record_estimate(result.correction.illuminant.cct, result.correction.dead_zone_decision)
+    metrics.record_estimate(result.correction.illuminant.cct, result.correction.dead_zone_decision, adaptation)
     headers = {
         "Vary": "Accept",
         "Content-Disposition": f'inline; filename="{output_filename(filename, fmt)}"',
