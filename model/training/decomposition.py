@@ -31,7 +31,7 @@ import numpy as np
 
 from model.colour import LUMA_709, srgb_to_linear
 from model.mapping import apply_matrix
-from model.training.metrics import colourfulness, delta_e2000
+from model.training.metrics import colour_ratio, delta_e2000
 
 COLUMNS = ("none", "own_diagonal", "own", "floor_diagonal", "floor_3x3", "floor_polynomial")
 TITLES = {
@@ -114,8 +114,8 @@ def decompose_pair(corrector, inp: np.ndarray, gt: np.ndarray, valid: np.ndarray
         "own_diagonal": delta_e2000(own_diagonal, gt, valid),
         "own": delta_e2000(own, gt, valid),
     }
-    row["colour"] = colourfulness(own, valid) / max(colourfulness(gt, valid), 1e-6)
-    row["colour_own_diagonal"] = colourfulness(own, valid) / max(colourfulness(own_diagonal, valid), 1e-6)
+    row["colour"] = colour_ratio(own, gt, valid)
+    row["colour_own_diagonal"] = colour_ratio(own, own_diagonal, valid)
     sv = np.linalg.svd(np.asarray(correction.applied_matrix, np.float64), compute_uv=False)
     row["singular_ratio"] = float(sv[-1] / sv[0])
     floor_diagonal = fitted_diagonal(inp, gt, valid)

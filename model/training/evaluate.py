@@ -57,7 +57,7 @@ from model.training.config import TrainConfig
 from model.training.decomposition import decompose, decomposition_table
 from model.training.emulator import _saturation_matrix
 from model.training.eval_sets import PairSpec, load_pair
-from model.training.metrics import METRICS, all_metrics, colourfulness, hue_error, summarise
+from model.training.metrics import METRICS, all_metrics, colour_ratio, hue_error, summarise
 from model.training.raw_renderer import HELD_OUT_RENDERS, RawRenderConfig, RawRenderer, angular_error
 from model.training.raw_report import raw_baseline_estimates
 from model.training.source_registry import source as data_source
@@ -115,13 +115,12 @@ def evaluate_frames(frames: Iterable[Frame], correctors: Mapping[str, Corrector]
             if not isinstance(out, np.ndarray) or out.dtype != np.uint8 or out.shape != inp.shape:
                 got = f"{type(out).__name__} {getattr(out, 'dtype', '')} {getattr(out, 'shape', '')}"
                 raise ValueError(f"corrector {method!r} on {name}: expected uint8 {inp.shape}, got {got}")
-            colour = colourfulness(out, mask) / max(colourfulness(truth, mask), 1e-6)
             records.append(
                 {
                     "method": method,
                     "name": name,
                     **all_metrics(out, truth, mask),
-                    "colour": colour,
+                    "colour": colour_ratio(out, truth, mask),
                     "hue": hue_error(out, truth, mask),
                     "source": source,
                     "seconds": seconds,

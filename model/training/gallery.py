@@ -32,7 +32,7 @@ from PIL import Image, ImageCms, ImageDraw, ImageFont, ImageOps
 from model.corrector import DEFAULT_CHECKPOINT, Correction, Corrector
 from model.mapping import apply_matrix
 from model.training.decomposition import white_point_diagonal
-from model.training.metrics import colourfulness
+from model.training.metrics import colour_ratio
 from model.whitebalance import PRESETS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -125,7 +125,7 @@ def colour_kept(rgb: np.ndarray, correction: Correction) -> float:
     diagonal (``decomposition.white_point_diagonal``): 1 keeps the colour a pure white balance gives, near 0
     is a gray photo."""
     diagonal = apply_matrix(rgb, white_point_diagonal(correction.applied_matrix))
-    return colourfulness(correction.map_rows(rgb)) / max(colourfulness(diagonal), 1e-6)
+    return colour_ratio(correction.map_rows(rgb), diagonal)
 
 
 def _downscaled(rgb: np.ndarray, tile_height: int) -> np.ndarray:

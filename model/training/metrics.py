@@ -36,6 +36,7 @@ __all__ = [
     "METRICS",
     "all_metrics",
     "clipped_or_crushed",
+    "colour_ratio",
     "colourfulness",
     "delta_e2000",
     "delta_e76",
@@ -173,6 +174,11 @@ def colourfulness(img: np.ndarray, mask: np.ndarray | None = None) -> float:
     rg = px[:, 0] - px[:, 1]
     yb = 0.5 * (px[:, 0] + px[:, 1]) - px[:, 2]
     return float(np.sqrt(rg.var() + yb.var()) + 0.3 * np.sqrt(rg.mean() ** 2 + yb.mean() ** 2))
+
+
+def colour_ratio(img: np.ndarray, reference: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """``colourfulness(img) / colourfulness(reference)`` over ``mask``: 1 keeps the reference's colour, 0 is gray."""
+    return colourfulness(img, mask) / max(colourfulness(reference, mask), 1e-6)
 
 
 def hue_error(

@@ -32,7 +32,7 @@ from model.training.config import TrainConfig, parse_args
 from model.training.eval_sets import list_pairs, load_pair
 from model.training.figures import save_figures
 from model.training.losses import training_loss
-from model.training.metrics import colourfulness, delta_e2000 as mean_de2000
+from model.training.metrics import colour_ratio, delta_e2000 as mean_de2000
 from model.training.source_registry import MODEL_INPUTS, build_data, make_sample, set_epoch
 from model.vae import WBVAE, vae_loss
 
@@ -78,8 +78,7 @@ def pair_scores(model: WBVAE, pairs: list, device: torch.device) -> list[tuple[s
         s = make_sample(inp, gt, valid, True, None, model.config)
         out = model(*(s[k][None].to(device) for k in MODEL_INPUTS), sample=False)
         corrected = apply_matrix(inp, out["matrix"][0].float().cpu())
-        colour = colourfulness(corrected, valid) / max(colourfulness(gt, valid), 1e-6)
-        scores.append((scene_of(gt), mean_de2000(corrected, gt, valid), colour))
+        scores.append((scene_of(gt), mean_de2000(corrected, gt, valid), colour_ratio(corrected, gt, valid)))
     return scores
 
 

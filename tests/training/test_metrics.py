@@ -147,3 +147,11 @@ def test_clipped_or_crushed_and_hue_error():
     assert hue_error(pink, orange) > 30  # orange turned pink: a large hue error
     gray = np.full((4, 4, 3), 128, np.uint8)
     assert np.isnan(hue_error(orange, gray))  # no chromatic truth: nothing to score
+
+
+def test_colour_ratio_is_one_for_the_same_image_and_zero_for_gray():
+    from model.training.metrics import colour_ratio
+
+    img = np.random.default_rng(1).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    gray = np.repeat(img[..., :1], 3, axis=2)
+    assert colour_ratio(img, img) == 1.0 and colour_ratio(gray, img) == 0.0
