@@ -161,13 +161,18 @@ def test_warm_renders_keep_the_warmth_the_model_predicts(kelvin, seed):
 SERVED_WARM_UV = {2300: 0.0102, 2700: 0.0056, 3000: 0.0053, 3500: 0.0110}
 
 
+def served_full_and_natural(corrector, kelvin: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A render under ``kelvin`` corrected by the served model, ``full`` and ``natural``, with its neutral mask."""
+    photo, mask = render(kelvin, seed)
+    estimate = corrector.estimate(photo)
+    return estimate.map_rows(photo), estimate.adapted("natural").map_rows(photo), mask
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kelvin", [2300, 2700, 3000, 3500])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_the_served_model_keeps_the_warmth_closer_than_full_reaches_neutral(corrector, kelvin, seed):
-    photo, mask = render(kelvin, seed)
-    estimate = corrector.estimate(photo)
-    full, natural = estimate.map_rows(photo), estimate.adapted("natural").map_rows(photo)
+    full, natural, mask = served_full_and_natural(corrector, kelvin, seed)
     kept = np.linalg.norm(
         neutral_uv(natural, mask) - np.asarray(colour.xy_to_Luv_uv(corresponding_white(planckian_xy(kelvin))))
     )
@@ -195,7 +200,5 @@ def test_warm_wild_photos_keep_the_warmth_the_model_predicts(corrector, name):
 @pytest.mark.parametrize("kelvin", [5000, 5500, 6500, 7500])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_daylight_natural_and_full_differ_by_at_most_1_de2000(corrector, kelvin, seed):
-    photo, _ = render(kelvin, seed)
-    estimate = corrector.estimate(photo)
-    full, natural = estimate.map_rows(photo), estimate.adapted("natural").map_rows(photo)
+    full, natural, _ = served_full_and_natural(corrector, kelvin, seed)
     assert deltaE_ciede2000(rgb2lab(full), rgb2lab(natural)).mean() <= 1.0
